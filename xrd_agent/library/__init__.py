@@ -1,0 +1,1 @@
+"""Reference library: simulated patterns, names, the stored artifact."""

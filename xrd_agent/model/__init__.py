@@ -1,0 +1,1 @@
+"""The identification model: network, augmentation, training, inference, evaluation."""

@@ -1,0 +1,1 @@
+"""Scan readers, one module per format family."""

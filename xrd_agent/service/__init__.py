@@ -1,0 +1,1 @@
+"""The agent service: watcher, ledger, pipeline, publisher, control, sd_notify."""
