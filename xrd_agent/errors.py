@@ -71,6 +71,12 @@ class UnknownWavelength(ScanError, ValueError):
     code = "unknown_wavelength"
 
 
+class NoCoverage(ScanError, ValueError):
+    """The scan measured nothing inside the 2-theta range the model reads (5-50 deg Cu)."""
+
+    code = "no_coverage"
+
+
 class ProfileError(XrdAgentError, ValueError):
     """A firmware profile or configuration file is invalid."""
 
@@ -85,3 +91,18 @@ class NotFittedError(XrdAgentError, RuntimeError):
 
 class LibraryError(XrdAgentError, ValueError):
     """A reference-library artifact is missing, inconsistent or of an unknown version."""
+
+
+class MessageError(XrdAgentError, ValueError):
+    """A message or control request does not follow the published contract (schemas/*.json).
+
+    ``reason`` names the offending field and what was wrong with it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ControlError(XrdAgentError, RuntimeError):
+    """The agent's control socket did not answer in time or refused a request."""
