@@ -109,6 +109,7 @@ AlertReason = Literal["expected_phase_missing", "amorphous", "unknown_phase", "m
                       "unreadable", "folder_missing", "folder_restored"]
 Severity = Literal["info", "warning", "critical"]
 ServiceState = Literal["starting", "ready", "reloading", "draining", "stopped", "degraded"]
+Count = Annotated[int, doc("A running total.", minimum=0)]
 RequestId = Annotated[str, doc("Optional correlation id chosen by the client; the reply echoes it.",
                                maxLength=64)]
 
@@ -271,7 +272,7 @@ class StatusMessage(Header):
                                        "degraded (running but something needs a person: see detail).")]
     detail: Annotated[str, doc("One sentence for people; empty when there is nothing to add.",
                                maxLength=2000)]
-    counters: Annotated[dict[str, int], doc("Running totals since start, e.g. scans_seen, identified, "
+    counters: Annotated[dict[str, Count], doc("Running totals since start, e.g. scans_seen, identified, "
                                             "alerts, rejected, duplicates.",
                                             propertyNames={"pattern": r"^[a-z][a-z0-9_]{0,63}$"})]
 
@@ -362,7 +363,7 @@ class StatusReply(TypedDict):
     state: Annotated[ServiceState, doc("Current service state (see xrd.status).")]
     detail: Annotated[str, doc("One sentence for people; empty when there is nothing to add.",
                                maxLength=2000)]
-    counters: Annotated[dict[str, int], doc("Running totals since start.",
+    counters: Annotated[dict[str, Count], doc("Running totals since start.",
                                             propertyNames={"pattern": r"^[a-z][a-z0-9_]{0,63}$"})]
     last_seq: Annotated[int, doc("Newest seq in the ledger.", minimum=0)]
     uptime_s: Annotated[float, doc("Seconds since the service started.", minimum=0)]
@@ -681,6 +682,57 @@ def decode(frames: Sequence[bytes]) -> dict[str, Any]:
         raise MessageError(f"topic frame {topic!r} does not match the message's topic {message.get('topic')!r}")
     validate(message)
     return message
+
+
+_EXAMPLE_RESULT: dict[str, Any] = {
+    "top": [
+        {"rank": 1, "refcode": "FIQCEN", "name": "HKUST-1", "probability": 0.912},
+        {"rank": 2, "refcode": "DOTSOV", "name": "HKUST-1", "probability": 0.041},
+        {"rank": 3, "refcode": "OFERUN", "name": "ZIF-8", "probability": 0.017},
+        {"rank": 4, "refcode": "SAHYIK", "name": "MOF-5", "probability": 0.009},
+        {"rank": 5, "refcode": "RUBTAK", "name": "UiO-66", "probability": 0.006},
+    ],
+    "confidence": 0.912,
+    "flags": [],
+    "gate": {"applied": True, "high_band_mean": 0.071, "threshold": 0.05, "cutoff_bins": 200},
+    "coverage": {"first": 5.0, "last": 50.0, "fraction": 1.0},
+    "cam_regions": [{"start": 6.6, "end": 7.0, "weight": 0.41}, {"start": 11.5, "end": 11.8, "weight": 0.22}],
+    "model_version": "wang2020-cnn-7f3a1c2",
+    "library_version": "coremof2019-asr-5b81e0d",
+}
+
+_EXAMPLE_SCAN: dict[str, Any] = {
+    "scan_id": "9f2c1b7e4a5d6c8b0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f",
+    "path": "/data/d8-export/2026-11-26/S-042_HKUST1.brml",
+    "sample_id": "S-042",
+    "written_at": "2026-11-26T09:14:03.000Z",
+    "detected_at": "2026-11-26T09:14:05.112Z",
+}
+
+_EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
+    IDENTIFICATION: {**_EXAMPLE_SCAN, "format": "brml", "result": _EXAMPLE_RESULT, "duplicate_of": None},
+    ALERT: {**_EXAMPLE_SCAN, "reason": "expected_phase_missing", "severity": "critical",
+            "evidence": {"expected_phases": ["OFERUN"], "top_k": 2, "found": ["FIQCEN", "DOTSOV"],
+                         "confidence": 0.912},
+            "result": _EXAMPLE_RESULT},
+    REJECTED: {**_EXAMPLE_SCAN, "reason": "the file ends after 1,204 of 2,374 data points",
+               "error": "truncated"},
+    STATUS: {"state": "ready", "detail": "",
+             "counters": {"scans_seen": 12, "identified": 11, "alerts": 1, "rejected": 1, "duplicates": 0}},
+    HEARTBEAT: {"last_seq": 41, "uptime_s": 3600.5, "queue_depth": 0},
+}
+
+
+def example(topic: str, seq: int = 1, **overrides: Any) -> dict[str, Any]:
+    """A valid message of ``topic`` (for documentation and for tests, yours included);
+    ``overrides`` replace body fields."""
+    body = {**_EXAMPLE_BODIES[topic], **overrides}
+    if topic == HEARTBEAT:
+        body["last_seq"] = seq
+    return build(topic, seq, body, agent_id="xrd-agent", instrument_id="bruker-d8-lab2",
+                 model_version=_EXAMPLE_RESULT["model_version"],
+                 library_version=_EXAMPLE_RESULT["library_version"],
+                 published_at="2026-11-26T09:14:06.250Z")
 
 
 if __name__ == "__main__":  # python -m xrd_agent.messages: regenerate the schema files
