@@ -1,0 +1,218 @@
+"""Preprocessing on real instrument exports and on arrays with known answers."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xrd_agent.config import GateConfig
+from xrd_agent.errors import NoCoverage, ScanError, UnknownWavelength
+from xrd_agent.pattern import GRID_POINTS, MODEL_GRID
+from xrd_agent.preprocess import despike, prepare, prepare_arrays, prepare_grid_batch, to_grid
+from xrd_agent.profile import broaden
+from xrd_agent.readers import read_scan
+from xrd_agent.scan import ANODE_LINES, Scan, ScanRange, Wavelength, to_cu_two_theta
+
+
+def _scan(two_theta, intensity, anode: str | None = "Cu") -> Scan:
+    return Scan(
+        ranges=(ScanRange(np.asarray(two_theta, float), np.asarray(intensity, float)),),
+        source_path=Path("synthetic.xy"),
+        format="xy",
+        format_version="1",
+        sha256="0" * 64,
+        wavelength=Wavelength.for_anode(anode) if anode else None,
+    )
+
+
+def _sticks_pattern(two_theta: np.ndarray, positions, heights, fwhm_scale=1.0) -> np.ndarray:
+    """Peaks broadened on an arbitrary even grid (the instrument's, not the model's)."""
+    return broaden(np.asarray(positions), np.asarray(heights), grid=two_theta, fwhm_scale=fwhm_scale)
+
+
+@pytest.fixture(scope="module")
+def bt86(fixtures_dir):
+    return read_scan(fixtures_dir / "BT86.raw")
+
+
+# -- the real fixtures -----------------------------------------------------------------
+def test_every_fixture_prepares_or_says_why(fixtures_dir):
+    for path in sorted(fixtures_dir.iterdir()):
+        if path.suffix in {".md", ".json"}:
+            continue
+        pattern = prepare(read_scan(path))
+        covered = pattern.intensity[pattern.mask]
+        assert pattern.intensity.dtype == np.float32 and pattern.intensity.shape == (GRID_POINTS,)
+        assert np.isfinite(pattern.intensity).all(), path.name
+        assert covered.max() == pytest.approx(1.0), path.name
+        assert covered.min() >= 0.0, path.name
+        assert not pattern.intensity[~pattern.mask].any(), path.name
+
+
+def test_coverage_of_a_3_to_40_degree_scan(bt86):
+    pattern = prepare(bt86)
+    assert pattern.coverage.first == pytest.approx(5.0)
+    assert pattern.coverage.last == pytest.approx(40.0)
+    assert pattern.coverage.fraction == pytest.approx(3501 / GRID_POINTS)
+    assert pattern.mask[MODEL_GRID <= 40.0].all() and not pattern.mask[MODEL_GRID > 40.005].any()
+
+
+def test_multi_range_file_leaves_its_gaps_uncovered(fixtures_dir):
+    # format1.raw: three ranges, 10-20, 30-35 and 40-45 deg.
+    pattern = prepare(read_scan(fixtures_dir / "format1.raw"))
+    for lo, hi in ((10, 20), (30, 35), (40, 45)):
+        assert pattern.mask[(MODEL_GRID >= lo) & (MODEL_GRID <= hi)].all()
+    for lo, hi in ((5, 9.99), (20.1, 29.9), (35.1, 39.9), (45.1, 50)):
+        assert not pattern.mask[(MODEL_GRID >= lo) & (MODEL_GRID <= hi)].any()
+    assert pattern.coverage.first == pytest.approx(10.0) and pytest.approx(45.0) == pattern.coverage.last
+
+
+def test_negative_counts_of_the_raw4_fixture_survive(fixtures_dir):
+    scan = read_scan(fixtures_dir / "TwoTheta_scan_scrambled.raw")
+    assert scan.intensity.min() < 0
+    pattern = prepare(scan)
+    assert pattern.coverage.first == pytest.approx(10.0)
+    assert np.isfinite(pattern.intensity).all() and pattern.intensity.min() >= 0
+
+
+def test_out_of_range_scan_is_a_scan_error_not_a_crash(fixtures_dir):
+    # A 44-48 deg thin-film scan is covered a little; a scan beyond 50 deg not at all.
+    tt = np.linspace(60, 100, 400)
+    with pytest.raises(NoCoverage) as info:
+        prepare(_scan(tt, np.ones_like(tt)))
+    assert isinstance(info.value, ScanError) and "5 and 50" in info.value.reason
+    pattern = prepare(read_scan(fixtures_dir / "23-012-AG_2thomegascan_long.brml"))
+    assert pattern.coverage.first == pytest.approx(44.0) and pattern.coverage.fraction < 0.1
+
+
+def test_unknown_wavelength_is_refused_and_can_be_supplied(bt86):
+    bare = dataclasses.replace(bt86, wavelength=None)
+    with pytest.raises(UnknownWavelength):
+        prepare(bare)
+    assert np.array_equal(prepare(bare, wavelength=ANODE_LINES["Cu"][0]).intensity, prepare(bt86).intensity)
+
+
+# -- wavelength and grid ---------------------------------------------------------------
+@pytest.mark.parametrize("anode", ["Co", "Mo"])
+def test_other_anodes_land_at_the_copper_angle_of_the_same_d(anode):
+    cu_peaks = np.array([8.0, 14.3, 22.7, 31.1, 44.6])
+    lam = ANODE_LINES[anode][0]
+    own_peaks = to_cu_two_theta(cu_peaks, ANODE_LINES["Cu"][0], target=lam)  # same d at lam
+    step = 0.01 if anode == "Co" else 0.005
+    tt = np.arange(own_peaks[0] - 3, own_peaks[-1] + 3, step)
+    y = 1000 * _sticks_pattern(tt, own_peaks, np.ones(5), fwhm_scale=0.8 if anode == "Mo" else 1.0) + 50
+    pattern = prepare(_scan(tt, y, anode))
+    found = np.array([MODEL_GRID[np.argmax(np.where(np.abs(MODEL_GRID - p) < 0.5, pattern.intensity, 0))]
+                      for p in cu_peaks])
+    assert np.abs(found - cu_peaks).max() <= 0.011
+
+
+def test_finer_scans_are_bin_averaged_not_sampled():
+    tt = np.round(np.arange(4.998, 50.002, 0.002), 6)  # 5 points per grid bin
+    y = np.random.default_rng(3).normal(100, 10, tt.size)
+    values, mask = to_grid(tt, y)
+    i = 1000  # grid point 15.00 deg: the samples 14.996 ... 15.004
+    near = np.abs(tt - MODEL_GRID[i]) < 0.005
+    assert near.sum() == 5
+    assert values[i] == pytest.approx(y[near].mean())
+    assert mask.all()
+    assert values.std() < 10 / np.sqrt(5) * 1.2  # averaging, not picking one sample
+
+
+def test_coarser_scans_are_interpolated():
+    tt = np.arange(5, 50.0001, 0.05)
+    y = 3.0 * tt + 7.0
+    values, mask = to_grid(tt, y)
+    assert np.allclose(values, 3.0 * MODEL_GRID + 7.0) and mask.all()
+
+
+# -- normalisation -----------------------------------------------------------------
+def test_count_time_does_not_change_the_pattern(bt86):
+    once = prepare(bt86)
+    y10 = bt86.intensity * 10.0
+    ten = prepare(dataclasses.replace(bt86, ranges=(ScanRange(bt86.two_theta, y10),)))
+    assert np.allclose(once.intensity, ten.intensity, atol=1e-6)
+    assert once.gate.applied == ten.gate.applied
+    assert once.gate.high_band_mean == pytest.approx(ten.gate.high_band_mean, rel=1e-9)
+
+
+def test_background_and_offset_are_removed():
+    tt = np.arange(5, 50.0001, 0.02)
+    peaks = _sticks_pattern(tt, [9.0, 17.0, 26.0], [1.0, 0.6, 0.3])
+    hump = 0.5 * peaks.max() * np.exp(-(((tt - 22.0) / 6.0) ** 2))  # amorphous hump, 6 deg wide
+    a = prepare_arrays(tt, peaks)
+    b = prepare_arrays(tt, peaks + hump + 123.0)
+    assert np.abs(a.intensity - b.intensity).max() < 0.05
+    assert b.intensity[np.abs(MODEL_GRID - 22.0) < 0.5].max() < 0.05  # the hump itself is gone
+
+
+# -- spikes --------------------------------------------------------------------------
+def test_single_point_spikes_are_removed_peaks_are_kept(bt86):
+    clean, count = despike(bt86.intensity)
+    assert count == 0 and np.array_equal(clean, bt86.intensity)  # real peaks untouched
+    y = bt86.intensity.copy()
+    quiet = np.flatnonzero((bt86.two_theta > 36) & (bt86.two_theta < 38))[::40][:3]
+    y[quiet] += 20 * bt86.intensity.max()  # zingers much larger than the strongest reflection
+    fixed, count = despike(y)
+    assert count == 3
+    # Replaced by the local median: back to the scale of its neighbours, far below the zinger.
+    assert np.abs(fixed[quiet] - bt86.intensity[quiet]).max() < 0.05 * bt86.intensity.max()
+    spiked = prepare(dataclasses.replace(bt86, ranges=(ScanRange(bt86.two_theta, y),)))
+    assert np.abs(spiked.intensity - prepare(bt86).intensity).max() < 0.02
+
+
+# -- FFT gate --------------------------------------------------------------------------
+def _moflike(rng: np.random.Generator, n_peaks: int = 60) -> np.ndarray:
+    pos = rng.uniform(5.5, 49.5, n_peaks)
+    return broaden(pos, rng.exponential(1.0, n_peaks) * np.exp(-pos / 20.0))
+
+
+def test_gate_keeps_a_smooth_pattern_and_filters_a_noisy_one():
+    rng = np.random.default_rng(7)
+    clean = _moflike(rng)
+    clean /= clean.max()
+    noisy = rng.poisson(100 * clean + 10).astype(float)  # ~100 counts at the strongest peak
+    smooth = prepare_arrays(MODEL_GRID, clean)
+    rough = prepare_arrays(MODEL_GRID, noisy)
+    assert not smooth.gate.applied and smooth.gate.high_band_mean < smooth.gate.threshold
+    assert rough.gate.applied and rough.gate.high_band_mean > rough.gate.threshold
+    assert rough.gate.cutoff_bins == 200
+    # The filtered pattern lost its high frequencies: far smoother than the raw noisy one.
+    raw = prepare_arrays(MODEL_GRID, noisy, GateConfig(threshold=np.inf))
+    assert not raw.gate.applied
+    assert np.abs(np.diff(rough.intensity)).mean() < 0.5 * np.abs(np.diff(raw.intensity)).mean()
+
+
+def test_gate_on_real_scans(fixtures_dir):
+    # A 22-count Empyrean scan is gated; a 178k-count silicon standard is not.
+    assert prepare(read_scan(fixtures_dir / "empyrean.xrdml")).gate.applied
+    assert not prepare(read_scan(fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml")).gate.applied
+
+
+# -- the batch path is the same path -----------------------------------------------------
+def test_batch_equals_single_path():
+    rng = np.random.default_rng(11)
+    rows = np.stack([_moflike(rng) * 500 + 20 for _ in range(3)])
+    rows[1] = rng.poisson(rows[1] / rows[1].max() * 80 + 5)  # one that trips the gate
+    batch, decisions = prepare_grid_batch(rows, None, GateConfig())
+    assert batch.dtype == np.float32 and batch.shape == (3, GRID_POINTS)
+    assert [d.applied for d in decisions] == [False, True, False]
+    for row, out, decision in zip(rows, batch, decisions):
+        single = prepare_arrays(MODEL_GRID, row)
+        assert single.gate == decision
+        np.testing.assert_allclose(out, single.intensity, atol=1e-6)
+
+
+def test_bad_arrays_do_not_crash():
+    tt = np.linspace(5, 50, 2000)
+    y = np.full_like(tt, 7.0)
+    y[1::97] = np.nan
+    flat = prepare_arrays(tt, y)  # flat: nothing above background, all zeros, no crash
+    assert not flat.intensity.any() and flat.mask.all()
+    reversed_ = prepare_arrays(tt[::-1], (tt * 0 + np.exp(-((tt - 20) ** 2)))[::-1])
+    assert MODEL_GRID[np.argmax(reversed_.intensity)] == pytest.approx(20.0)
+    with pytest.raises(NoCoverage):
+        prepare_arrays(np.array([np.nan, np.nan]), np.array([1.0, 2.0]))

@@ -1,0 +1,348 @@
+"""Scan -> model grid -> background removed, scaled, FFT-gated :class:`Pattern`.
+
+ONE path for everything the model reads: real scans (:func:`prepare`), arrays
+(:func:`prepare_arrays`) and simulated or augmented spectra already on the grid
+(:func:`prepare_grid_batch`). Training and inference share it, so a synthetic
+training spectrum and a measured scan see the same background removal, scaling
+and noise gate. Pure array functions: no I/O, no logging, no global state.
+
+Steps, in order (each a small pure function below):
+
+1. ``despike``      single-point zingers out, by a robust local test on the raw points
+2. ``to_grid``      onto MODEL_GRID: bin-average finer scans, interpolate coarser ones,
+                    and the coverage mask (which grid points were really measured)
+3. ``remove_background``  morphological opening (scipy.ndimage), smoothed
+4. ``scale``        max 1 over the covered region, 0 outside it
+5. ``fft_gate``     Wang et al. 2020: mean |FFT| beyond ``cutoff_bins``; above the
+                    threshold keep only the first ``cutoff_bins`` bins, then rescale
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft as _fft
+from scipy import ndimage
+
+from xrd_agent.config import GateConfig
+from xrd_agent.errors import NoCoverage, UnknownWavelength
+from xrd_agent.pattern import GRID_POINTS, GRID_START, GRID_STEP, MODEL_GRID, Coverage, GateDecision, Pattern
+from xrd_agent.scan import CU_KALPHA1, Scan, to_cu_two_theta
+
+__all__ = [
+    "BACKGROUND_WINDOW_DEG",
+    "coverage_of",
+    "despike",
+    "fft_gate",
+    "gate_measure",
+    "prepare",
+    "prepare_arrays",
+    "prepare_grid_batch",
+    "remove_background",
+    "scale",
+    "to_grid",
+]
+
+#: Width of the morphological opening that estimates the background (deg 2-theta).
+#: Wider than any single MOF reflection (base width <= ~1 deg at lab resolution),
+#: narrower than amorphous humps, air scatter and fluorescence steps (several deg).
+BACKGROUND_WINDOW_DEG = 2.0
+
+#: Spike test: a point is a zinger when it stands this many noise-sigmas above BOTH
+#: neighbours and its excess over them is this many times their own rise above the
+#: local median. A sampled diffraction peak (>= 2 points per FWHM) never passes the
+#: second test; a cosmic ray or detector glitch on one channel always does.
+SPIKE_SIGMAS = 6.0
+SPIKE_RATIO = 3.0
+_SPIKE_HALF = 3  # local median over 7 raw points
+
+#: A step between two measured points larger than this many median steps is a gap
+#: (between the ranges of a multi-range file): grid points inside it are not covered.
+_GAP_STEPS = 3.0
+_HALF_BIN = GRID_STEP / 2.0
+
+
+def _median(values: np.ndarray) -> float:
+    """Lower median by partition: 4x faster than np.median, exact enough for a scale."""
+    k = values.size // 2
+    return float(np.partition(values, k)[k])
+
+
+# -- 1. spikes ---------------------------------------------------------------------
+def despike(intensity: np.ndarray) -> tuple[np.ndarray, int]:
+    """Replace single-point spikes by the local median; return (clean copy, count).
+
+    The noise scale is the MAD of first differences (robust to peaks and to the
+    units: counts, cps or the publisher-scrambled values of the RAW4 fixture).
+    Only candidates are ever median-filtered, so a clean scan costs a few
+    vector comparisons.
+    """
+    y = np.array(intensity, dtype=np.float64)
+    n = y.size
+    if n < 2 * _SPIKE_HALF + 1:
+        return y, 0
+    d = np.abs(np.diff(y))
+    # MAD of first differences about 0 (their median is ~0 on any smooth scan).
+    sigma = 1.4826 * _median(d) / np.sqrt(2.0)
+    if not np.isfinite(sigma) or sigma <= 0:
+        sigma = float(np.std(d)) / np.sqrt(2.0) or 1e-12
+    left = np.empty_like(y)
+    right = np.empty_like(y)
+    left[1:], left[0] = y[:-1], y[1]
+    right[:-1], right[-1] = y[1:], y[-2]
+    nb = np.maximum(left, right)
+    candidates = np.flatnonzero(y - nb > SPIKE_SIGMAS * sigma)
+    if candidates.size == 0:
+        return y, 0
+    lo = np.clip(candidates - _SPIKE_HALF, 0, n - 2 * _SPIKE_HALF - 1)
+    windows = y[lo[:, None] + np.arange(2 * _SPIKE_HALF + 1)[None, :]]
+    med = np.median(windows, axis=1)
+    # Counting noise grows as sqrt(level): scale sigma from the typical (background)
+    # level up to the local one, so the noisy top of a weak peak is not a "spike".
+    level = _median(y)
+    local = sigma * np.sqrt(np.maximum(med / level, 1.0)) if level > 0 else sigma
+    excess = y[candidates] - nb[candidates]
+    rise = np.maximum(nb[candidates] - med, 0.0)
+    hit = excess > SPIKE_RATIO * rise + SPIKE_SIGMAS * local
+    y[candidates[hit]] = med[hit]
+    return y, int(np.count_nonzero(hit))
+
+
+# -- 2. grid and coverage ----------------------------------------------------------
+def _median_step(steps: np.ndarray) -> float:
+    positive = steps[steps > 0]
+    return _median(positive) if positive.size else GRID_STEP
+
+
+def coverage_of(two_theta: np.ndarray, grid: np.ndarray = MODEL_GRID, *, median_step: float | None = None) -> np.ndarray:
+    """Boolean mask of grid points the sorted ``two_theta`` samples really measured.
+
+    A grid point counts when it lies within the measured span (half a grid step of
+    tolerance at the ends) and not inside a gap between two ranges.
+    """
+    tt = np.asarray(two_theta, float)
+    if tt.size == 0:
+        return np.zeros(grid.size, bool)
+    mask = (grid >= tt[0] - _HALF_BIN) & (grid <= tt[-1] + _HALF_BIN)
+    if tt.size > 1:
+        steps = np.diff(tt)
+        if median_step is None:
+            median_step = _median_step(steps)
+        limit = max(_GAP_STEPS * median_step, 2.0 * GRID_STEP)
+        if np.any(steps > limit):
+            j = np.clip(np.searchsorted(tt, grid), 1, tt.size - 1)
+            lo, hi = tt[j - 1], tt[j]
+            in_gap = (hi - lo > limit) & (grid - lo > _HALF_BIN) & (hi - grid > _HALF_BIN)
+            mask &= ~in_gap
+    return mask
+
+
+def to_grid(two_theta: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Resample sorted, finite samples onto MODEL_GRID; return (values float64, mask).
+
+    A scan finer than the grid is bin-averaged (interpolating it would alias its
+    noise and throw counts away); a coarser one is interpolated linearly. Grid
+    points outside the measured span hold the nearest edge value (so the background
+    filter sees no cliff) and are False in the mask.
+    """
+    tt = np.asarray(two_theta, float)
+    y = np.asarray(intensity, float)
+    if tt.size < 2:
+        return np.full(GRID_POINTS, y[0] if y.size else 0.0), coverage_of(tt)
+    median_step = _median_step(np.diff(tt))
+    mask = coverage_of(tt, median_step=median_step)
+    if median_step < 0.75 * GRID_STEP:
+        idx = np.rint((tt - GRID_START) / GRID_STEP).astype(np.int64)
+        inside = (idx >= 0) & (idx < GRID_POINTS)
+        counts = np.bincount(idx[inside], minlength=GRID_POINTS)
+        sums = np.bincount(idx[inside], weights=y[inside], minlength=GRID_POINTS)
+        filled = counts > 0
+        if filled.all():
+            return sums / counts, mask
+        if filled.any():
+            xp = MODEL_GRID[filled]
+            fp = sums[filled] / counts[filled]
+            return np.interp(MODEL_GRID, xp, fp), mask
+    return np.interp(MODEL_GRID, tt, y), mask
+
+
+def _coverage_value(mask: np.ndarray) -> Coverage:
+    hits = np.flatnonzero(mask)
+    if hits.size == 0:
+        return Coverage(first=float("nan"), last=float("nan"), fraction=0.0)
+    return Coverage(
+        first=float(MODEL_GRID[hits[0]]),
+        last=float(MODEL_GRID[hits[-1]]),
+        fraction=float(hits.size / GRID_POINTS),
+    )
+
+
+# -- 3./4. background and scale ------------------------------------------------------
+def _coarse_axis() -> tuple[np.ndarray, np.ndarray]:
+    """Index and weight that linearly upsample block values back onto the grid."""
+    centres = (np.arange(_BG_BLOCKS) + 0.5) * _BG_DECIMATE - 0.5  # block centres in grid index
+    pos = np.clip(np.interp(np.arange(GRID_POINTS), centres, np.arange(_BG_BLOCKS)), 0, _BG_BLOCKS - 1)
+    j0 = np.minimum(pos.astype(np.int64), _BG_BLOCKS - 2)
+    return j0, pos - j0
+
+
+#: The opening runs on minima of 5-point blocks (0.05 deg): an erosion of the block
+#: minima equals an erosion of the points up to block alignment, and the 5x shorter
+#: rows make the background 3x cheaper, which the >= 2,000 scans/s target needs.
+_BG_DECIMATE = 5
+_BG_BLOCKS = -(-GRID_POINTS // _BG_DECIMATE)
+_BG_COARSE_SIZE = int(round(BACKGROUND_WINDOW_DEG / (GRID_STEP * _BG_DECIMATE))) + 1
+_BG_J0, _BG_W = _coarse_axis()
+
+
+def remove_background(y: np.ndarray) -> np.ndarray:
+    """Subtract a smooth background from each row of ``y`` (n, GRID_POINTS).
+
+    The background is a grey opening (rolling-ball-like minimum then maximum filter,
+    O(n) in scipy.ndimage) over BACKGROUND_WINDOW_DEG, smoothed by a box filter of the
+    same width so its corners do not print into the pattern. Negative residues
+    (noise dipping below it) are clipped to 0.
+    """
+    y = np.atleast_2d(np.asarray(y, np.float64))
+    pad = _BG_BLOCKS * _BG_DECIMATE - y.shape[1]
+    padded = np.concatenate([y, np.repeat(y[:, -1:], pad, axis=1)], axis=1) if pad else y
+    view = padded.reshape(y.shape[0], _BG_BLOCKS, _BG_DECIMATE)
+    blocks = view[:, :, 0].copy()
+    for k in range(1, _BG_DECIMATE):  # 5 pairwise minima: ~4x faster than .min(axis=2)
+        np.minimum(blocks, view[:, :, k], out=blocks)
+    bg = ndimage.minimum_filter1d(blocks, _BG_COARSE_SIZE, axis=1, mode="nearest")
+    bg = ndimage.maximum_filter1d(bg, _BG_COARSE_SIZE, axis=1, mode="nearest")
+    bg = ndimage.uniform_filter1d(bg, _BG_COARSE_SIZE, axis=1, mode="nearest")
+    left = np.take(bg, _BG_J0, axis=1)
+    fine = left + (np.take(bg, _BG_J0 + 1, axis=1) - left) * _BG_W
+    return np.maximum(y - fine, 0.0)
+
+
+def scale(y: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Rows scaled to max 1 over the covered region; 0 outside it (all-zero rows stay 0)."""
+    y = np.atleast_2d(y)
+    if mask is not None:
+        y = np.where(mask, y, 0.0)
+    peak = y.max(axis=1, keepdims=True)
+    return np.divide(y, peak, out=np.zeros_like(y), where=peak > 0)
+
+
+# -- 5. FFT gate -------------------------------------------------------------------
+#: FFT length: 4501 = 7 x 643 is slow for any FFT (a 643-point prime factor), so rows
+#: are zero-padded to the next fast length. The padded transform samples the same
+#: spectrum more finely, so the cut-off is kept in cycles per grid step (bin k of 4501
+#: is bin k * _NFFT / 4501 here) and the band mean is unchanged; the background-free
+#: pattern is ~0 at both ends, so the padding adds no edge of its own.
+_NFFT = _fft.next_fast_len(GRID_POINTS, real=True)
+
+
+def _padded_cutoff(cutoff_bins: int) -> int:
+    return int(np.ceil(cutoff_bins * _NFFT / GRID_POINTS))
+
+
+def gate_measure(
+    y: np.ndarray, cutoff_bins: int, fraction: np.ndarray | float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """rfft of each row and the mean magnitude of the band beyond ``cutoff_bins``.
+
+    The mean is divided by sqrt(covered fraction): the magnitude of white noise grows
+    with the square root of the number of measured points, so without it a scan that
+    covers a quarter of the grid would look half as noisy as the same scan in full.
+    """
+    spectrum = _fft.rfft(y, n=_NFFT, axis=1)
+    high = np.abs(spectrum[:, _padded_cutoff(cutoff_bins):]).mean(axis=1)
+    return spectrum, high / np.sqrt(np.maximum(fraction, 1.0 / GRID_POINTS))
+
+
+def fft_gate(y: np.ndarray, mask: np.ndarray | None, gate: GateConfig) -> tuple[np.ndarray, list[GateDecision]]:
+    """The paper's gate on scaled rows: low-pass where the high band is loud, else keep."""
+    fraction = 1.0 if mask is None else mask.mean(axis=1)
+    spectrum, high = gate_measure(y, gate.cutoff_bins, fraction)
+    apply = high > gate.threshold
+    out = y
+    if apply.any():
+        out = y.copy()
+        low = spectrum[apply]
+        low[:, _padded_cutoff(gate.cutoff_bins):] = 0.0
+        smooth = _fft.irfft(low, n=_NFFT, axis=1)[:, : y.shape[1]]
+        out[apply] = scale(np.maximum(smooth, 0.0), None if mask is None else mask[apply])
+    decisions = [
+        GateDecision(applied=bool(a), high_band_mean=float(h), threshold=float(gate.threshold),
+                     cutoff_bins=int(gate.cutoff_bins))
+        for a, h in zip(apply, high)
+    ]
+    return out, decisions
+
+
+# -- composed paths ----------------------------------------------------------------
+def prepare_grid_batch(
+    y: np.ndarray, mask: np.ndarray | None, gate: GateConfig = GateConfig()
+) -> tuple[np.ndarray, list[GateDecision]]:
+    """Rows already on MODEL_GRID (n, 4501) -> background removed, scaled, gated float32.
+
+    ``mask`` is a bool (n, 4501) or (4501,) coverage mask, or None for full coverage
+    (simulated references, synthetic spectra). Vectorised over rows.
+    """
+    y = np.atleast_2d(np.asarray(y, np.float64))
+    if y.shape[1] != GRID_POINTS:
+        raise ValueError(f"expected rows of {GRID_POINTS} grid points, got shape {y.shape}")
+    m = None
+    if mask is not None:
+        m = np.broadcast_to(np.asarray(mask, bool), y.shape)
+    out = scale(remove_background(y), m)
+    out, decisions = fft_gate(out, m, gate)
+    return out.astype(np.float32), decisions
+
+
+def prepare_arrays(
+    two_theta_cu: np.ndarray, intensity: np.ndarray, gate: GateConfig = GateConfig()
+) -> Pattern:
+    """Measured points already on the Cu K-alpha1 2-theta scale -> :class:`Pattern`.
+
+    Raises :class:`~xrd_agent.errors.NoCoverage` when no measured point falls in
+    5-50 deg (there is nothing the model could read).
+    """
+    tt = np.asarray(two_theta_cu, float).ravel()
+    inten = np.asarray(intensity, float).ravel()
+    if tt.shape != inten.shape:
+        raise ValueError("two_theta and intensity must have the same length")
+    keep = np.isfinite(tt) & np.isfinite(inten)
+    tt, inten = tt[keep], inten[keep]
+    if tt.size > 1 and np.any(np.diff(tt) < 0):
+        order = np.argsort(tt, kind="stable")
+        tt, inten = tt[order], inten[order]
+    inten, _ = despike(inten)
+    values, mask = to_grid(tt, inten) if tt.size else (np.zeros(GRID_POINTS), np.zeros(GRID_POINTS, bool))
+    if not mask.any():
+        span = f"{tt[0]:.2f}-{tt[-1]:.2f} deg" if tt.size else "no valid points"
+        raise NoCoverage(
+            f"the scan ({span} on the Cu K-alpha1 scale) measured nothing between "
+            f"{MODEL_GRID[0]:.0f} and {MODEL_GRID[-1]:.0f} deg 2-theta, the range the model reads"
+        )
+    out, decisions = prepare_grid_batch(values[None, :], mask[None, :], gate)
+    intensity32 = out[0]
+    intensity32.setflags(write=False)
+    mask.setflags(write=False)
+    return Pattern(intensity=intensity32, mask=mask, gate=decisions[0], coverage=_coverage_value(mask))
+
+
+def prepare(scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | None = None) -> Pattern:
+    """A :class:`Scan` -> :class:`Pattern` on the Cu K-alpha1 model grid.
+
+    ``wavelength`` (angstrom) overrides the scan's own K-alpha1 (for files that do
+    not say, e.g. plain .xy with a configured default anode). Angles are carried
+    through d-spacing, so a Co or Mo scan lands where the same d-spacing sits for Cu.
+    """
+    lam = wavelength if wavelength is not None else (scan.wavelength.primary if scan.wavelength else None)
+    if lam is None or not np.isfinite(lam) or lam <= 0:
+        raise UnknownWavelength(
+            "the scan does not say which radiation was used; set service.default_anode "
+            "or pass the wavelength",
+            scan.source_path,
+        )
+    tt = scan.two_theta
+    if abs(lam - CU_KALPHA1) > 1e-5:
+        tt = to_cu_two_theta(tt, lam)
+    try:
+        return prepare_arrays(tt, scan.intensity, gate)
+    except NoCoverage as exc:
+        raise NoCoverage(exc.reason, scan.source_path) from None
