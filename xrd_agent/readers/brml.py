@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import os
 import re
+import stat
 import struct
 import zipfile
 import zlib
@@ -81,11 +83,22 @@ def is_complete(path: Path) -> bool:
     """
     try:
         path = Path(path)
-        if path.stat().st_size > MAX_TOTAL_UNCOMPRESSED:
-            return False
-        return read(path, path.read_bytes(), "").complete
+        data = _read_regular_file(path, MAX_TOTAL_UNCOMPRESSED)
+        return data is not None and read(path, data, "").complete
     except (ScanError, OSError):
         return False
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most ``limit`` bytes; None for links, pipes, devices."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 # --------------------------------------------------------------------------- archive
@@ -102,6 +115,8 @@ class _Archive:
     @classmethod
     def open(cls, data: bytes, path: Path) -> _Archive:
         if not data.startswith(_ZIP_MAGIC):
+            if _ZIP_MAGIC.startswith(data):
+                raise TruncatedScan("the BRML file is cut off after a few bytes", path)
             if data.startswith(_EOCD_MAGIC):
                 raise CorruptScan("the BRML archive is empty: it contains no measurement", path)
             raise UnsupportedFormat("not a BRML file: it is not a zip archive", path)
@@ -109,7 +124,8 @@ class _Archive:
             archive = zipfile.ZipFile(io.BytesIO(data))
             infos = archive.infolist()
         except _ZIP_ERRORS:
-            if _EOCD_MAGIC not in data[-(65536 + 22) :]:
+            end = data.rfind(_EOCD_MAGIC, max(0, len(data) - 65536 - 22))
+            if end < 0 or end + 22 > len(data):  # the 22-byte end record is missing or cut
                 raise TruncatedScan(
                     "the BRML archive ends before its table of contents: it was cut off while being "
                     "written or copied (is the measurement still running?)",
