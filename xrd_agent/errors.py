@@ -106,3 +106,7 @@ class MessageError(XrdAgentError, ValueError):
 
 class ControlError(XrdAgentError, RuntimeError):
     """The agent's control socket did not answer in time or refused a request."""
+
+
+class ModelError(XrdAgentError, ValueError):
+    """A trained-model folder is missing, damaged, or was trained on another library."""

@@ -1,0 +1,168 @@
+"""``xrd-agent identify FILE...``: Top-5 library MOFs, confidence, flags and CAM per scan.
+
+The model is loaded once for all files and the readable scans are identified in one
+batch. A file that cannot be read or identified costs one line on stderr; the others
+carry on, and the exit status is 1 at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from xrd_agent.errors import ScanError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "identify",
+        help="name the MOF in scan files (Top-5, confidence, flags, CAM regions)",
+        description="Read scan files, preprocess them onto the model grid and identify them with the "
+                    "CNN. Exit status 1 if any file could not be identified.",
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line per scan")
+    parser.add_argument("--top", type=int, default=None, metavar="K", help="candidates to list (default 5)")
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR",
+                        help="model folder (default: the model shipped with xrd-agent)")
+    parser.add_argument("--library", type=Path, default=None, metavar="DIR",
+                        help="library folder the model was trained on (default: the shipped library)")
+    parser.add_argument("--png", type=Path, default=None, metavar="FILE",
+                        help="plot scan, best reference and CAM regions (one file per scan when several)")
+    parser.add_argument("--wavelength", metavar="ANODE_OR_ANGSTROM",
+                        help="radiation for files that do not say (Cu, Co, Mo, ... or K-alpha1 in angstrom)")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="xrd-agent TOML configuration")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xrd_agent.config import load_config
+    from xrd_agent.readers import parse_wavelength, read_scan
+
+    wavelength = None
+    if args.wavelength:
+        try:
+            wavelength = parse_wavelength(args.wavelength)
+        except ScanError as exc:
+            print(f"--wavelength {args.wavelength}: {exc.reason}", file=sys.stderr)
+            return 2
+    if args.top is not None and not 1 <= args.top <= 50:
+        print("--top must be between 1 and 50", file=sys.stderr)
+        return 2
+    failed = 0
+    scans, paths = [], []
+    for path in args.files:
+        try:
+            scans.append(read_scan(path, wavelength=wavelength))
+            paths.append(path)
+        except ScanError as exc:
+            failed += 1
+            print(f"{path}: {exc.reason}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - a reader bug must not hide the other files
+            failed += 1
+            print(f"{path}: unexpected {type(exc).__name__} while reading ({exc}); please report", file=sys.stderr)
+    if not scans:
+        return 1
+
+    from xrd_agent.model.engine import Engine
+
+    config = load_config(args.config)
+    overrides: dict[str, Any] = {}
+    if args.model is not None:
+        overrides["model_dir"] = args.model
+    if args.top is not None:
+        overrides["top_k"] = args.top
+    if args.device is not None:
+        overrides["device"] = args.device
+    # Batch sizes: one call for all files, padded to the next warmed size.
+    engine = Engine.from_config(config, library=args.library, **overrides).load()
+    results = engine.identify_many(scans)
+    try:
+        for n, (path, scan, result) in enumerate(zip(paths, scans, results)):
+            if isinstance(result, ScanError):
+                failed += 1
+                print(f"{path}: {result.reason}", file=sys.stderr)
+                continue
+            if args.json:
+                _print_json(path, scan, result, sys.stdout)
+            else:
+                _print_text(path, scan, result, sys.stdout)
+            sys.stdout.flush()
+            if args.png is not None:
+                target = args.png if len(scans) == 1 else args.png.with_name(
+                    f"{args.png.stem}-{n + 1}-{path.stem}{args.png.suffix or '.png'}")
+                plot(engine, scan, result, target)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 1 if failed else 0
+
+
+def _print_json(path: Path, scan: Any, result: Any, out: TextIO) -> None:
+    doc = {"file": str(path), "sample_id": scan.sample_id, **result.to_dict()}
+    out.write(json.dumps(_finite(doc), ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf are not JSON: they become null."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _print_text(path: Path, scan: Any, result: Any, out: TextIO) -> None:
+    flags = ", ".join(sorted(f.value for f in result.flags)) or "none"
+    cov = result.coverage
+    out.write(f"{path}  (sample {scan.sample_id or '-'})\n")
+    out.write(f"  confidence {result.confidence:.2f}   flags: {flags}   "
+              f"coverage {cov.first:.1f}-{cov.last:.1f} deg ({cov.fraction:.0%})   "
+              f"noise gate {'applied' if result.gate.applied else 'not applied'}\n")
+    width = max([len(c.refcode) for c in result.top] + [7])
+    out.write(f"  {'#':>2}  {'refcode':<{width}}  {'p':>6}  name\n")
+    for c in result.top:
+        out.write(f"  {c.rank:>2}  {c.refcode:<{width}}  {c.probability:>6.3f}  {c.name}\n")
+    if result.cam_regions:
+        regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({r.weight:.0%})" for r in result.cam_regions)
+        out.write(f"  decided by 2-theta regions: {regions}\n")
+    out.write("\n")
+
+
+def plot(engine: Any, scan: Any, result: Any, target: Path) -> None:
+    """The scan on the model grid, the top reference below it, CAM regions shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from xrd_agent import preprocess
+    from xrd_agent.pattern import MODEL_GRID
+
+    pattern = preprocess.prepare(scan, engine.gate)
+    best = result.top[0]
+    ref = engine.library_.patterns16[engine.library_.refcodes.index(best.refcode)].astype(np.float32)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    y = np.where(pattern.mask, pattern.intensity, np.nan)
+    ax.plot(MODEL_GRID, y, lw=0.8, color="black", label=f"scan {scan.source_path.name}")
+    ax.plot(MODEL_GRID, -ref, lw=0.8, color="tab:blue", label=f"reference {best.refcode} (inverted)")
+    for r in result.cam_regions:
+        ax.axvspan(r.start - 0.05, r.end + 0.05, color="tab:red", alpha=0.15 + 0.6 * r.weight, lw=0)
+    ax.axhline(0, color="grey", lw=0.5)
+    flags = ", ".join(sorted(f.value for f in result.flags)) or "no flags"
+    ax.set(xlabel="2θ (deg, Cu Kα1)", ylabel="normalised intensity", xlim=(MODEL_GRID[0], MODEL_GRID[-1]),
+           title=f"{best.name}  p={best.probability:.2f}  confidence={result.confidence:.2f}  ({flags}); "
+                 "red: CAM regions")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,164 @@
+"""The trained-model folder: ``model.keras`` plus a ``manifest.json`` that says what it is.
+
+Layout (the default model ships in ``xrd_agent/data/model``)::
+
+    model.keras     the Keras 3 network (weights and architecture)
+    manifest.json   format, version, architecture, class refcodes in order, the library
+                    it was trained on (version + sha256 of its manifest), training
+                    config and metrics, sha256 of model.keras, the exact command
+    history.json    per-epoch training metrics
+    training.png    the training curves
+
+The manifest ties a model to one library: the engine refuses to pair a model with a
+library whose class list differs, because class ``i`` would then name another MOF.
+Only json/hashlib here; Keras is imported by whoever loads the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from xrd_agent.errors import ModelError
+
+FORMAT = "xrd-agent-model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+HISTORY_FILE = "history.json"
+REPORT_FILE = "training.png"
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("xrd_agent") / "data" / "model"))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def library_fingerprint(library: Any) -> str:
+    """sha256 of the library's manifest.json (of its refcodes when it was never saved)."""
+    path = getattr(library, "path", None)
+    if path is not None and (Path(path) / "manifest.json").is_file():
+        return sha256_file(Path(path) / "manifest.json")
+    return hashlib.sha256("\n".join(library.refcodes).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """What a model folder holds; written once by training, read by the engine."""
+
+    arch: str
+    classes: tuple[str, ...]
+    library_version: str
+    library_sha256: str
+    model_sha256: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    created: str = ""
+    device: str = ""
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def version(self) -> str:
+        """Short, stable identity: architecture, class count and the weights' digest."""
+        return f"{self.arch}-{len(self.classes)}-{self.model_sha256[:12]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["classes"] = list(self.classes)
+        out["version"] = self.version
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelManifest:
+        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"not an xrd-agent model folder of format version {FORMAT_VERSION}")
+        try:
+            return cls(
+                arch=str(data["arch"]),
+                classes=tuple(str(c) for c in data["classes"]),
+                library_version=str(data["library_version"]),
+                library_sha256=str(data["library_sha256"]),
+                model_sha256=str(data.get("model_sha256", "")),
+                training=dict(data.get("training", {})),
+                metrics=dict(data.get("metrics", {})),
+                command=str(data.get("command", "")),
+                created=str(data.get("created", "")),
+                device=str(data.get("device", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model manifest is incomplete: {exc}") from None
+
+
+def write_manifest(directory: str | Path, manifest: ModelManifest) -> ModelManifest:
+    """Write ``manifest.json`` with the digest of the ``model.keras`` already saved there."""
+    out = Path(directory)
+    digest = sha256_file(out / MODEL_FILE)
+    final = ModelManifest(**{**asdict(manifest), "model_sha256": digest})
+    (out / MANIFEST_FILE).write_text(json.dumps(final.to_dict(), indent=1) + "\n")
+    return final
+
+
+def read_manifest(directory: str | Path | None = None, *, verify: bool = True) -> ModelManifest:
+    """Read and check a model folder (the shipped one when ``directory`` is empty)."""
+    path = Path(directory) if directory else default_model_path()
+    try:
+        data = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"no readable model at {path}: {exc}") from None
+    manifest = ModelManifest.from_dict(data)
+    if not (path / MODEL_FILE).is_file():
+        raise ModelError(f"{path} has a manifest but no {MODEL_FILE}")
+    if verify and manifest.model_sha256 and sha256_file(path / MODEL_FILE) != manifest.model_sha256:
+        raise ModelError(f"{path / MODEL_FILE} does not match its manifest checksum (damaged or replaced)")
+    return manifest
+
+
+def subset_library(library: Any, n: int) -> Any:
+    """The first ``n`` classes of ``library`` as a library of its own (sweeps, quick checks)."""
+    from xrd_agent.library.artifact import Library
+
+    n = max(1, min(int(n), len(library)))
+    if n == len(library):
+        return library
+    sticks = [library.sticks(i) for i in range(n)]
+    manifest = {**library.manifest, "version": f"{library.version}[:{n}]"}
+    return Library.from_patterns(library.entries[:n], library.patterns16[:n], sticks, manifest)
+
+
+def check_library(manifest: ModelManifest, library: Any) -> Any:
+    """The library the model was trained on: ``library`` itself, or its first classes when the
+    model was trained on a prefix (``train --classes N``). Anything else is refused."""
+    n = len(manifest.classes)
+    if len(library.refcodes) > n and tuple(library.refcodes[:n]) == manifest.classes:
+        return subset_library(library, n)
+    if tuple(library.refcodes) != manifest.classes:
+        raise ModelError(
+            f"the model was trained on library {manifest.library_version!r} with "
+            f"{len(manifest.classes)} classes, but the library given has {len(library.refcodes)} "
+            f"classes in another order (version {library.version!r}); use the library it was trained on"
+        )
+    return library
+
+
+def load_network(directory: str | Path | None = None):
+    """The Keras model of a folder, uncompiled (inference needs no optimizer state)."""
+    import keras
+
+    path = Path(directory) if directory else default_model_path()
+    try:
+        return keras.saving.load_model(path / MODEL_FILE, compile=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {path / MODEL_FILE}: {exc}") from None

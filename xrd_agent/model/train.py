@@ -1,0 +1,208 @@
+"""Training: synthetic spectra from a library -> a seeded Keras fit -> a model folder.
+
+The training set is made by ``xrd_agent.model.dataset.synthesize`` (physics and
+instrument augmentation of every library pattern, run through the same
+preprocessing as real scans), so the network only ever sees what a scan looks like
+after :func:`xrd_agent.preprocess.prepare`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xrd_agent.model import artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the weights (recorded in the manifest)."""
+
+    arch: str = "paper"
+    epochs: int = 40
+    per_class: int = 50  # synthetic spectra per class (augmentation ratio)
+    seed: int = 0
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    patience: int = 5  # EarlyStopping on validation loss, best weights restored
+    device: str = "auto"  # auto | cpu | gpu
+    augment: dict[str, Any] = field(default_factory=dict)  # options passed to dataset.synthesize
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    model: Any  # keras.Model
+    manifest: artifact.ModelManifest
+    history: dict[str, list[float]]
+    out: Path | None
+
+
+Synthesizer = Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+def _default_synthesizer() -> Synthesizer:
+    from xrd_agent.model.dataset import synthesize
+
+    return synthesize
+
+
+def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class split of indices into (train, validation): every class in both parts."""
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(fraction * idx.size)) if idx.size > 1 else 0
+        n_val = min(max(n_val, 1 if fraction > 0 and idx.size > 1 else 0), idx.size - 1)
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return rng.permutation(np.concatenate(train_idx)), np.concatenate(val_idx)
+
+
+class _EpochLog:
+    """One log line per epoch when no progress bar can be drawn (services, pipes)."""
+
+    def __new__(cls, emit: Callable[[str], None], epochs: int):
+        import keras
+
+        class EpochLog(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                parts = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
+                emit(f"epoch {epoch + 1}/{epochs} {time.perf_counter() - self._t:.1f}s {parts}")
+
+        return EpochLog()
+
+
+def train(
+    library: Any,
+    config: TrainConfig = TrainConfig(),
+    out: str | Path | None = None,
+    *,
+    synthesize: Synthesizer | None = None,
+    command: str | None = None,
+    progress: bool | None = None,
+    emit: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``config.arch`` on ``library`` and (if ``out``) write the model folder.
+
+    ``synthesize(library, per_class, seed=..., options=...) -> (X, y)`` makes the
+    training spectra; the default is :func:`xrd_agent.model.dataset.synthesize`.
+    """
+    import keras
+
+    from xrd_agent.model.engine import select_device
+    from xrd_agent.model.network import build
+
+    device = select_device(config.device)
+    emit(f"training on {device}")
+    keras.utils.set_random_seed(config.seed)  # seeds python, numpy and the backend
+    synthesize = synthesize or _default_synthesizer()
+
+    t0 = time.perf_counter()
+    per_class_total = config.per_class + max(1, int(round(config.per_class * config.validation_fraction)))
+    X, y = synthesize(library, per_class_total, seed=config.seed, options=dict(config.augment) or None)
+    X = np.asarray(X, np.float32)
+    y = np.asarray(y, np.int32)
+    tr, va = split_validation(y, config.validation_fraction, config.seed)
+    synth_s = time.perf_counter() - t0
+    emit(f"synthesised {len(y)} spectra for {len(library)} classes in {synth_s:.0f}s "
+         f"({len(tr)} train / {len(va)} validation)")
+
+    model = build(config.arch, len(library), learning_rate=config.learning_rate)
+    callbacks: list[Any] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss" if len(va) else "loss", patience=config.patience,
+                                      restore_best_weights=True),
+    ]
+    bar = sys.stdout.isatty() if progress is None else progress
+    if not bar:
+        callbacks.append(_EpochLog(emit, config.epochs))
+    t1 = time.perf_counter()
+    # Fancy indexing copies; X[..., None] on the copies is a view, no second copy.
+    x_tr, y_tr = X[tr][..., None], y[tr]
+    val = (X[va][..., None], y[va]) if len(va) else None
+    del X
+    fit = model.fit(x_tr, y_tr, validation_data=val, epochs=config.epochs, batch_size=config.batch_size,
+                    shuffle=True, callbacks=callbacks, verbose=1 if bar else 0)
+    fit_s = time.perf_counter() - t1
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+
+    metrics: dict[str, Any] = {
+        "epochs_run": len(history.get("loss", [])),
+        "synthesis_s": round(synth_s, 1),
+        "fit_s": round(fit_s, 1),
+        "train_samples": int(len(tr)),
+        "validation_samples": int(len(va)),
+    }
+    if val is not None:
+        ev = model.evaluate(val[0], val[1], batch_size=config.batch_size, verbose=0, return_dict=True)
+        metrics.update({f"val_{k}": round(float(v), 4) for k, v in ev.items()})
+    emit("finished in {:.0f}s: {}".format(time.perf_counter() - t0, json.dumps(metrics)))
+
+    manifest = artifact.ModelManifest(
+        arch=config.arch,
+        classes=tuple(library.refcodes),
+        library_version=library.version,
+        library_sha256=artifact.library_fingerprint(library),
+        training={**asdict(config), "keras": keras.__version__, "python": platform.python_version()},
+        metrics=metrics,
+        command=command if command is not None else shlex.join(["xrd-agent", *sys.argv[1:]]),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        device=device,
+    )
+    path = None
+    if out is not None:
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        model.save(path / artifact.MODEL_FILE)
+        manifest = artifact.write_manifest(path, manifest)
+        (path / artifact.HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
+        plot_history(history, path / artifact.REPORT_FILE, title=f"{config.arch}, {len(library)} classes")
+        emit(f"model written to {path} ({manifest.version})")
+    return TrainResult(model=model, manifest=manifest, history=history, out=path)
+
+
+def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, training vs validation (matplotlib Agg, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for key, ax in (("loss", ax_loss), ("top1", ax_acc), ("top5", ax_acc)):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + key in history:
+                ax.plot(epochs, history[prefix + key], style, label=prefix + key)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """``config`` with the non-None ``changes`` applied (CLI flags over defaults)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
