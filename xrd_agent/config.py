@@ -37,6 +37,8 @@ class ModelConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     unknown_threshold: float = 0.35  # below: unknown_phase
     min_coverage: float = 0.5  # covered share of 5-50 deg below which: low_coverage
+    engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
+    library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class WatchConfig:
     rescan_interval_s: float = 30.0
     settle_s: float = 2.0
     queue_size: int = 256
+    incomplete_timeout_s: float = 900.0  # a recognised scan still incomplete this long is read anyway (rejected)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class ServiceConfig:
     state_dir: str = "./xrd-state"
     default_anode: str = ""  # used when a scan's file does not say (e.g. plain .xy)
     expectations: dict[str, list[str]] = field(default_factory=dict)  # sample id -> phases
+    log_level: str = "info"  # debug | info | warning | error
 
 
 @dataclass(frozen=True)

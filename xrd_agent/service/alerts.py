@@ -1,0 +1,131 @@
+"""Judge an identification: which alerts a chemist or the robot must see.
+
+Pure functions from values to values (no sockets, no ledger): the pipeline turns each
+:class:`Alert` into an ``xrd.alert`` message.
+
+Rules (``docs/service.md`` explains them for users):
+
+=========================  ========  ===================================================
+reason                     severity  when
+=========================  ========  ===================================================
+amorphous                  critical  the model flags no crystalline product (failed synthesis)
+expected_phase_missing     critical  an expectation exists and none of its phases is in the Top-k
+unknown_phase              warning   the scan is crystalline but nothing in the library explains it
+mixture                    warning   a second phase is likely
+low_coverage               info      the scan measured too little of 2-theta 5-50 deg
+unreadable                 warning   the file cannot be read (also published on ``xrd.rejected``)
+folder_missing             critical  the export folder vanished (unmounted share)
+folder_restored            info      the export folder is back
+=========================  ========  ===================================================
+
+An amorphous scan with an expectation raises both ``amorphous`` and
+``expected_phase_missing``: the robot's rule may key on either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xrd_agent.identification import Flag, Identification
+
+AMORPHOUS = "amorphous"
+EXPECTED_PHASE_MISSING = "expected_phase_missing"
+UNKNOWN_PHASE = "unknown_phase"
+MIXTURE = "mixture"
+LOW_COVERAGE = "low_coverage"
+UNREADABLE = "unreadable"
+FOLDER_MISSING = "folder_missing"
+FOLDER_RESTORED = "folder_restored"
+
+SEVERITY = {
+    AMORPHOUS: "critical",
+    EXPECTED_PHASE_MISSING: "critical",
+    UNKNOWN_PHASE: "warning",
+    MIXTURE: "warning",
+    LOW_COVERAGE: "info",
+    UNREADABLE: "warning",
+    FOLDER_MISSING: "critical",
+    FOLDER_RESTORED: "info",
+}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a sample should contain: any one of ``phases`` (names, aliases or refcodes) in the Top-k."""
+
+    sample_id: str
+    phases: tuple[str, ...]
+    top_k: int = 5
+    source: str = "config"  # control | sidecar | config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sample_id": self.sample_id, "phases": list(self.phases), "top_k": self.top_k, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Alert:
+    reason: str
+    severity: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def alert(reason: str, **evidence: Any) -> Alert:
+    return Alert(reason, SEVERITY[reason], dict(evidence))
+
+
+def _matches(phase: str, candidate_names: set[str]) -> bool:
+    return phase.strip().lower() in candidate_names
+
+
+def judge(
+    identification: Identification,
+    expectation: Expectation | None = None,
+    *,
+    aliases: dict[str, set[str]] | None = None,
+    unknown_threshold: float | None = None,
+) -> list[Alert]:
+    """Alerts for one identification. ``aliases`` maps a refcode to every lower-case name it
+    answers to (name, aliases, refcode), from the library; without it only the candidate's
+    own name and refcode count. Evidence uses the contract's keys (``messages.Evidence``)."""
+    alerts: list[Alert] = []
+    flags = identification.flags
+    flag_names = sorted(f.value for f in flags)
+    refcodes = [c.refcode for c in identification.top]
+    confidence = min(1.0, max(0.0, float(identification.confidence)))
+    basic: dict[str, Any] = {"confidence": confidence, "flags": flag_names}
+    if Flag.AMORPHOUS in flags:
+        alerts.append(alert(AMORPHOUS, **basic, detail="no crystalline product: only a broad hump and noise"))
+    elif Flag.UNKNOWN_PHASE in flags:
+        extra = {"threshold": unknown_threshold} if unknown_threshold is not None else {}
+        alerts.append(alert(UNKNOWN_PHASE, **basic, **extra, found=refcodes[:3],
+                            detail="crystalline, but no library phase explains the pattern"))
+    if Flag.MIXTURE in flags:
+        alerts.append(alert(MIXTURE, **basic, found=refcodes[:3], detail="a second phase is likely"))
+    if Flag.LOW_COVERAGE in flags:
+        cov = identification.coverage
+        alerts.append(alert(LOW_COVERAGE, **basic, detail=(
+            f"the scan covers {cov.fraction:.0%} of 2-theta 5-50 deg (Cu); the ranking is less reliable")))
+    if expectation is not None and expectation.phases:
+        k = max(1, expectation.top_k)
+        hits = []
+        for cand in identification.top[:k]:
+            names = {cand.refcode.lower(), cand.name.lower()}
+            if aliases and cand.refcode in aliases:
+                names |= aliases[cand.refcode]
+            if any(_matches(p, names) for p in expectation.phases):
+                hits.append(cand.refcode)
+        # An amorphous or unknown scan names no phase with any trust: the expectation is missed.
+        untrusted = bool(flags & {Flag.AMORPHOUS, Flag.UNKNOWN_PHASE})
+        if not hits or untrusted:
+            alerts.append(alert(
+                EXPECTED_PHASE_MISSING,
+                **basic,
+                expected_phases=list(expectation.phases),
+                top_k=k,
+                found=refcodes[:k],
+                detail=(f"expected {', '.join(expectation.phases)} ({expectation.source}); "
+                        + ("the scan shows no phase that can be trusted" if untrusted
+                           else f"none of them is in the Top-{k}")),
+            ))
+    return alerts

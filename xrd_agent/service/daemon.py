@@ -1,0 +1,410 @@
+"""``xrd-agent run``: the long-running service, as systemd (``Type=notify``) runs it.
+
+Start order: lock the state dir → bind the PUB and control sockets (a port in use fails
+fast, before seconds of model loading) → load the engine → start the worker (it first
+re-publishes what was recorded but maybe not sent) → start the watcher (its first act is a
+reconciliation scan: files that arrived while the agent was down) → ``xrd.status`` ready,
+``READY=1``.
+
+The main thread then only waits for signals and pings the systemd watchdog, and only
+while the worker is turning (a hung engine or a dead worker stops the pings and systemd
+restarts the service). SIGTERM/SIGINT: stop watching, drain the queue, publish
+``stopped``, close. SIGHUP: re-read the configuration; expectations, thresholds, batch
+and heartbeat settings apply at once, a changed export folder or socket address is
+re-opened, a different model needs a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from xrd_agent import messages
+from xrd_agent.config import Config, load_config
+from xrd_agent.errors import ConfigError, XrdAgentError
+from xrd_agent.service.debounce import Debouncer
+from xrd_agent.service.expectations import ExpectationBook
+from xrd_agent.service.instrument import Instrument
+from xrd_agent.service.ledger import Ledger
+from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.service.sdnotify import Notifier
+from xrd_agent.service.watcher import FolderEvent, Watcher, choose_mode
+
+log = structlog.get_logger("xrd_agent.daemon")
+
+ENDPOINTS_FILE = "endpoints.json"
+LOCK_FILE = "agent.lock"
+#: The worker may stay silent this long (one batch) before the agent counts as unhealthy,
+#: when systemd gives no watchdog interval.
+DEFAULT_MAX_SILENCE_S = 60.0
+
+
+class StateLocked(XrdAgentError, RuntimeError):
+    """Another agent already runs on this state directory."""
+
+
+def _aliases(engine: Any) -> dict[str, set[str]]:
+    """refcode -> every lower-case name it answers to, from the engine's library if it has one."""
+    lib = getattr(engine, "library_", None) or getattr(engine, "library", None)
+    entries = getattr(lib, "entries", None)
+    if not entries:
+        return {}
+    out: dict[str, set[str]] = {}
+    for e in entries:
+        names = {str(e.get("refcode", "")).lower(), str(e.get("name") or "").lower()}
+        names |= {str(a).lower() for a in e.get("aliases", [])}
+        out[str(e.get("refcode"))] = {n for n in names if n}
+    return out
+
+
+class Daemon:
+    def __init__(self, config: Config, *, config_path: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
+        self.notifier = notifier or Notifier()
+        self._term = False
+        self._hup = False
+        self._stopping = threading.Event()
+        self._lock_fd: int | None = None
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self._term = True
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self._hup = True
+
+    def _install_signals(self) -> int:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        return r
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _lock_state(self, state_dir: Path) -> None:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateLocked(f"another xrd-agent is already running with state directory {state_dir}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _bind(self, config: Config) -> None:
+        import zmq
+
+        from xrd_agent.service import security
+        from xrd_agent.service.control import ControlServer, replay_handler
+        from xrd_agent.service.publisher import Publisher
+
+        self.curve = security.server_keys(config.publish)
+        self.publisher = Publisher(self.context, config.publish.pub_endpoint,
+                                   high_water_mark=config.publish.high_water_mark, curve=self.curve)
+        handlers = {
+            "replay": replay_handler(self.ledger.replay, self.ledger.last_seq),
+            "status": self._status_reply,
+            "expect": self._expect,
+        }
+        try:
+            self.control = ControlServer(self.context, config.publish.control_endpoint, handlers, curve=self.curve)
+            self.control.start()
+        except (zmq.ZMQError, RuntimeError):
+            self.publisher.close()
+            raise
+        self._write_endpoints()
+
+    def _write_endpoints(self) -> None:
+        data = {"pub": self.publisher.endpoint, "control": self.control.endpoint, "pid": os.getpid()}
+        tmp = self.state_dir / (ENDPOINTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, self.state_dir / ENDPOINTS_FILE)
+
+    def _make_watcher(self, config: Config) -> Watcher:
+        from xrd_agent import readers
+
+        directory = Path(config.watch.directory).absolute()
+        debouncer = Debouncer(
+            settle_s=self.instrument.settle_s,
+            incomplete_timeout_s=config.watch.incomplete_timeout_s,
+            is_complete=readers.is_complete,
+            classify=_classify,
+        )
+        mode = choose_mode(config.watch.mode, directory, self.instrument.prefers_polling)
+        return Watcher(
+            directory,
+            debouncer=debouncer,
+            on_ready=lambda due: self.pipeline.submit(due, self._stopping),
+            on_folder=self._on_folder,
+            skip=lambda due: self.ledger.seen(str(due.path), due.signature.size, due.signature.mtime_ns),
+            ignore=self.instrument.ignores,
+            mode=mode,
+            recursive=config.watch.recursive,
+            poll_interval_s=config.watch.poll_interval_s,
+            rescan_interval_s=config.watch.rescan_interval_s,
+        )
+
+    def _on_folder(self, event: FolderEvent) -> None:
+        self.pipeline.notify_folder(event.state, event.path)
+        if event.state == "missing":
+            self.notifier.status(f"degraded: export folder {event.path} is missing")
+        else:
+            self.notifier.status(f"ready: watching {event.path}")
+
+    # -- control handlers (control thread) ------------------------------------------------------
+    def _status_reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "detail": self.detail,
+            "counters": self.pipeline.counters.as_dict() if hasattr(self, "pipeline") else {},
+            "last_seq": self.ledger.last_seq(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "queue_depth": self.pipeline.depth if hasattr(self, "pipeline") else 0,
+            "model_version": self.pipeline.model_version if hasattr(self, "pipeline") else "",
+            "library_version": self.pipeline.library_version if hasattr(self, "pipeline") else "",
+        }
+
+    def _expect(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            exp = self.expectations.expect(request["sample_id"], request["phases"],
+                                           request.get("top_k", self.config.model.top_k))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k)
+        return {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
+
+    # -- the service -----------------------------------------------------------------------------
+    def _publish_direct(self, state: str, detail: str) -> None:
+        """A status message from the main thread, while the worker is not running."""
+        with self.ledger.transaction() as tx:
+            msg = tx.build(lambda seq: messages.build(
+                messages.STATUS, seq, {"state": state, "detail": detail, "counters": self._counters()},
+                agent_id=self.config.service.agent_id, instrument_id=self.config.service.instrument_id,
+                model_version=str(getattr(self, "engine_version", "")),
+                library_version=str(getattr(self, "library_version", ""))))
+        try:
+            if self.publisher.send(msg):
+                self.ledger.mark_sent([msg["seq"]])
+        except Exception:
+            log.exception("status not published", state=state)
+
+    def _counters(self) -> dict[str, int]:
+        return self.pipeline.counters.as_dict() if hasattr(self, "pipeline") else {}
+
+    def run(self) -> int:
+        import zmq
+
+        from xrd_agent import readers
+        from xrd_agent.service.engines import make_engine
+
+        config = self.config
+        self.started = time.monotonic()
+        self.state, self.detail = "starting", ""
+        self.state_dir = Path(config.service.state_dir).absolute()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state(self.state_dir)
+        wake = self._install_signals()
+        self.notifier.status("starting: binding sockets")
+        self.ledger = Ledger(self.state_dir)
+        self.context = zmq.Context()
+        self._bind(config)
+        log.info("sockets bound", pub=self.publisher.endpoint, control=self.control.endpoint,
+                 state_dir=str(self.state_dir), last_seq=self.ledger.last_seq())
+        self._publish_direct("starting", "loading the identification model")
+
+        self.notifier.status("starting: loading the model")
+        t0 = time.monotonic()
+        engine = make_engine(config)
+        engine.load()
+        self.engine_version, self.library_version = engine.model_version, engine.library_version
+        log.info("engine ready", engine=type(engine).__name__, model_version=engine.model_version,
+                 library_version=engine.library_version, load_s=round(time.monotonic() - t0, 2))
+
+        self.instrument = Instrument(config)
+        self.expectations = ExpectationBook(config.service.expectations, config.model.top_k, self.ledger)
+        self.pipeline = Pipeline(
+            ledger=self.ledger,
+            engine=engine,
+            send=self.publisher.send,
+            expectations=self.expectations,
+            identity=Identity(config.service.agent_id, config.service.instrument_id),
+            root=Path(config.watch.directory),
+            read=lambda path, wl: readers.read_scan(path, wavelength=wl),
+            wavelength_for=self.instrument.wavelength_for,
+            sample_id_of=self.instrument.sample_id,
+            queue_size=config.watch.queue_size,
+            settings=Settings(max_batch=max(config.model.batch_sizes or (64,)),
+                              heartbeat_s=config.publish.heartbeat_s, aliases=_aliases(engine)),
+        )
+        self.pipeline.start()
+        self.watcher = self._make_watcher(config)
+        self.watcher.start()
+        self.state = "ready" if self.watcher.present else "degraded"
+        self.detail = f"watching {self.watcher.directory} ({self.watcher.mode})"
+        self.pipeline.notify_status(self.state, self.detail)
+        self.notifier.ready(f"{self.state}: {self.detail}")
+        log.info("ready", folder=str(self.watcher.directory), mode=self.watcher.mode,
+                 pub=self.publisher.endpoint, control=self.control.endpoint)
+        try:
+            code = self._loop(wake)
+        finally:
+            self._shutdown()
+        return code
+
+    def _loop(self, wake: int) -> int:
+        interval = self.notifier.watchdog_interval_s
+        max_silence = interval * 2 if interval else DEFAULT_MAX_SILENCE_S
+        next_ping = 0.0
+        while True:
+            if self._term:
+                return 0
+            if self._hup:
+                self._hup = False
+                self.reload()
+            if self.pipeline.error is not None or not self.pipeline.alive:
+                log.error("the worker stopped; exiting so that systemd restarts the agent",
+                          error=repr(self.pipeline.error))
+                self.notifier.status("failed: the worker stopped")
+                return 1
+            now = time.monotonic()
+            if interval and now >= next_ping:
+                if self.pipeline.healthy(max_silence):
+                    self.notifier.watchdog()
+                else:
+                    log.warning("worker silent: withholding the watchdog ping",
+                                silent_s=round(now - self.pipeline.beat, 1))
+                next_ping = now + interval
+            if self.watcher.present != (self.state != "degraded"):
+                self.state = "ready" if self.watcher.present else "degraded"
+            timeout = min(1.0, max(0.05, next_ping - time.monotonic())) if interval else 1.0
+            try:
+                select.select([wake], [], [], timeout)
+                os.read(wake, 512)
+            except (BlockingIOError, InterruptedError):
+                pass
+
+    def _shutdown(self) -> None:
+        log.info("stopping: draining the queue", queued=self.pipeline.depth)
+        self.notifier.stopping(f"draining {self.pipeline.depth} queued scan(s)")
+        self.state = "draining"
+        self._stopping.set()
+        self.watcher.stop()
+        self.pipeline.notify_status("draining", f"{self.pipeline.depth} scan(s) queued")
+        self.pipeline.stop(drain=True)
+        self.state = "stopped"
+        self._publish_direct("stopped", "the agent stopped cleanly")
+        self.control.stop()
+        self.publisher.close()
+        self.context.term()
+        counts = self.ledger.counts()
+        self.ledger.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        log.info("stopped", last_seq=counts["messages"], **{k: v for k, v in counts.items() if k != "messages"})
+
+    # -- SIGHUP ------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        log.info("reloading configuration", path=self.config_path)
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path, self.overrides)
+            Instrument(new)  # validates the profile name and default anode
+        except XrdAgentError as exc:
+            log.error("configuration not reloaded: keeping the running one", reason=str(exc))
+            self.notifier.ready(f"{self.state}: configuration NOT reloaded ({exc})")
+            return
+        old, self.config = self.config, new
+        self.pipeline.notify_status("reloading", "configuration changed (SIGHUP)")
+        self.expectations.reload(new.service.expectations, new.model.top_k)
+        self.pipeline.settings.heartbeat_s = new.publish.heartbeat_s
+        self.pipeline.settings.max_batch = max(new.model.batch_sizes or (64,))
+        engine = self.pipeline.engine
+        if hasattr(engine, "config") and isinstance(getattr(engine, "config"), Config):
+            engine.config = dataclasses.replace(engine.config, model=dataclasses.replace(
+                engine.config.model, unknown_threshold=new.model.unknown_threshold,
+                min_coverage=new.model.min_coverage, top_k=new.model.top_k), gate=new.gate)
+        if (old.model.model_dir, old.model.engine, old.model.library_dir) != (
+                new.model.model_dir, new.model.engine, new.model.library_dir):
+            log.warning("a different model or library takes a restart: `systemctl restart xrd-agent`")
+        endpoints = ("pub_endpoint", "control_endpoint", "curve_secret_key", "curve_allowed_dir")
+        if any(getattr(old.publish, k) != getattr(new.publish, k) for k in endpoints):
+            self._rebind(new)
+        elif self.curve is not None:
+            from xrd_agent.service import security
+
+            security.reload_allow_list(self.context, self.curve)  # a robot's key added or removed
+        if old.watch != new.watch or old.service.default_anode != new.service.default_anode:
+            self.instrument = Instrument(new)
+            self.pipeline._wavelength_for = self.instrument.wavelength_for
+            self.pipeline._sample_id_of = self.instrument.sample_id
+            self._stopping.set()
+            self.watcher.stop()
+            self._stopping.clear()
+            self.pipeline.root = Path(new.watch.directory).absolute()
+            self.watcher = self._make_watcher(new)
+            self.watcher.start()
+        else:
+            self.watcher.rescan()
+        self.detail = f"watching {self.watcher.directory} ({self.watcher.mode})"
+        self.state = "ready" if self.watcher.present else "degraded"
+        self.pipeline.notify_status(self.state, f"configuration reloaded; {self.detail}")
+        self.notifier.ready(f"{self.state}: {self.detail}")
+        log.info("configuration reloaded", folder=str(self.watcher.directory))
+
+    def _rebind(self, new: Config) -> None:
+        """New socket addresses or keys: bind the new sockets first, then retire the old ones."""
+        old_pub, old_control = self.publisher, self.control
+        try:
+            self._bind(new)
+        except Exception as exc:
+            log.error("new sockets could not be bound: keeping the old ones", error=str(exc))
+            self.publisher, self.control = old_pub, old_control
+            return
+        swapped = threading.Event()
+
+        def swap() -> None:  # runs in the worker: the only thread that uses the publisher
+            self.pipeline._send = self.publisher.send
+            old_pub.close()
+            swapped.set()
+
+        self.pipeline.call_in_worker(swap)
+        old_control.stop()
+        if not swapped.wait(30):
+            log.warning("worker did not switch publisher within 30 s")
+        log.info("sockets re-bound", pub=self.publisher.endpoint, control=self.control.endpoint)
+
+
+def _classify(path: Path) -> str | None:
+    from xrd_agent import readers
+
+    try:
+        return readers.detect_format(path)
+    except (XrdAgentError, OSError):
+        return None
+
+
+def run_service(config_path: str | None, overrides: Mapping[str, Any]) -> int:
+    """Entry point of ``xrd-agent run`` after argument parsing."""
+    from xrd_agent.service import logging as service_logging
+
+    config = load_config(config_path, overrides)
+    service_logging.configure(config.service.log_level)
+    return Daemon(config, config_path=config_path, overrides=overrides).run()

@@ -1,0 +1,137 @@
+"""Decide when a file the instrument is writing has become a finished scan.
+
+The D8 software writes exports in stages (RAW grows step by step during a measurement,
+BRML is zipped at the end, other tools write a temporary name and rename it). A path is
+*due* when its size and mtime have stopped changing and either the reader says the file
+holds everything its headers promise (``is_complete``), or — where no reader can tell
+(plain text, unknown files) — the profile's settle time has passed. A recognised scan that stays incomplete (an
+aborted measurement) is handed over after ``incomplete_timeout_s`` so the reader can
+reject it with a reason instead of it waiting for ever.
+
+Pure bookkeeping: the clock, ``stat`` and the completeness checks are injected, so the
+rules are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: A file that the reader calls complete must still be unchanged this long (seconds):
+#: protects against a writer that flushes a complete header before the last bytes.
+QUIET_S = 0.25
+
+#: Formats whose files carry no header that says how long they will be.
+HEADERLESS = frozenset({"text"})
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What ``lstat`` says about a file version (symlinks are not followed)."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Signature:
+        return cls(int(st.st_size), int(st.st_mtime_ns))
+
+
+@dataclass(frozen=True)
+class Due:
+    """A path that is ready to be read, as it was when it became ready."""
+
+    path: Path
+    signature: Signature
+    detected_at: float  # wall-clock time (epoch s) the file was first noticed
+
+
+@dataclass
+class _Pending:
+    signature: Signature
+    since: float  # clock time the signature was first seen
+    detected_at: float
+
+
+class Debouncer:
+    """Tracks candidate paths until they are due; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        settle_s: float,
+        incomplete_timeout_s: float,
+        is_complete: Callable[[Path], bool],
+        classify: Callable[[Path], str | None],
+        quiet_s: float = QUIET_S,
+        stat: Callable[[Path], os.stat_result] = os.lstat,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settle_s = float(settle_s)
+        self.quiet_s = min(float(quiet_s), self.settle_s)
+        self.incomplete_timeout_s = max(float(incomplete_timeout_s), self.settle_s)
+        self._is_complete = is_complete
+        self._classify = classify
+        self._stat = stat
+        self._clock = clock
+        self._wall = wall
+        self._pending: dict[Path, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def offer(self, path: Path) -> None:
+        """Start (or keep) tracking ``path``; a changed file restarts its quiet period on the next check."""
+        with self._lock:
+            if path not in self._pending:
+                self._pending[path] = _Pending(Signature(-1, -1), self._clock(), self._wall())
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._pending.pop(path, None)
+
+    def due(self) -> list[Due]:
+        """Paths that are ready now; they stop being tracked."""
+        with self._lock:
+            items = list(self._pending.items())
+        ready: list[Due] = []
+        gone: list[Path] = []
+        now = self._clock()
+        for path, state in items:
+            try:
+                sig = Signature.of(self._stat(path))
+            except OSError:
+                gone.append(path)
+                continue
+            if sig != state.signature:
+                state.signature, state.since = sig, now
+                continue
+            if self._ready(path, now - state.since):
+                ready.append(Due(path, sig, state.detected_at))
+        with self._lock:
+            for path in gone:
+                self._pending.pop(path, None)
+            for item in ready:
+                self._pending.pop(item.path, None)
+        return ready
+
+    def _ready(self, path: Path, stable_s: float) -> bool:
+        if stable_s < self.quiet_s:
+            return False
+        if stable_s >= self.incomplete_timeout_s:
+            return True  # give up waiting: the reader will say what is wrong
+        if path.is_symlink():
+            return True  # never followed; the pipeline rejects it
+        fmt = self._classify(path)
+        if fmt is None or fmt in HEADERLESS:
+            # No header promises anything (plain text) or no reader knows the file (junk,
+            # to be rejected): all we have is the settle time.
+            return stable_s >= self.settle_s
+        return self._is_complete(path)

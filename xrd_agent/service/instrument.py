@@ -1,0 +1,119 @@
+"""What the service needs from the firmware profiles, in one small adapter.
+
+``[watch] profile`` names one profile, or ``auto``: then every bundled profile's ignore
+patterns apply, the profile whose watch patterns match a file names its sample and
+default wavelength, and the configured settle time is used. Without any profile
+installed the built-in ignore list and the configuration alone apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from xrd_agent.config import Config
+from xrd_agent.errors import ConfigError, ScanError, XrdAgentError
+from xrd_agent.scan import Scan, Wavelength
+from xrd_agent.service.watcher import DEFAULT_IGNORE, ignore_by_patterns
+
+log = structlog.get_logger("xrd_agent.instrument")
+
+
+def _load_profiles() -> list[Any]:
+    try:
+        from xrd_agent import profiles
+    except ImportError:
+        return []
+    return list(profiles.load_profiles())
+
+
+class Instrument:
+    """Ignore rules, settle time, polling advice, sample ids and default wavelength."""
+
+    def __init__(self, config: Config, profiles: Sequence[Any] | None = None) -> None:
+        available = list(_load_profiles() if profiles is None else profiles)
+        name = config.watch.profile
+        if name and name != "auto":
+            chosen = [p for p in available if getattr(p, "name", None) == name]
+            if not chosen:
+                known = ", ".join(sorted(str(getattr(p, "name", "?")) for p in available)) or "none installed"
+                raise ConfigError(f"watch.profile {name!r} is not a known firmware profile ({known})")
+            self.profiles = chosen
+        else:
+            self.profiles = available
+        self.named = bool(name and name != "auto")
+        self._builtin_ignore = ignore_by_patterns(DEFAULT_IGNORE)
+        self._default_wavelength: Wavelength | None = None
+        if config.service.default_anode:
+            try:
+                self._default_wavelength = Wavelength.for_anode(config.service.default_anode)
+            except ScanError as exc:
+                raise ConfigError(f"service.default_anode: {exc.reason}") from None
+        settle = [float(getattr(p, "settle_s", 0) or 0) for p in self.profiles] if self.named else []
+        self.settle_s = max([config.watch.settle_s, *settle])
+        self.prefers_polling = self.named and any(_polling(p) for p in self.profiles)
+
+    def ignores(self, path: Path) -> bool:
+        if self._builtin_ignore(path):
+            return True
+        return any(_call(p, "ignores", path, False) for p in self.profiles)
+
+    def profile_for(self, path: Path) -> Any | None:
+        for p in self.profiles:
+            if _call(p, "matches", path, False):
+                return p
+        return self.profiles[0] if self.named and self.profiles else None
+
+    def wavelength_for(self, path: Path) -> Wavelength | None:
+        """The configured default anode first, else the matching profile's default."""
+        if self._default_wavelength is not None:
+            return self._default_wavelength
+        profile = self.profile_for(path)
+        value = _first_attr(profile, ("default_wavelength", "wavelength", "default_anode", "anode"))
+        if isinstance(value, Wavelength):
+            return value
+        if isinstance(value, str) and value:
+            try:
+                from xrd_agent.readers import parse_wavelength
+
+                return parse_wavelength(value)
+            except (ImportError, XrdAgentError, ValueError):
+                return None
+        if isinstance(value, (int, float)) and value > 0:
+            return Wavelength(alpha1=float(value))
+        return None
+
+    def sample_id(self, scan: Scan) -> str:
+        """From the file's metadata (RAW SAMPLEID, BRML SampleName), else the profile's
+        file-name pattern, else the file name without extension."""
+        if scan.sample_id and scan.sample_id.strip():
+            return scan.sample_id.strip()[:256]
+        profile = self.profile_for(scan.source_path)
+        found = _call(profile, "sample_id", scan, None) if profile is not None else None
+        return str(found)[:256] if found else scan.source_path.stem[:256]
+
+
+def _call(obj: Any, method: str, arg: Any, default: Any) -> Any:
+    fn = getattr(obj, method, None)
+    if fn is None:
+        return default
+    try:
+        return fn(arg)
+    except Exception:  # a profile bug must not stop the watcher
+        log.debug("profile call failed", method=method, exc_info=True)
+        return default
+
+
+def _first_attr(obj: Any, names: Sequence[str]) -> Any:
+    for n in names:
+        value = getattr(obj, n, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _polling(profile: Any) -> bool:
+    return bool(_first_attr(profile, ("polling", "polling_recommended", "prefer_polling")))
