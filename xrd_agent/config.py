@@ -45,6 +45,7 @@ class ModelConfig:
 class WatchConfig:
     directory: str = "./xrd-export"
     profile: str = "auto"  # a firmware profile name, or auto (all profiles' patterns)
+    profiles_dir: str = ""  # extra folder of firmware profile TOMLs; a same-named one replaces a bundled one
     mode: str = "auto"  # auto | inotify | polling
     recursive: bool = False
     poll_interval_s: float = 1.0
