@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classes", type=int, default=None, metavar="N",
                         help="train on the first N library classes only (sweeps, quick checks)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--workers", type=int, default=d.workers,
+                        help="processes that synthesise the spectra (same result for any number)")
+    parser.add_argument("--no-bank-noise", action="store_true",
+                        help="train without merging real baseline noise (no noise bank needed)")
     parser.set_defaults(func=run)
 
 
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         library = artifact.subset_library(library, args.classes)
     config = TrainConfig(arch=args.arch, epochs=args.epochs, per_class=args.per_class, seed=args.seed,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         patience=args.patience, device=args.device)
+                         patience=args.patience, device=args.device, workers=max(1, args.workers),
+                         augment={"bank_noise": 0.0} if args.no_bank_noise else {})
     command = shlex.join(["xrd-agent", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "xrd-agent train"
     train(library, config, args.out, command=command,
           emit=lambda line: print(line, file=sys.stderr, flush=True))

@@ -60,7 +60,7 @@ class Match:
     explained: float  # share of the scan's strong-peak intensity the reference accounts for
     recovered: float  # share of the reference's strong-peak intensity found in the scan
     shift: float  # zero shift (deg) that matched best
-    unexplained: tuple[float, ...]  # positions of strong scan peaks the reference lacks
+    unexplained: tuple[float, ...]  # strongest scan peaks the reference lacks (up to 10, deg)
 
     @property
     def score(self) -> float:
@@ -106,20 +106,23 @@ def match_peaks(scan: Peaks, reference: Peaks, first: float, last: float,
         return Match(0.0, 0.0, 0.0, tuple(float(p) for p in strong.position))
     ref_sorted = np.sort(ref.position)
     scan_sorted = np.sort(scan.position)
-    best: tuple[float, float, float, np.ndarray] | None = None
+    tol_s, tol_r = tolerance(strong.position), tolerance(ref_strong.position)
+    best: tuple[float, float, float, float, np.ndarray] | None = None
     for shift in np.arange(-policy.max_zero_shift, policy.max_zero_shift + 1e-9, 0.02):
-        tol_s = tolerance(strong.position)
-        hit_s = _nearest_distance(strong.position - shift, ref_sorted) <= tol_s
+        dist_s = _nearest_distance(strong.position - shift, ref_sorted)
+        hit_s = dist_s <= tol_s
         explained = float(strong.height[hit_s].sum() / strong.height.sum())
-        tol_r = tolerance(ref_strong.position)
         hit_r = _nearest_distance(ref_strong.position + shift, scan_sorted) <= tol_r
         recovered = float(ref_strong.height[hit_r].sum() / ref_strong.height.sum())
-        key = explained * recovered
-        if best is None or key > best[0] * best[1] + 1e-12:
-            best = (explained, recovered, float(shift), hit_s)
+        # Among equally good shifts, the one that puts the matched peaks closest wins.
+        residual = float((dist_s * strong.height)[hit_s].sum() / max(strong.height[hit_s].sum(), 1e-12))
+        key = (round(explained * recovered, 9), -residual)
+        if best is None or key > (round(best[0] * best[1], 9), -best[3]):
+            best = (explained, recovered, float(shift), residual, hit_s)
     assert best is not None
-    explained, recovered, shift, hit_s = best
-    return Match(explained, recovered, round(shift, 3), tuple(float(p) for p in strong.position[~hit_s]))
+    explained, recovered, shift, _, hit_s = best
+    missing = np.argsort(-strong.height[~hit_s])[:10]  # the strongest few are what a chemist checks
+    return Match(explained, recovered, round(shift, 3), tuple(float(p) for p in strong.position[~hit_s][missing]))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class TrainConfig:
     patience: int = 5  # EarlyStopping on validation loss, best weights restored
     device: str = "auto"  # auto | cpu | gpu
     augment: dict[str, Any] = field(default_factory=dict)  # options passed to dataset.synthesize
+    workers: int = 1  # processes that synthesise spectra (the result is the same for any count)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +104,7 @@ def train(
 ) -> TrainResult:
     """Train ``config.arch`` on ``library`` and (if ``out``) write the model folder.
 
-    ``synthesize(library, per_class, seed=..., options=...) -> (X, y)`` makes the
+    ``synthesize(library, per_class, seed=..., options=..., workers=...) -> (X, y)`` makes the
     training spectra; the default is :func:`xrd_agent.model.dataset.synthesize`.
     """
     import keras
@@ -118,7 +119,8 @@ def train(
 
     t0 = time.perf_counter()
     per_class_total = config.per_class + max(1, int(round(config.per_class * config.validation_fraction)))
-    X, y = synthesize(library, per_class_total, seed=config.seed, options=dict(config.augment) or None)
+    X, y = synthesize(library, per_class_total, seed=config.seed, options=dict(config.augment) or None,
+                      workers=config.workers)
     X = np.asarray(X, np.float32)
     y = np.asarray(y, np.int32)
     tr, va = split_validation(y, config.validation_fraction, config.seed)
