@@ -403,6 +403,8 @@ class Subscriber:
                     if isinstance(raw, Mapping) and isinstance(raw.get("seq"), int):
                         self._last = max(self._last, raw["seq"])
                     continue
+                if raw["seq"] > self._last + 1:  # a hole in the ledger itself
+                    self._gap(raw["seq"] - 1, "the agent's ledger no longer holds them")
                 self._accept(raw)
             if not reply["more"] or self._last == advanced:
                 if target is not None and self._last < target:

@@ -29,8 +29,6 @@ from xrd_agent.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-#: ZAP domain every xrd-agent socket uses.
-DOMAIN = "xrd-agent"
 SERVER_NAME = "server"
 ALLOWED_SUBDIR = "allowed"
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -78,8 +76,7 @@ class CurveServerKeys:
         """Make ``socket`` a CURVE server (before it binds)."""
         socket.curve_secretkey = self.secret
         socket.curve_publickey = self.public
-        socket.curve_server = True
-        socket.zap_domain = DOMAIN.encode()
+        socket.curve_server = True  # no zap_domain: the authenticator's '*' domain matches only the empty one
 
     def __repr__(self) -> str:  # never print the secret key
         return f"CurveServerKeys(public={self.public.decode()!r}, allowed_dir={str(self.allowed_dir)!r})"

@@ -1,0 +1,269 @@
+"""The client on real loopback sockets: gaps filled by replay, duplicates dropped, tail loss
+noticed through heartbeats, a silent publisher reconnected, invalid messages skipped or raised."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from xrd_agent import messages
+from xrd_agent.client import (AlertEvent, HeartbeatEvent, IdentificationEvent, RejectedEvent, StatusEvent,
+                              Subscriber, to_event)
+from xrd_agent.errors import ControlError, MessageError
+from xrd_agent.service.control import ControlServer, replay_handler
+from xrd_agent.service.publisher import Publisher
+
+TOPIC_CYCLE = (messages.IDENTIFICATION, messages.ALERT, messages.REJECTED, messages.STATUS)
+
+
+class Ledger:
+    """A fake ledger: what the service would have stored, in seq order."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.replays: list[int] = []
+
+    def add(self, seq: int, topic: str | None = None) -> dict:
+        message = messages.example(topic or TOPIC_CYCLE[seq % 4], seq)
+        self.messages.append(message)
+        return message
+
+    def replay(self, since_seq: int, limit: int) -> tuple[list[dict], bool]:
+        self.replays.append(since_seq)
+        after = [m for m in self.messages if m["seq"] > since_seq]
+        return after[:limit], len(after) > limit
+
+    def last_seq(self) -> int:
+        return self.messages[-1]["seq"] if self.messages else 0
+
+    def status(self, request: dict) -> dict:
+        return {"state": "ready", "detail": "", "counters": {}, "last_seq": self.last_seq(), "uptime_s": 1.0,
+                "queue_depth": 0, "model_version": "", "library_version": ""}
+
+
+class Agent:
+    """Publisher + control server over a fake ledger, on random loopback ports."""
+
+    def __init__(self, context: zmq.Context, pub_endpoint: str = "tcp://127.0.0.1:*") -> None:
+        self.context = context
+        self.ledger = Ledger()
+        self.publisher = Publisher(context, pub_endpoint)
+        self.control = ControlServer(context, "tcp://127.0.0.1:*", {
+            "replay": replay_handler(self.ledger.replay, self.ledger.last_seq), "status": self.ledger.status})
+        self.control.start()
+
+    def heartbeat(self) -> None:
+        seq = self.ledger.last_seq()
+        self.publisher.send(messages.build(messages.HEARTBEAT, seq, {"last_seq": seq, "uptime_s": 1.0,
+                                                                     "queue_depth": 0},
+                                           agent_id="t", instrument_id="d8"))
+
+    def close(self) -> None:
+        self.control.stop()
+        self.publisher.close()
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def agent(context):
+    a = Agent(context)
+    yield a
+    a.close()
+
+
+def subscriber(agent: Agent, **kwargs) -> Subscriber:
+    kwargs.setdefault("context", agent.context)
+    return Subscriber(agent.publisher.endpoint, agent.control.endpoint, **kwargs)
+
+
+def sync(agent: Agent, sub: Subscriber) -> None:
+    """Wait until the subscription has landed: heartbeats until one is received."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        agent.heartbeat()
+        event = sub.receive(0.05)
+        if isinstance(event, HeartbeatEvent):
+            return
+    raise AssertionError("subscription never landed")
+
+
+def collect(sub: Subscriber, n: int, agent: Agent | None = None, timeout: float = 30) -> list:
+    events = []
+    deadline = time.monotonic() + timeout
+    while len(events) < n and time.monotonic() < deadline:
+        if agent is not None:
+            agent.heartbeat()
+        event = sub.receive(0.1)
+        if event is not None and not isinstance(event, HeartbeatEvent):
+            events.append(event)
+    return events
+
+
+def test_gap_is_filled_by_replay_and_each_seq_arrives_once(agent):
+    sub = subscriber(agent, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT))
+    with sub:
+        sync(agent, sub)
+        for seq in range(1, 11):
+            message = agent.ledger.add(seq)
+            if seq not in (4, 5, 6):  # dropped on purpose, as PUB does at the high-water mark
+                agent.publisher.send(message)
+        events = collect(sub, 10)
+        assert [e.seq for e in events] == list(range(1, 11))
+        assert [e.message for e in events] == agent.ledger.messages
+        assert 3 in agent.ledger.replays  # the gap was asked for from seq 3
+        assert sub.lost == 0
+        # Nothing more: the live copies of 7-10 (already replayed) were dropped as duplicates.
+        assert collect(sub, 1, timeout=0.3) == []
+
+
+def test_duplicates_are_dropped(agent):
+    sub = subscriber(agent, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT))
+    with sub:
+        sync(agent, sub)
+        for seq in (1, 2):
+            agent.publisher.send(agent.ledger.add(seq))
+        agent.publisher.send(agent.ledger.messages[0])  # the service re-sends unsent messages after a crash
+        agent.publisher.send(agent.ledger.add(3))
+        assert [e.seq for e in collect(sub, 3)] == [1, 2, 3]
+        assert sub.duplicates == 1
+
+
+def test_lost_tail_is_noticed_through_the_heartbeat(agent):
+    sub = subscriber(agent, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT))
+    with sub:
+        sync(agent, sub)
+        agent.publisher.send(agent.ledger.add(1))
+        agent.ledger.add(2)  # stored, never published: only the heartbeat tells
+        assert [e.seq for e in collect(sub, 2, agent)] == [1, 2]
+
+
+def test_since_seq_delivers_the_stored_backlog_first(agent):
+    for seq in range(1, 8):
+        agent.ledger.add(seq)
+    with subscriber(agent, since_seq=4, replay_page=2) as sub:
+        assert [e.seq for e in collect(sub, 3)] == [5, 6, 7]
+        assert sub.last_seq == 7
+
+
+def test_started_from_now_skips_the_backlog(agent):
+    for seq in range(1, 6):
+        agent.ledger.add(seq)
+    with subscriber(agent) as sub:
+        assert sub.last_seq == 5
+        agent.ledger.add(6)  # arrives by heartbeat + replay even if the subscription is late
+        assert [e.seq for e in collect(sub, 1, agent)] == [6]
+
+
+def test_topics_filter_what_is_yielded_not_what_is_tracked(agent):
+    for seq in range(1, 9):
+        agent.ledger.add(seq)
+    with subscriber(agent, since_seq=0, topics=[messages.ALERT]) as sub:
+        events = collect(sub, 2)
+        assert [e.seq for e in events] == [1, 5]
+        assert all(isinstance(e, AlertEvent) for e in events)
+        assert sub.last_seq == 8
+
+
+def test_unrecoverable_gap_is_counted_or_raised(agent):
+    with subscriber(agent, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT)) as sub:
+        sync(agent, sub)
+        agent.publisher.send(agent.ledger.add(1))
+        for seq in (2, 3, 4):
+            messages.example(messages.STATUS, seq)  # made but never stored: the ledger lost them
+        fifth = messages.example(messages.STATUS, 5)
+        agent.ledger.messages.append(fifth)
+        agent.publisher.send(fifth)
+        assert [e.seq for e in collect(sub, 2)] == [1, 5]
+        assert sub.lost == 3
+
+    with subscriber(agent, strict=True, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT)) as sub:
+        sync(agent, sub)
+        seventh = messages.example(messages.STATUS, 7)
+        agent.ledger.messages.append(seventh)
+        agent.publisher.send(seventh)
+        with pytest.raises(ControlError, match="seq 6-6 missed"):
+            collect(sub, 1)
+
+
+def test_invalid_messages_are_skipped_or_raised(context, agent):
+    rogue = context.socket(zmq.PUB)  # a broken or hostile peer on the same endpoint family
+    rogue.linger = 0
+    port = rogue.bind_to_random_port("tcp://127.0.0.1")
+    good = messages.encode(messages.example(messages.STATUS, 1))
+    bad = [b"xrd.status", good[1].replace(b'"ready"', b'"napping"')]
+    try:
+        for strict in (False, True):
+            sub = Subscriber(f"tcp://127.0.0.1:{port}", agent.control.endpoint, since_seq=0, strict=strict,
+                             context=context)
+            with sub:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    rogue.send_multipart(bad)
+                    rogue.send_multipart([b"xrd.status", b"\x00\x01 not json"])
+                    try:
+                        sub.receive(0.05)
+                    except MessageError as exc:
+                        assert strict
+                        assert "napping" in str(exc) or "JSON" in str(exc)
+                        break
+                    if sub.invalid >= 2:
+                        assert not strict
+                        break
+                else:
+                    raise AssertionError("no invalid message seen")
+    finally:
+        rogue.close()
+
+
+def test_silent_publisher_triggers_a_reconnect(context, agent):
+    endpoint = agent.publisher.endpoint
+    sub = subscriber(agent, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT), silence_timeout_s=0.3)
+    with sub:
+        sync(agent, sub)
+        agent.publisher.close()  # the agent's PUB goes away (restart, network cut)
+        deadline = time.monotonic() + 30
+        while sub.reconnects == 0 and time.monotonic() < deadline:
+            sub.receive(0.1)
+        assert sub.reconnects >= 1
+        agent.publisher = Publisher(context, endpoint)  # back on the same endpoint
+        agent.ledger.add(1)
+        agent.publisher.send(agent.ledger.messages[-1])
+        assert [e.seq for e in collect(sub, 1, agent)] == [1]
+
+
+def test_control_unreachable_at_start_starts_from_the_first_message(context, agent):
+    sub = Subscriber(agent.publisher.endpoint, "tcp://127.0.0.1:1", context=context, control_timeout_s=0.2,
+                     topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT))
+    with sub:
+        assert sub.last_seq is None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            agent.publisher.send(messages.example(messages.STATUS, 41))
+            event = sub.receive(0.05)
+            if event is not None:
+                break
+        assert event.seq == 41 and sub.last_seq == 41
+
+
+def test_typed_events():
+    ident = to_event(messages.example(messages.IDENTIFICATION, 3))
+    assert isinstance(ident, IdentificationEvent)
+    assert ident.top[0].name == "HKUST-1" and ident.top[0].probability == pytest.approx(0.912)
+    assert ident.sample_id == "S-042" and ident.duplicate_of is None
+    assert isinstance(to_event(messages.example(messages.REJECTED, 4)), RejectedEvent)
+    assert isinstance(to_event(messages.example(messages.STATUS, 5)), StatusEvent)
+    with pytest.raises(AttributeError):
+        ident.seq = 4  # frozen
+
+
+def test_unknown_topics_are_refused():
+    with pytest.raises(ValueError, match="xrd.weather"):
+        Subscriber("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", topics=["xrd.weather"])
