@@ -35,6 +35,7 @@ __all__ = [
     "parse_wavelength",
     "read_scan",
     "reader_for",
+    "scan_from_bytes",
 ]
 
 
@@ -125,7 +126,13 @@ def read_scan(
     Every error is a :class:`ScanError` whose ``reason`` a chemist can act on.
     """
     path = Path(path)
-    data = _common.read_bytes(path, max_bytes)
+    return scan_from_bytes(_common.read_bytes(path, max_bytes), path, wavelength=wavelength)
+
+
+def scan_from_bytes(data: bytes, path: str | Path, *, wavelength: Wavelength | None = None) -> Scan:
+    """What :func:`read_scan` does once it holds the file's bytes (``path`` names the file
+    in the Scan and picks the reader when no signature matches)."""
+    path = Path(path)
     if not data:
         raise TruncatedScan("the file is empty (0 bytes); the instrument may still be writing it", path)
     module = _choose(data[: _common.HEAD_BYTES], path)

@@ -151,6 +151,14 @@ def c_string(raw: bytes) -> str:
     return text.decode("latin-1").strip()
 
 
+def not_bruker_raw(data: bytes) -> CorruptScan:
+    """The error for a file named .raw that carries no Bruker RAW tag."""
+    return CorruptScan(
+        "the file does not start with a Bruker RAW tag ('RAW ', 'RAW2', 'RAW1.01' or 'RAW4.00'); "
+        f"it starts with {data[:8]!r}"
+    )
+
+
 def check_count(count: int, what: str) -> int:
     """Refuse an absurd declared point count before anything is allocated."""
     if count < 0 or count > MAX_POINTS_PER_RANGE:

@@ -43,8 +43,13 @@ def _text(value: str) -> str:
 
 
 def _meta(meta: object) -> dict[str, str]:
-    keys = [meta.get_key(i) for i in range(meta.size())]  # type: ignore[attr-defined]
-    return {_text(key): _text(meta.get(key)) for key in keys}  # type: ignore[attr-defined]
+    out = {}
+    for i in range(meta.size()):  # type: ignore[attr-defined]
+        key = meta.get_key(i)  # type: ignore[attr-defined]
+        if _text(key) != key:
+            continue  # a key with non-text bytes cannot be passed back to xylib; it is junk anyway
+        out[key] = _text(meta.get(key))  # type: ignore[attr-defined]
+    return out
 
 
 def _values(column: object, count: int) -> np.ndarray:
@@ -71,6 +76,8 @@ def load(data: bytes, format_name: str, label: str) -> XyData:
             raise TruncatedScan(f"the {label} file ends before its data does") from None
         message = message.replace("\n", " ")[:200]
         raise CorruptScan(f"the {label} file is malformed ({message})") from None
+    except UnicodeDecodeError:  # SWIG fails to decode xylib's message quoting a non-UTF-8 line
+        raise CorruptScan(f"the {label} file is malformed (a line with non-text bytes)") from None
     blocks = []
     for index in range(dataset.get_block_count()):
         block = dataset.get_block(index)

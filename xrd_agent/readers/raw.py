@@ -211,7 +211,7 @@ def walk(data: bytes) -> Structure:
         return _walk_v1(data)
     if data[:4] == b"RAW4":
         raise UnsupportedFormat("this is a RAW4 file; the RAW v1-v3 reader cannot read it")
-    raise CorruptScan(f"the file does not start with a Bruker RAW tag (it starts {data[:8]!r})")
+    raise c.not_bruker_raw(data)
 
 
 def is_complete(path: Path) -> bool:

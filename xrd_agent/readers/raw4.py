@@ -88,7 +88,7 @@ def sniff(head: bytes) -> bool:
 def walk(data: bytes) -> Structure:
     """Follow the segment chain to the end of the file, checking every length first."""
     if data[:7] != MAGIC:
-        raise CorruptScan(f"the file does not start with the RAW4.00 tag (it starts {data[:8]!r})")
+        raise c.not_bruker_raw(data)
     preamble = PREAMBLE.read(data)
     variables: dict[str, str] = {}
     hardware: dict[str, object] | None = None

@@ -20,6 +20,7 @@ EXTENSIONS = (".uxd",)
 LABEL = "UXD"
 
 _OPENING_KEYS = (b"_FILEVERSION", b"_DRIVE", b"_SAMPLE")
+_DATA_KEYWORD = re.compile(rb"^[ \t]*_(?:COUNT|CPS|2THETACOUNTS|2THETACPS)", re.MULTILINE)
 _DRIVE = re.compile(rb"^[ \t]*_DRIVE[ \t]*=[ \t]*'?([^'\r\n]*)", re.MULTILINE)
 
 
@@ -49,9 +50,11 @@ def is_complete(path: Path) -> bool:
 def read(path: Path, data: bytes, sha256: str) -> Scan:
     if b"\0" in data:
         raise CorruptScan("the UXD file contains binary (NUL) bytes; it is not a text export")
+    if not _DATA_KEYWORD.search(data):
+        raise CorruptScan("the UXD file has no data section (_COUNTS, _CPS or _2THETACOUNTS)")
     parsed = _xylib.load(data, FORMAT, LABEL)
     if not parsed.blocks:
-        raise CorruptScan("the UXD file has no data section (_COUNTS or _2THETACOUNTS)")
+        raise CorruptScan("the UXD file has no data section (_COUNTS, _CPS or _2THETACOUNTS)")
     drives = [c.text_or_none(m.decode("latin-1")) for m in _DRIVE.findall(data)]
     if len(drives) != len(parsed.blocks):
         drives = [None] * len(parsed.blocks)
