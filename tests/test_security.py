@@ -182,3 +182,20 @@ def test_key_reprs_hide_secrets(keydir):
     client = client_keys(keydir, "robot1")
     assert server.secret.decode() not in repr(server)
     assert client.secret.decode() not in repr(client)
+
+
+def test_closing_the_curve_sockets_lets_the_context_terminate(keydir):
+    """The last CURVE socket to close stops the authenticator; otherwise ``term()`` hangs."""
+    import threading
+
+    ctx = zmq.Context()
+    keys = CurveServerKeys.from_files(keydir / "server.key_secret", keydir / "allowed")
+    publisher = Publisher(ctx, "tcp://127.0.0.1:*", curve=keys)
+    control = ControlServer(ctx, "tcp://127.0.0.1:*", {}, curve=keys)
+    control.start()
+    control.stop()
+    publisher.close()
+    done = threading.Thread(target=ctx.term, daemon=True)
+    done.start()
+    done.join(30)
+    assert not done.is_alive(), "context.term() hung: the authenticator was left running"

@@ -148,15 +148,12 @@ class ControlServer:
             raise RuntimeError("control server already started")
         security.warn_if_exposed(self._requested_endpoint, self._curve, "control")
         if self._curve is not None:
-            security.ensure_authenticator(self._context, self._curve)
+            security.acquire_authenticator(self._context, self._curve)
         self._thread = threading.Thread(target=self._run, name="xrd-control", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError("control socket did not start")
-        if self._bind_error is not None:
-            self._thread.join()
-            self._thread = None
-            raise self._bind_error
+        if not self._ready.wait(timeout) or self._bind_error is not None:
+            self.stop()
+            raise self._bind_error or RuntimeError("control socket did not start")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and join the thread."""
@@ -164,6 +161,8 @@ class ControlServer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+            if self._curve is not None:
+                security.release_authenticator(self._context)
 
     def __enter__(self) -> ControlServer:
         self.start()

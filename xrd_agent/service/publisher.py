@@ -32,8 +32,10 @@ class Publisher:
     def __init__(self, context: zmq.Context, endpoint: str, *, high_water_mark: int = 100_000,
                  curve: CurveServerKeys | None = None) -> None:
         security.warn_if_exposed(endpoint, curve, "pub")
+        self._context = context
+        self._curve = curve
         if curve is not None:
-            security.ensure_authenticator(context, curve)
+            security.acquire_authenticator(context, curve)
         self._socket: zmq.Socket | None = context.socket(zmq.PUB)
         try:
             sock = self._socket
@@ -47,6 +49,8 @@ class Publisher:
         except zmq.ZMQError:
             self._socket.close(linger=0)
             self._socket = None
+            if curve is not None:
+                security.release_authenticator(context)
             raise
         #: The bound address (with the real port when ``endpoint`` asked for ``*``).
         self.endpoint: str = sock.last_endpoint.decode()
@@ -75,6 +79,8 @@ class Publisher:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+            if self._curve is not None:
+                security.release_authenticator(self._context)
 
     def __enter__(self) -> Publisher:
         return self

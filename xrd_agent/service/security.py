@@ -116,38 +116,63 @@ def server_keys(config: PublishConfig) -> CurveServerKeys | None:
 
 
 # One authenticator per context: libzmq routes every ZAP request of a context to the one
-# handler bound at inproc://zeromq.zap.01, so a second one would fail to bind.
-_authenticators: weakref.WeakKeyDictionary[zmq.Context, ThreadAuthenticator] = weakref.WeakKeyDictionary()
+# handler bound at inproc://zeromq.zap.01, so a second one would fail to bind. Sockets
+# acquire it and release it when they close; the last release stops its thread, so that
+# ``context.term()`` (which waits for every socket, the authenticator's included) returns.
+
+
+@dataclass
+class _Shared:
+    auth: ThreadAuthenticator
+    users: int
+
+
+_authenticators: weakref.WeakKeyDictionary[zmq.Context, _Shared] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def ensure_authenticator(context: zmq.Context, keys: CurveServerKeys) -> ThreadAuthenticator:
-    """Start (once per context) the ZAP authenticator that enforces ``keys.allowed_dir``."""
+def acquire_authenticator(context: zmq.Context, keys: CurveServerKeys) -> ThreadAuthenticator:
+    """Start (once per context) the ZAP authenticator enforcing ``keys.allowed_dir``, and
+    count one more socket using it; pair with :func:`release_authenticator`."""
     with _lock:
-        auth = _authenticators.get(context)
-        if auth is None:
+        shared = _authenticators.get(context)
+        if shared is None:
             auth = ThreadAuthenticator(context, log=_StdlibBridge())
             auth.start()
-            _authenticators[context] = auth
-        auth.configure_curve(domain="*", location=os.fspath(keys.allowed_dir))
-        return auth
+            shared = _authenticators[context] = _Shared(auth, 0)
+        shared.users += 1
+        shared.auth.configure_curve(domain="*", location=os.fspath(keys.allowed_dir))
+        return shared.auth
+
+
+def release_authenticator(context: zmq.Context) -> None:
+    """One socket less uses the context's authenticator; the last one stops it."""
+    with _lock:
+        shared = _authenticators.get(context)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _authenticators[context]
+    shared.auth.stop()
 
 
 def reload_allow_list(context: zmq.Context, keys: CurveServerKeys) -> None:
     """Re-read the allowed client keys (after adding or removing a robot's key)."""
     with _lock:
-        auth = _authenticators.get(context)
-    if auth is not None:
-        auth.configure_curve(domain="*", location=os.fspath(keys.allowed_dir))
+        shared = _authenticators.get(context)
+    if shared is not None:
+        shared.auth.configure_curve(domain="*", location=os.fspath(keys.allowed_dir))
         log.info("curve_allow_list_reloaded", allowed=len(list(keys.allowed_dir.glob("*.key"))))
 
 
 def stop_authenticator(context: zmq.Context) -> None:
-    """Stop the context's authenticator; call before ``context.term()`` (which would wait on it)."""
+    """Stop the context's authenticator whoever still uses it (a safety net before ``term``)."""
     with _lock:
-        auth = _authenticators.pop(context, None)
-    if auth is not None:
-        auth.stop()
+        shared = _authenticators.pop(context, None)
+    if shared is not None:
+        shared.auth.stop()
 
 
 class _StdlibBridge:
