@@ -1,0 +1,172 @@
+"""Synthetic training and evaluation sets from a reference library.
+
+Every spectrum is made by :func:`xrd_agent.model.augment.augment` from the library's
+sticks and then passed through :func:`xrd_agent.preprocess.prepare_grid_batch`, the same
+background removal, scaling and FFT gate a real scan gets: the model never sees a
+spectrum that skipped the path real scans take.
+
+Reproducible: class ``c`` always draws from ``np.random.default_rng([seed, c])``, so the
+spectra of a class do not depend on which other classes are asked for, on their order,
+or on how many worker processes share the work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from xrd_agent.config import GateConfig
+from xrd_agent.errors import LibraryError
+from xrd_agent.library.artifact import Library
+from xrd_agent.model.augment import AugmentOptions, augment
+from xrd_agent.model.noise import NoiseBank
+from xrd_agent.pattern import GRID_POINTS
+from xrd_agent.preprocess import prepare_grid_batch
+
+__all__ = ["realistic_heldout", "synthesize", "synthesize_class"]
+
+#: Below this many spectra a process pool costs more than it saves.
+_POOL_MIN_SPECTRA = 2_000
+
+
+def _cell(entry: Mapping[str, Any]) -> np.ndarray | None:
+    """Cell vectors (3x3, angstrom) from an entry's ``cell`` (a, b, c, alpha, beta, gamma)."""
+    cell = entry.get("cell")
+    if isinstance(cell, Mapping):
+        cell = [cell.get(k) for k in ("a", "b", "c", "alpha", "beta", "gamma")]
+    try:
+        a, b, c, al, be, ga = (float(v) for v in cell)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    al, be, ga = np.radians([al, be, ga])
+    cx = np.cos(be)
+    cy = (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga)
+    cz2 = 1.0 - cx * cx - cy * cy
+    if min(a, b, c) <= 0 or cz2 <= 0:
+        return None
+    return np.array([[a, 0, 0], [b * np.cos(ga), b * np.sin(ga), 0], [c * cx, c * cy, c * np.sqrt(cz2)]])
+
+
+def synthesize_class(
+    library: Library,
+    index: int,
+    n: int,
+    *,
+    seed: int,
+    options: AugmentOptions,
+    bank: NoiseBank | None,
+    gate: GateConfig,
+) -> np.ndarray:
+    """``n`` preprocessed spectra (float32 (n, 4501)) of library class ``index``."""
+    rng = np.random.default_rng([seed, index])
+    sticks = library.sticks(index)
+    if sticks.two_theta.size == 0:
+        raise LibraryError(f"library entry {library.refcodes[index]} has no reflections to augment")
+    noise = bank.sample(n, rng) if bank is not None and len(bank) and options.bank_noise > 0 else None
+    raw, mask = augment(sticks.two_theta, sticks.intensity, sticks.hkl, n, options, rng,
+                        noise=noise, cell=_cell(library.entries[index]))
+    X, _ = prepare_grid_batch(raw, None if mask.all() else mask, gate)
+    return X
+
+
+# -- process pool: the library travels once per worker, not once per task ------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(library: Library, bank: NoiseBank | None, options: AugmentOptions, gate: GateConfig) -> None:
+    _WORKER.update(library=library, bank=bank, options=options, gate=gate)
+
+
+def _work(task: tuple[int, int, int]) -> tuple[int, np.ndarray]:
+    index, n, seed = task
+    w = _WORKER
+    return index, synthesize_class(w["library"], index, n, seed=seed, options=w["options"],
+                                   bank=w["bank"], gate=w["gate"])
+
+
+def synthesize(
+    library: Library,
+    per_class: int,
+    *,
+    seed: int,
+    options: AugmentOptions | Mapping[str, Any] | None = None,
+    bank: NoiseBank | None = None,
+    classes: Sequence[int] | None = None,
+    gate: GateConfig = GateConfig(),
+    workers: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` augmented, preprocessed spectra of each class.
+
+    Returns ``X`` float32 (n, 4501) and ``y`` int32 class indices (into ``library``),
+    grouped by class in the order of ``classes`` (default: all). ``options`` may be an
+    :class:`AugmentOptions` or a mapping of overrides. ``bank`` None with
+    ``options.bank_noise > 0`` loads the shipped noise bank. ``workers`` > 1 (or None:
+    one per CPU) spreads classes over processes; the result is identical either way.
+    """
+    opts = AugmentOptions.coerce(options)
+    if bank is None and opts.bank_noise > 0:
+        bank = NoiseBank.load()
+    idx = list(range(len(library))) if classes is None else [int(c) for c in classes]
+    if any(c < 0 or c >= len(library) for c in idx):
+        raise LibraryError(f"class indices must lie in 0..{len(library) - 1}")
+    if per_class < 1 or not idx:
+        return np.empty((0, GRID_POINTS), np.float32), np.empty(0, np.int32)
+    X = np.empty((len(idx) * per_class, GRID_POINTS), np.float32)
+    y = np.repeat(np.asarray(idx, np.int32), per_class)
+    workers = os.cpu_count() or 1 if workers is None else max(int(workers), 1)
+    if workers > 1 and X.shape[0] >= _POOL_MIN_SPECTRA:
+        import multiprocessing
+
+        # forkserver: a clean child even when the caller has TensorFlow threads running.
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(library, bank, opts, gate)) as pool:
+            slots = {c: k for k, c in enumerate(idx)}
+            tasks = [(c, per_class, seed) for c in idx]
+            for c, block in pool.map(_work, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+                k = slots[c]
+                X[k * per_class:(k + 1) * per_class] = block
+    else:
+        for k, c in enumerate(idx):
+            X[k * per_class:(k + 1) * per_class] = synthesize_class(
+                library, c, per_class, seed=seed, options=opts, bank=bank, gate=gate)
+    return X, y
+
+
+def realistic_heldout(
+    library: Library,
+    heldout: Library,
+    per_entry: int,
+    *,
+    seed: int,
+    options: AugmentOptions | Mapping[str, Any] | None = None,
+    bank: NoiseBank | None = None,
+    gate: GateConfig = GateConfig(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """"Realistic experimental" test spectra from held-out determinations.
+
+    Each held-out entry (another determination of a library material, named by its
+    ``class_refcode``) is perturbed with :meth:`AugmentOptions.realistic` (stronger than
+    training) and merged with real noise; ``y`` is the class index in ``library``.
+    Entries whose class is not in ``library`` are left out.
+    """
+    opts = AugmentOptions.realistic() if options is None else AugmentOptions.coerce(options)
+    if bank is None and opts.bank_noise > 0:
+        bank = NoiseBank.load()
+    lookup = {r: i for i, r in enumerate(library.refcodes)}
+    blocks, labels = [], []
+    for j, entry in enumerate(heldout.entries):
+        cls = lookup.get(str(entry.get("class_refcode", "")))
+        if cls is None or heldout.sticks(j).two_theta.size == 0:
+            continue
+        # Seeds offset by 1e6 so held-out spectra never repeat a training class's stream.
+        blocks.append(synthesize_class(heldout, j, per_entry, seed=seed + 1_000_000, options=opts,
+                                       bank=bank, gate=gate))
+        labels.append(np.full(per_entry, cls, np.int32))
+    if not blocks:
+        return np.empty((0, GRID_POINTS), np.float32), np.empty(0, np.int32)
+    return np.concatenate(blocks), np.concatenate(labels)
