@@ -554,7 +554,7 @@ def schema(topic: str) -> dict[str, Any]:
 
 
 def _check(validator: jsonschema.protocols.Validator, instance: Any, what: str) -> None:
-    error = best_match(validator.iter_errors(instance))
+    error = None if validator.is_valid(instance) else best_match(validator.iter_errors(instance))
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
         raise MessageError(f"{what}: {where + ': ' if where else ''}{error.message}")
@@ -694,7 +694,7 @@ _EXAMPLE_RESULT: dict[str, Any] = {
     ],
     "confidence": 0.912,
     "flags": [],
-    "gate": {"applied": True, "high_band_mean": 0.071, "threshold": 0.05, "cutoff_bins": 200},
+    "gate": {"applied": False, "high_band_mean": 0.42, "threshold": 1.0, "cutoff_bins": 200},
     "coverage": {"first": 5.0, "last": 50.0, "fraction": 1.0},
     "cam_regions": [{"start": 6.6, "end": 7.0, "weight": 0.41}, {"start": 11.5, "end": 11.8, "weight": 0.22}],
     "model_version": "wang2020-cnn-7f3a1c2",
