@@ -325,3 +325,18 @@ def test_declared_size_lie_is_caught() -> None:
     data[central + 24 : central + 28] = (1000).to_bytes(4, "little")
     with pytest.raises(CorruptScan, match="checksum mismatch"):
         _read(Path("liar.brml"), bytes(data))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, 99])
+def test_wrong_compression_method_is_a_clean_error(method: int) -> None:
+    # Deflated bytes relabelled as bzip2 / LZMA / an unknown method, in both headers.
+    members = _members(SMALL)
+    raw = _raw_name(members)
+    data = bytearray(_zip(members))
+    name = raw.encode()
+    for signature, method_at, name_at in ((b"PK\x03\x04", 8, 30), (b"PK\x01\x02", 10, 46)):
+        for m in re.finditer(re.escape(signature), bytes(data)):
+            if data[m.start() + name_at : m.start() + name_at + len(name)] == name:
+                data[m.start() + method_at : m.start() + method_at + 2] = method.to_bytes(2, "little")
+    with pytest.raises(CorruptScan, match="RawData0.xml"):
+        _read(Path("method.brml"), bytes(data))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import lzma
 import os
 import re
 import stat
@@ -57,8 +58,19 @@ _SNIFF_MARKERS = (b"Experiment", b"RawData", b"DataContainer", b"experimentColle
 _DATA_CONTAINER = re.compile(r"^(?P<folder>(?:.*/)?Experiment(?P<n>\d+))/DataContainer\.xml$", re.I)
 _RAW_DATA = re.compile(r"^(?P<folder>(?:.*/)?Experiment(?P<exp>\d+))/RawData(?P<n>\d+)\.xml$", re.I)
 _TWO_THETA_IDS = ("TwoTheta", "2Theta")
-#: Errors the standard library raises on damaged zip/deflate data.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error, KeyError)
+#: Errors the standard library raises on damaged zip data (deflate, bzip2 and LZMA members;
+#: RuntimeError is zipfile's "encrypted, password required").
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    struct.error,
+    KeyError,
+    RuntimeError,
+)
 
 
 def sniff(head: bytes) -> bool:
