@@ -46,3 +46,29 @@ def amorphous_scan(seed: int = 0, counts: float = 1500.0) -> np.ndarray:
     hump = counts * np.exp(-0.5 * ((MODEL_GRID - 22.0) / 4.5) ** 2)
     expected = 400.0 * np.exp(-MODEL_GRID / 30.0) + hump + 150.0
     return rng.poisson(expected).astype(float)
+
+
+def tiny_library_with_heldout(directory, n: int = 12, seed: int = 1) -> Library:
+    """``tiny_library`` saved to ``directory`` with a heldout/ folder: for every other class a
+    second "determination" (lattice 0.4 % larger, intensities changed); the last one a
+    different phase (``same_phase`` False)."""
+    from pathlib import Path
+
+    library = tiny_library(n, seed)
+    library.save(Path(directory))
+    rng = np.random.default_rng(seed + 100)
+    entries, patterns, sticks = [], [], []
+    for k, c in enumerate(range(0, n, 2)):
+        s = library.sticks(c)
+        theta = np.arcsin(np.sin(np.radians(s.two_theta / 2)) / 1.004)
+        tt = np.degrees(2 * theta)
+        inten = s.intensity * rng.uniform(0.7, 1.3, s.intensity.size)
+        p = broaden(tt, inten)
+        same = c != (n - 2)
+        entries.append({"refcode": f"{library.refcodes[c]}01", "name": library.names[c],
+                        "class_refcode": library.refcodes[c], "class_index": c, "same_phase": same})
+        patterns.append(p / p.max())
+        sticks.append(Sticks(tt.astype(np.float32), inten.astype(np.float32), s.hkl))
+    held = Library.from_patterns(entries, np.array(patterns), sticks, {"version": f"{library.version}-heldout"})
+    held.save(Path(directory) / "heldout")
+    return Library.load(Path(directory))

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="processes that synthesise the spectra (same result for any number)")
     parser.add_argument("--no-bank-noise", action="store_true",
                         help="train without merging real baseline noise (no noise bank needed)")
+    parser.add_argument("--monitor-heldout", action="store_true",
+                        help="score the library's held-out determinations after each epoch (recorded in "
+                             "the history for the accuracy-vs-epochs figure; never used to stop or select)")
     parser.set_defaults(func=run)
 
 
@@ -62,8 +65,17 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, device=args.device, workers=max(1, args.workers),
                          augment={"bank_noise": 0.0} if args.no_bank_noise else {})
+    monitor = None
+    if args.monitor_heldout:
+        from xrd_agent.model.dataset import realistic_heldout
+
+        heldout = Library.load(args.library).heldout()
+        if heldout is None:
+            print("--monitor-heldout: the library has no heldout/ folder", file=sys.stderr)
+            return 2
+        monitor = {"heldout": realistic_heldout(library, heldout, 1, seed=7)}
     command = shlex.join(["xrd-agent", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "xrd-agent train"
-    train(library, config, args.out, command=command,
+    train(library, config, args.out, command=command, monitor=monitor,
           emit=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
 

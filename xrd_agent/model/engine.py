@@ -73,7 +73,7 @@ class Engine:
         device: str = "auto",
         batch_sizes: Sequence[int] = (1, 8, 64),
         top_k: int = 5,
-        explain: bool = True,
+        cam: bool = True,
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
     ) -> None:
@@ -82,7 +82,7 @@ class Engine:
         self.device = device
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes if int(b) > 0})) or (1,)
         self.top_k = top_k
-        self.explain = explain
+        self.cam = cam  # compute CAM regions (one backward pass to the last conv per batch)
         self.gate = gate
         self.policy = policy
         self.traces_ = 0
@@ -127,7 +127,7 @@ class Engine:
         for b in self.batch_sizes:  # warm-up: trace once, plan every padded shape
             zeros = tf.zeros((b, GRID_POINTS, 1), tf.float32)
             self._probabilities(zeros)
-            if self.explain:
+            if self.cam:
                 self._explained(zeros)
         log.info("engine ready: model %s, library %s (%d classes), %s, batch sizes %s",
                  manifest.version, library.version, len(library), self.device_, self.batch_sizes)
@@ -177,6 +177,11 @@ class Engine:
         """Softmax (n, classes) for preprocessed patterns (n, 4501)."""
         return self._run(X, explain=False)[0]
 
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax (n, classes) and the top class's activation map on MODEL_GRID (n, 4501)."""
+        probs, cams = self._run(X, explain=True)
+        return probs, _cam.to_grid(cams, self.centres_)
+
     def features(self, X: np.ndarray) -> np.ndarray:
         """Penultimate-layer activations (n, d): what the NCA map is drawn from."""
         import keras
@@ -202,7 +207,7 @@ class Engine:
         if not patterns:
             return []
         X = np.stack([p.intensity for p in patterns])
-        probs, cams = self._run(X, explain=self.explain)
+        probs, cams = self._run(X, explain=self.cam)
         results = []
         for i, pattern in enumerate(patterns):
             values = raw[i] if raw is not None else None

@@ -74,6 +74,30 @@ def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return rng.permutation(np.concatenate(train_idx)), np.concatenate(val_idx)
 
 
+class _Monitor:
+    """Top-1/Top-5 on extra sets after every epoch, recorded in the history only.
+
+    Used to draw held-out accuracy against epochs; it never steers training (early
+    stopping watches the synthetic validation loss), so the held-out set stays a test set.
+    """
+
+    def __new__(cls, sets: dict[str, tuple[np.ndarray, np.ndarray]], batch_size: int):
+        import keras
+
+        class Monitor(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is None:
+                    return
+                for name, (X, y) in sets.items():
+                    p = self.model.predict(X[..., None], batch_size=batch_size, verbose=0)
+                    true = p[np.arange(len(y)), y][:, None]
+                    rank = (p > true).sum(axis=1)
+                    logs[f"{name}_top1"] = float(np.mean(rank < 1))
+                    logs[f"{name}_top5"] = float(np.mean(rank < 5))
+
+        return Monitor()
+
+
 class _EpochLog:
     """One log line per epoch when no progress bar can be drawn (services, pipes)."""
 
@@ -101,6 +125,7 @@ def train(
     command: str | None = None,
     progress: bool | None = None,
     emit: Callable[[str], None] = print,
+    monitor: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``library`` and (if ``out``) write the model folder.
 
@@ -133,6 +158,8 @@ def train(
         keras.callbacks.EarlyStopping(monitor="val_loss" if len(va) else "loss", patience=config.patience,
                                       restore_best_weights=True),
     ]
+    if monitor:
+        callbacks.insert(0, _Monitor(monitor, config.batch_size))
     bar = sys.stdout.isatty() if progress is None else progress
     if not bar:
         callbacks.append(_EpochLog(emit, config.epochs))

@@ -1,0 +1,62 @@
+"""``xrd-agent evaluate``: Top-k tables and figures on the library's held-out determinations.
+
+Compares the CNN with a cosine search-match and scikit-learn baselines, measures the
+confidence and flags (held-out MOFs, non-MOF fixtures, amorphous scans), and retrains
+small models for the library-size and augmentation sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from xrd_agent.model.evaluate import SWEEPS, EvalConfig
+
+    d = EvalConfig()
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy tables and figures on held-out determinations (CNN vs baselines)",
+        description="Writes results.json, results.md, nca.png, cam.png and sweeps.png into --out.",
+    )
+    parser.add_argument("--library", type=Path, default=None, metavar="DIR",
+                        help="library with a heldout/ folder (default: the shipped library)")
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR",
+                        help="model folder (default: the shipped model)")
+    parser.add_argument("--out", type=Path, default=Path("evaluation"), metavar="DIR")
+    parser.add_argument("--repeats", type=int, default=d.repeats,
+                        help=f"realistic spectra per held-out entry (default {d.repeats})")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--baseline-per-class", type=int, default=d.baseline_per_class)
+    parser.add_argument("--baselines", default=",".join(d.baselines),
+                        help="comma-separated scikit-learn baselines, or 'none'")
+    parser.add_argument("--sweep", choices=("none", *SWEEPS), default=d.sweep,
+                        help="retraining sweeps over library size and spectra per class")
+    parser.add_argument("--fixtures", type=Path, nargs="*", default=None, metavar="FILE",
+                        help="non-MOF scans for the open-set table (default: the silicon and corundum "
+                             "standards of the test fixtures, if present)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xrd_agent.library.artifact import Library
+    from xrd_agent.model.engine import Engine
+    from xrd_agent.model.evaluate import EvalConfig, evaluate
+
+    baselines = () if args.baselines.strip() in ("", "none") else tuple(
+        b.strip() for b in args.baselines.split(",") if b.strip())
+    config = EvalConfig(repeats=args.repeats, seed=args.seed, baseline_per_class=args.baseline_per_class,
+                        baselines=baselines, sweep=args.sweep)
+    library = Library.load(args.library)
+    engine = Engine(args.model, library).load()
+    fixtures = args.fixtures
+    if fixtures is None:
+        here = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "scans"
+        fixtures = sorted(p for p in here.glob("*") if p.suffix.lower() in {".brml", ".raw", ".uxd", ".xrdml"})
+    command = shlex.join(["xrd-agent", *sys.argv[1:]])
+    evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,
+             emit=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0

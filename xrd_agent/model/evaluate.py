@@ -1,0 +1,472 @@
+"""How well identification works, on scans the network never saw: tables and figures.
+
+The test set is the library's ``heldout/`` folder: *other determinations* of library
+materials (another solvate, temperature, lab), each perturbed like a real measurement
+(:func:`xrd_agent.model.dataset.realistic_heldout`: strain, displacement, texture,
+K-alpha2, humps, counting and real baseline noise). Reported on all held-out entries
+and on the ``same_phase`` subset (the structures agree; see docs/library.md).
+
+Compared on the same spectra: the CNN, a cosine search-match against the library
+patterns (the classic floor), and scikit-learn baselines trained on the same kind of
+synthetic spectra. scikit-learn is imported only here (the ``eval`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xrd_agent.identification import Flag
+from xrd_agent.pattern import GRID_POINTS, MODEL_GRID, Coverage, GateDecision, Pattern
+
+KS = (1, 2, 3, 4, 5)
+Emit = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    repeats: int = 3  # realistic spectra per held-out entry
+    seed: int = 7
+    baseline_per_class: int = 8  # synthetic spectra per class for the scikit-learn baselines
+    baseline_bins: int = 10  # grid points averaged into one baseline feature (0.1 deg)
+    baselines: tuple[str, ...] = ("naive_bayes", "knn", "logistic_regression", "random_forest", "svm")
+    sweep: str = "reduced"  # none | reduced | full
+    amorphous: int = 40  # synthetic amorphous scans for the open-set table
+
+
+# -- metrics -------------------------------------------------------------------------
+def topk_accuracy(scores: np.ndarray, y: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Share of rows whose true class is among the k highest scores, for each k."""
+    if len(y) == 0:
+        return {f"top{k}": float("nan") for k in ks}
+    scores = np.asarray(scores)
+    true = scores[np.arange(len(y)), y][:, None]
+    rank = (scores > true).sum(axis=1)  # 0 = best; ties count in the row's favour
+    return {f"top{k}": float(np.mean(rank < k)) for k in ks}
+
+
+def cosine_scores(X: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of X with every reference (search-match)."""
+    a = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    b = references / np.maximum(np.linalg.norm(references, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def downsample(X: np.ndarray, bins: int) -> np.ndarray:
+    """Average ``bins`` neighbouring grid points: 0.1 deg features still resolve MOF peaks
+    and make SVM/forest/logistic fits on a thousand classes take minutes, not hours."""
+    n = (X.shape[1] // bins) * bins
+    return X[:, :n].reshape(X.shape[0], -1, bins).mean(axis=2)
+
+
+def baseline_models(names: Sequence[str], seed: int) -> dict[str, Any]:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import LinearSVC
+
+    factories = {
+        "naive_bayes": lambda: GaussianNB(),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance"),
+        "logistic_regression": lambda: LogisticRegression(max_iter=150, C=10.0),
+        "random_forest": lambda: RandomForestClassifier(n_estimators=150, n_jobs=2, random_state=seed),
+        "svm": lambda: LinearSVC(C=1.0, random_state=seed),
+    }
+    return {name: factories[name]() for name in names}
+
+
+def _scores_of(model: Any, F: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n_classes) scores from predict_proba or decision_function, columns = class index."""
+    raw = model.predict_proba(F) if hasattr(model, "predict_proba") else model.decision_function(F)
+    out = np.full((F.shape[0], n_classes), -np.inf)
+    out[:, model.classes_] = raw
+    return out
+
+
+# -- test sets -----------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class TestSet:
+    name: str
+    X: np.ndarray  # preprocessed (n, 4501)
+    y: np.ndarray  # class index in the library
+    same_phase: np.ndarray  # bool per row
+
+
+def heldout_sets(library: Any, heldout: Any, repeats: int, seed: int) -> list[TestSet]:
+    """Clean and realistic spectra of every usable held-out entry."""
+    from xrd_agent.model.augment import AugmentOptions
+    from xrd_agent.model.dataset import realistic_heldout
+
+    lookup = {r: i for i, r in enumerate(library.refcodes)}
+    # The same filter realistic_heldout applies, to know each row's entry.
+    usable = [e for j, e in enumerate(heldout.entries)
+              if str(e.get("class_refcode", "")) in lookup and heldout.sticks(j).two_theta.size]
+    same = np.array([bool(e.get("same_phase", True)) for e in usable])
+    out = []
+    for name, options, per in (("clean", AugmentOptions.none(), 1), ("realistic", None, repeats)):
+        X, y = realistic_heldout(library, heldout, per, seed=seed, options=options)
+        out.append(TestSet(name, X, y, np.repeat(same, per)))
+    return out
+
+
+def _patterns(X: np.ndarray) -> list[Pattern]:
+    """Pattern values for already-prepared rows; covered = between first and last non-zero."""
+    gate = GateDecision(applied=False, high_band_mean=float("nan"), threshold=float("nan"), cutoff_bins=0)
+    out = []
+    for row in X:
+        nz = np.flatnonzero(row > 0)
+        mask = np.zeros(GRID_POINTS, bool)
+        if nz.size:
+            mask[nz[0]:nz[-1] + 1] = True
+        cov = Coverage(first=float(MODEL_GRID[nz[0]]) if nz.size else float("nan"),
+                       last=float(MODEL_GRID[nz[-1]]) if nz.size else float("nan"),
+                       fraction=float(mask.mean()))
+        out.append(Pattern(intensity=row, mask=mask, gate=gate, coverage=cov))
+    return out
+
+
+# -- the parts of the evaluation -------------------------------------------------------
+def score_methods(engine: Any, library: Any, sets: list[TestSet], config: EvalConfig, emit: Emit) -> dict:
+    """Top-k of the CNN, cosine search-match and the baselines on every test set."""
+    from xrd_agent.model.dataset import synthesize
+
+    results: dict[str, Any] = {"methods": {}, "timing_s": {}}
+    refs = library.patterns
+
+    def record(method: str, scorer: Callable[[np.ndarray], np.ndarray]) -> None:
+        rows = results["methods"].setdefault(method, {})
+        for ts in sets:
+            scores = scorer(ts.X)
+            rows[f"{ts.name}/all"] = {**topk_accuracy(scores, ts.y), "n": int(len(ts.y))}
+            rows[f"{ts.name}/same_phase"] = {**topk_accuracy(scores[ts.same_phase], ts.y[ts.same_phase]),
+                                             "n": int(ts.same_phase.sum())}
+
+    t = time.perf_counter()
+    record("cnn", engine.predict_proba)
+    results["timing_s"]["cnn_predict"] = round(time.perf_counter() - t, 2)
+    record("cosine_search_match", lambda X: cosine_scores(X, refs))
+    emit("scored cnn and cosine search-match")
+
+    if config.baselines:
+        t = time.perf_counter()
+        Xb, yb = synthesize(library, config.baseline_per_class, seed=config.seed + 17)
+        F = downsample(Xb, config.baseline_bins)
+        results["timing_s"]["baseline_synthesis"] = round(time.perf_counter() - t, 1)
+        for name, model in baseline_models(config.baselines, config.seed).items():
+            t = time.perf_counter()
+            model.fit(F, yb)
+            fit_s = time.perf_counter() - t
+            record(name, lambda X, m=model: _scores_of(m, downsample(X, config.baseline_bins), len(library)))
+            results["timing_s"][name] = round(time.perf_counter() - t, 1)
+            emit(f"baseline {name}: fit {fit_s:.0f}s")
+        results["baseline_training"] = {"per_class": config.baseline_per_class, "samples": int(len(yb)),
+                                        "features": int(F.shape[1])}
+    return results
+
+
+def confidence_table(engine: Any, ts: TestSet) -> dict[str, Any]:
+    """How the confidence and unknown flag behave on held-out scans of library materials."""
+    ids = engine.identify_patterns(_patterns(ts.X))
+    top1 = np.array([library_index(engine, r.top[0].refcode) for r in ids]) == ts.y
+    conf = np.array([r.confidence for r in ids])
+    unknown = np.array([Flag.UNKNOWN_PHASE in r.flags for r in ids])
+    bins = [0.0, 0.35, 0.5, 0.7, 0.85, 1.0001]
+    reliability = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (conf >= lo) & (conf < hi)
+        reliability.append({"confidence": f"{lo:.2f}-{min(hi, 1.0):.2f}", "n": int(sel.sum()),
+                            "top1": float(top1[sel].mean()) if sel.any() else None})
+    return {
+        "set": ts.name,
+        "n": int(len(ts.y)),
+        "top1": float(top1.mean()),
+        "flagged_unknown": float(unknown.mean()),
+        "top1_when_not_flagged": float(top1[~unknown].mean()) if (~unknown).any() else None,
+        "top1_when_flagged": float(top1[unknown].mean()) if unknown.any() else None,
+        "mixture_flagged": float(np.mean([Flag.MIXTURE in r.flags for r in ids])),
+        "reliability": reliability,
+    }
+
+
+def library_index(engine: Any, refcode: str) -> int:
+    index = engine.__dict__.setdefault("_refcode_index", {r: i for i, r in enumerate(engine.library_.refcodes)})
+    return index[refcode]
+
+
+def amorphous_counts(n: int, seed: int) -> list[np.ndarray]:
+    """Failed syntheses: one or two broad humps, air scatter, flat background, Poisson noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        level = rng.uniform(200, 20000)
+        y = level * rng.uniform(0.2, 1.0) * np.exp(-0.5 * ((MODEL_GRID - rng.uniform(12, 30)) / rng.uniform(3, 8)) ** 2)
+        if rng.random() < 0.5:
+            y += level * rng.uniform(0.1, 0.5) * np.exp(-0.5 * ((MODEL_GRID - rng.uniform(30, 45)) / rng.uniform(3, 8)) ** 2)
+        y += level * rng.uniform(0.0, 0.8) * np.exp(-(MODEL_GRID - 5.0) / rng.uniform(2, 6))
+        y += level * rng.uniform(0.05, 0.5)
+        out.append(rng.poisson(y).astype(float))
+    return out
+
+
+def open_set(engine: Any, fixtures: Sequence[Path], config: EvalConfig) -> dict[str, Any]:
+    """Scans of things that are not in the library must not get a confident MOF name."""
+    from xrd_agent.errors import ScanError
+    from xrd_agent.readers import read_scan
+
+    rows = []
+    for path in fixtures:
+        try:
+            r = engine.identify(read_scan(path))
+        except ScanError as exc:
+            rows.append({"file": path.name, "error": exc.reason})
+            continue
+        rows.append({"file": path.name, "top1": r.top[0].refcode, "p": round(r.top[0].probability, 3),
+                     "confidence": round(r.confidence, 3), "flags": sorted(f.value for f in r.flags),
+                     "coverage": round(r.coverage.fraction, 3)})
+    amorphous = [engine.identify_arrays(MODEL_GRID, y) for y in amorphous_counts(config.amorphous, config.seed)]
+    return {
+        "fixtures": rows,
+        "amorphous": {"n": len(amorphous),
+                      "flagged_amorphous": float(np.mean([Flag.AMORPHOUS in r.flags for r in amorphous])),
+                      "max_confidence": float(max((r.confidence for r in amorphous), default=0.0))},
+    }
+
+
+# -- sweeps --------------------------------------------------------------------------
+SWEEPS = {
+    # (classes, per_class, epochs): reduced runs in minutes on 2 CPU cores; full = the default recipe.
+    "reduced": {"library_size": ([189, 500, 1012], 12, 6), "per_class": (189, [4, 12, 36], 8)},
+    "full": {"library_size": ([189, 500, 1012], 50, 40), "per_class": (1012, [10, 25, 50, 100], 40)},
+}
+
+
+def sweeps(library: Any, heldout: Any, sets: list[TestSet], config: EvalConfig, emit: Emit) -> dict[str, Any]:
+    """Retrain small models and score them on the held-out realistic set of their classes."""
+    from xrd_agent.model.artifact import subset_library
+    from xrd_agent.model.train import TrainConfig, train
+
+    plan = SWEEPS.get(config.sweep)
+    if not plan:
+        return {}
+    realistic = next(ts for ts in sets if ts.name == "realistic")
+    out: dict[str, Any] = {"plan": config.sweep, "library_size": [], "per_class": []}
+
+    def run(n_classes: int, per_class: int, epochs: int) -> dict[str, Any]:
+        sub = subset_library(library, n_classes)
+        t = time.perf_counter()
+        result = train(sub, TrainConfig(per_class=per_class, epochs=epochs, seed=config.seed, patience=3),
+                       None, progress=False, emit=lambda s: None, command="evaluate sweep")
+        keep = realistic.y < len(sub)
+        probs = result.model.predict(realistic.X[keep][..., None], batch_size=256, verbose=0)
+        acc = topk_accuracy(probs, realistic.y[keep])
+        row = {"classes": len(sub), "per_class": per_class, "epochs": epochs, "n_test": int(keep.sum()),
+               "seconds": round(time.perf_counter() - t, 1), **acc,
+               "cosine": topk_accuracy(cosine_scores(realistic.X[keep], sub.patterns), realistic.y[keep])}
+        emit(f"sweep {row['classes']} classes x {per_class}/class, {epochs} epochs: top1 {acc['top1']:.3f}, "
+             f"top5 {acc['top5']:.3f} ({row['seconds']}s)")
+        return row
+
+    sizes, per, epochs = plan["library_size"]
+    for n in sizes:
+        out["library_size"].append(run(min(n, len(library)), per, epochs))
+    n, pers, epochs = plan["per_class"]
+    for p in pers:
+        out["per_class"].append(run(min(n, len(library)), p, epochs))
+    return out
+
+
+# -- figures -------------------------------------------------------------------------
+def nca_figure(engine: Any, library: Any, realistic: TestSet, path: Path, seed: int, n_classes: int = 12) -> None:
+    """2-D NCA of penultimate-layer features: synthetic training-like spectra (dots) and
+    held-out realistic scans (stars) of the same classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.neighbors import NeighborhoodComponentsAnalysis
+
+    from xrd_agent.model.dataset import synthesize
+
+    rng = np.random.default_rng(seed)
+    classes = np.unique(realistic.y)
+    chosen = np.sort(rng.choice(classes, size=min(n_classes, classes.size), replace=False))
+    Xs, ys = synthesize(library, 15, seed=seed + 99, classes=chosen)
+    keep = np.isin(realistic.y, chosen)
+    fs, fh = engine.features(Xs), engine.features(realistic.X[keep])
+    nca = NeighborhoodComponentsAnalysis(n_components=2, random_state=seed, max_iter=100).fit(fs, ys)
+    zs, zh = nca.transform(fs), nca.transform(fh)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab20")
+    for k, c in enumerate(chosen):
+        color = cmap(k % 20)
+        ax.scatter(*zs[ys == c].T, s=10, color=color, alpha=0.6, label=library.names[c][:28])
+        ax.scatter(*zh[realistic.y[keep] == c].T, s=90, marker="*", color=color, edgecolor="black", lw=0.5)
+    ax.set(title="NCA of CNN features: synthetic (dots) vs held-out determinations (stars)",
+           xlabel="NCA 1", ylabel="NCA 2")
+    ax.legend(fontsize=6, loc="best", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cam_figure(engine: Any, library: Any, realistic: TestSet, path: Path, seed: int, n: int = 3) -> None:
+    """Held-out scans with the top reference and the full class activation map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(realistic.y), size=min(n, len(realistic.y)), replace=False)
+    probs, cam_grid = engine.explain(realistic.X[rows])
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.6 * len(rows)), sharex=True)
+    for ax, i, p, c in zip(np.atleast_1d(axes), rows, probs, cam_grid):
+        top = int(np.argmax(p))
+        ax.plot(MODEL_GRID, realistic.X[i], color="black", lw=0.7, label="held-out scan (realistic)")
+        ax.plot(MODEL_GRID, -library.patterns[top], color="tab:blue", lw=0.7, label=f"top-1 {library.refcodes[top]}")
+        ax.fill_between(MODEL_GRID, 0, c / max(c.max(), 1e-12), color="tab:red", alpha=0.25, lw=0, label="CAM")
+        ok = "correct" if top == realistic.y[i] else f"true {library.refcodes[realistic.y[i]]}"
+        ax.set_title(f"{library.names[top][:50]}  p={p[top]:.2f}  ({ok})", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+    np.atleast_1d(axes)[-1].set_xlabel("2θ (deg, Cu Kα1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep_figure(sweep: dict[str, Any], history: dict[str, list[float]] | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, xlabel in ((axes[0], "library_size", "classes"), (axes[1], "per_class", "spectra per class")):
+        rows = sweep.get(key, [])
+        x = [r["classes"] if key == "library_size" else r["per_class"] for r in rows]
+        for metric, style in (("top1", "o-"), ("top5", "s--")):
+            ax.plot(x, [r[metric] for r in rows], style, label=f"CNN {metric}")
+        if key == "library_size":
+            ax.plot(x, [r["cosine"]["top1"] for r in rows], "x:", label="cosine top1")
+        ax.set(xlabel=xlabel, ylabel="held-out accuracy", ylim=(0, 1.01))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if history:
+        for key, style in (("heldout_top1", "o-"), ("heldout_top5", "s--"), ("val_top1", ":")):
+            if key in history:
+                axes[2].plot(np.arange(1, len(history[key]) + 1), history[key], style, label=key)
+        axes[2].set(xlabel="epoch (shipped model)", ylabel="accuracy", ylim=(0, 1.01))
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- report --------------------------------------------------------------------------
+def _pct(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{100 * v:.1f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"# Evaluation of model {results['model_version']} on library {results['library_version']}", "",
+             f"Command: `{results['command']}`", ""]
+    lines += ["## Top-k on held-out determinations", "",
+              "| method | test set | n | Top-1 | Top-2 | Top-3 | Top-4 | Top-5 |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for method, rows in results["scores"]["methods"].items():
+        for key, r in rows.items():
+            lines.append(f"| {method} | {key} | {r['n']} | " + " | ".join(_pct(r[f'top{k}']) for k in KS) + " |")
+    if "timing_s" in results["scores"]:
+        lines += ["", "Seconds (fit + predict): " + ", ".join(f"{k} {v}" for k, v in results["scores"]["timing_s"].items())]
+    if results.get("confidence"):
+        lines += ["", "## Confidence and the unknown-phase flag on held-out scans of library MOFs", "",
+                  "| set | n | Top-1 | flagged unknown | Top-1 not flagged | Top-1 flagged | mixture flagged |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for c in results["confidence"]:
+            lines.append(f"| {c['set']} | {c['n']} | {_pct(c['top1'])} | {_pct(c['flagged_unknown'])} | "
+                         f"{_pct(c['top1_when_not_flagged'])} | {_pct(c['top1_when_flagged'])} | "
+                         f"{_pct(c['mixture_flagged'])} |")
+        lines += ["", "Reliability (realistic set): " + "; ".join(
+            f"confidence {r['confidence']}: n={r['n']}, Top-1 {_pct(r['top1'])}" for r in results["confidence"][-1]["reliability"])]
+    if results.get("open_set"):
+        o = results["open_set"]
+        lines += ["", "## Open set: scans of things that are not library MOFs", "",
+                  "| scan | top-1 | p | confidence | flags |", "| --- | --- | ---: | ---: | --- |"]
+        for r in o["fixtures"]:
+            if "error" in r:
+                lines.append(f"| {r['file']} | – | – | – | {r['error']} |")
+            else:
+                lines.append(f"| {r['file']} | {r['top1']} | {r['p']:.3f} | {r['confidence']:.3f} | "
+                             f"{', '.join(r['flags']) or 'none'} |")
+        a = o["amorphous"]
+        lines.append(f"| {a['n']} synthetic amorphous scans | – | – | max {a['max_confidence']:.3f} | "
+                     f"amorphous in {_pct(a['flagged_amorphous'])} % |")
+    sw = results.get("sweeps") or {}
+    for key, title in (("library_size", "library size"), ("per_class", "spectra per class (augmentation ratio)")):
+        if sw.get(key):
+            lines += ["", f"## Accuracy vs {title} ({sw['plan']} sweep, realistic held-out of those classes)", "",
+                      "| classes | per class | epochs | n test | Top-1 | Top-5 | cosine Top-1 | cosine Top-5 | seconds |",
+                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for r in sw[key]:
+                lines.append(f"| {r['classes']} | {r['per_class']} | {r['epochs']} | {r['n_test']} | "
+                             f"{_pct(r['top1'])} | {_pct(r['top5'])} | {_pct(r['cosine']['top1'])} | "
+                             f"{_pct(r['cosine']['top5'])} | {r['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(engine: Any, library: Any, out: str | Path, config: EvalConfig = EvalConfig(), *,
+             fixtures: Sequence[Path] = (), command: str = "", emit: Emit = print) -> dict[str, Any]:
+    """Run every part, write ``results.json``, ``results.md`` and the figures into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    heldout = library.heldout()
+    library = engine.library_  # the classes the model knows (a prefix when trained with --classes)
+    if heldout is None:
+        from xrd_agent.errors import LibraryError
+
+        raise LibraryError(f"library {library.version} has no heldout/ folder to evaluate on")
+    t0 = time.perf_counter()
+    sets = heldout_sets(library, heldout, config.repeats, config.seed)
+    emit(f"held-out test sets: " + ", ".join(f"{ts.name} {len(ts.y)} ({int(ts.same_phase.sum())} same phase)"
+                                              for ts in sets))
+    results: dict[str, Any] = {"model_version": engine.manifest_.version, "library_version": library.version,
+                               "command": command, "config": asdict(config)}
+    results["scores"] = score_methods(engine, library, sets, config, emit)
+    results["confidence"] = [confidence_table(engine, ts) for ts in sets]
+    results["open_set"] = open_set(engine, fixtures, config)
+    emit("open set done")
+    realistic = next(ts for ts in sets if ts.name == "realistic")
+    figures = {}
+    try:
+        nca_figure(engine, library, realistic, out / "nca.png", config.seed)
+        figures["nca"] = "nca.png"
+    except Exception as exc:  # noqa: BLE001 - a figure must not cost the tables
+        emit(f"NCA figure failed: {exc}")
+    cam_figure(engine, library, realistic, out / "cam.png", config.seed)
+    figures["cam"] = "cam.png"
+    results["sweeps"] = sweeps(library, heldout, sets, config, emit)
+    history = None
+    model_dir = Path(engine.model_dir) if engine.model_dir else None
+    if model_dir is None:
+        from xrd_agent.model.artifact import default_model_path
+
+        model_dir = default_model_path()
+    if (model_dir / "history.json").is_file():
+        history = json.loads((model_dir / "history.json").read_text())
+    if results["sweeps"] or history:
+        sweep_figure(results["sweeps"], history, out / "sweeps.png")
+        figures["sweeps"] = "sweeps.png"
+    results["figures"] = figures
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    emit(f"evaluation written to {out} in {results['seconds']}s")
+    return results
