@@ -292,3 +292,12 @@ def test_cli_reports_an_invalid_profile(tmp_path: Path) -> None:
     done = _cli("--dir", str(tmp_path))
     assert done.returncode == 2
     assert "settle_s must be a number" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_match_reads_existing_files_by_content() -> None:
+    raw4 = FIXTURES / "TwoTheta_scan_scrambled.raw"
+    done = _cli("--match", str(raw4), str(FIXTURES / "empyrean.xrdml"), "--json")
+    assert done.returncode == 1  # the PANalytical file is claimed by no D8 profile
+    first, second = json.loads(done.stdout)
+    assert (first["format"], first["profile"]) == ("bruker_raw4", "diffrac-suite-raw4")
+    assert (second["format"], second["profile"]) == ("xrdml", None)

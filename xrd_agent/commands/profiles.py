@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--match",
         nargs="+",
         metavar="FILE",
-        help="say, for each file name, which profile claims it or why none does",
+        help="say, for each file (name, or existing file: then by its content), which profile claims it",
     )
     parser.set_defaults(func=run)
 
@@ -83,7 +83,8 @@ def _match(files: list[str], profiles: list[FirmwareProfile], as_json: bool, pro
     unmatched = 0
     results = []
     for name in files:
-        profile = profile_for(name, profiles)
+        fmt = _format_of(name)
+        profile = profile_for(name, profiles, format=fmt)
         ignored_by = [p.name for p in profiles if p.ignores(name)]
         if profile is None:
             unmatched += 1
@@ -91,6 +92,7 @@ def _match(files: list[str], profiles: list[FirmwareProfile], as_json: bool, pro
         results.append(
             {
                 "file": name,
+                "format": fmt,
                 "profile": profile.name if profile else None,
                 "ignored_by": ignored_by,
                 "sample_from_filename": sample,
@@ -100,12 +102,25 @@ def _match(files: list[str], profiles: list[FirmwareProfile], as_json: bool, pro
             continue
         if profile is not None:
             extra = f" (sample from file name: {sample})" if sample else ""
-            print(f"{name}: {profile.name}{extra}")
+            print(f"{name}: {profile.name}{f' [{fmt}]' if fmt else ''}{extra}")
         elif ignored_by:
             print(f"{name}: ignored as a temporary or lock file (by {', '.join(ignored_by)})")
         else:
-            print(f"{name}: no profile watches this name")
+            print(f"{name}: no profile watches this {'name' if fmt is None else fmt + ' file'}")
     if as_json:
         json.dump(results, sys.stdout, indent=2, ensure_ascii=False)
         print()
     return 1 if unmatched else 0
+
+
+def _format_of(name: str) -> str | None:
+    """The format of an existing file, by content, so RAW1.01 and RAW4.00 go to the right profile."""
+    from xrd_agent.errors import ScanError
+    from xrd_agent.readers import detect_format
+
+    if not Path(name).is_file():
+        return None
+    try:
+        return detect_format(name)
+    except (ScanError, OSError):
+        return None
