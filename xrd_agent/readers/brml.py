@@ -30,7 +30,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -83,7 +83,7 @@ def read(path: Path, data: bytes, sha256: str) -> Scan:
     path = Path(path)
     archive = _Archive.open(data, path)
     experiments = _experiments(archive)
-    parsed = [_parse_raw_data(archive, exp, member) for exp in experiments for member in exp.members]
+    parsed = [_parse_raw_data(archive, member) for exp in experiments for member in exp.members]
     return _build_scan(path, sha256, experiments, parsed)
 
 
@@ -288,10 +288,9 @@ class _RawData:
     root: Element
     routes: tuple[_Route, ...]
     status: str | None
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
-def _parse_raw_data(archive: _Archive, experiment: _Experiment, member: str) -> _RawData:
+def _parse_raw_data(archive: _Archive, member: str) -> _RawData:
     root = parse_xml(archive.read(member), member, archive.path)
     if root.tag != "RawData":
         raise CorruptScan(f"{member} is not Bruker raw data (root element <{root.tag}>)", archive.path)
