@@ -1,0 +1,164 @@
+"""Preprocessing and synthesis speed on this machine.
+
+    .venv/bin/python benchmarks/bench_preprocess.py [--repeat 300] [--mofs 16] [--per-class 60]
+
+1. ``prepare`` on every real fixture (read once, then preprocessing alone), and
+   ``prepare_arrays`` on a typical D8 .xy scan (5-50 deg, 0.02 deg step): median and best
+   time per scan over ``repeat`` calls.
+2. ``prepare_grid_batch`` on 256 rows already on the grid: rows per second.
+3. ``synthesize`` with the default augmentation and the shipped noise bank on a library
+   of ``mofs`` real CoRE MOF 2019 structures (our simulator's sticks; made-up sticks if
+   the CoRE MOF data is not installed): spectra per second, with 1 and 2 worker
+   processes, and the projected time for 1,012 classes x ``per_class`` spectra.
+
+Prints the machine facts and a reference timing (xrd_agent.bench.machine) beside the
+figures, because this 2-core machine is shared and timings wander.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "scans"
+
+
+def _per_call(fn, repeat: int) -> tuple[float, float]:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+def _machine_lines() -> None:
+    try:
+        from xrd_agent.bench.machine import machine, reference
+    except ImportError:
+        return
+    print(machine().line())
+    print(reference().line())
+
+
+def bench_single(repeat: int) -> None:
+    from xrd_agent.preprocess import prepare, prepare_arrays
+    from xrd_agent.readers import read_scan
+
+    print("\n== prepare(scan), preprocessing only ==")
+    for path in sorted(FIXTURES.iterdir()):
+        if path.suffix in {".md", ".json"}:
+            continue
+        scan = read_scan(path)
+        median, best = _per_call(lambda s=scan: prepare(s), repeat)
+        p = prepare(scan)
+        print(f"{path.name:48s} {scan.two_theta.size:6d} pts  median {median * 1e6:7.0f} us  "
+              f"best {best * 1e6:7.0f} us  gate {'on ' if p.gate.applied else 'off'} "
+              f"{p.gate.high_band_mean:6.3f}  coverage {p.coverage.fraction:.2f}")
+    rng = np.random.default_rng(0)
+    tt = np.round(np.arange(5.0, 50.0001, 0.02), 4)
+    y = rng.poisson(200 + 5000 * np.exp(-(((tt[:, None] - rng.uniform(5, 50, 40)) / 0.06) ** 2)).sum(1)).astype(float)
+    median, best = _per_call(lambda: prepare_arrays(tt, y), repeat)
+    print(f"{'typical .xy (5-50 deg, 0.02 step)':48s} {tt.size:6d} pts  median {median * 1e6:7.0f} us  "
+          f"best {best * 1e6:7.0f} us  -> {1 / median:,.0f} scans/s on one core")
+
+
+def bench_batch() -> None:
+    from xrd_agent.config import GateConfig
+    from xrd_agent.pattern import GRID_POINTS
+    from xrd_agent.preprocess import prepare_grid_batch
+
+    rows = np.random.default_rng(1).random((256, GRID_POINTS))
+    median, best = _per_call(lambda: prepare_grid_batch(rows, None, GateConfig()), 10)
+    print(f"\n== prepare_grid_batch, 256 rows ==\nmedian {median * 1e3:.1f} ms  best {best * 1e3:.1f} ms  "
+          f"-> {256 / median:,.0f} rows/s")
+
+
+def _real_library(count: int):
+    """Sticks of ``count`` CoRE MOF 2019 ASR structures (sha256 order of name), simulated here."""
+    from xrd_agent.library.artifact import Library, Sticks
+    from xrd_agent.library.cif import parse_cif
+    from xrd_agent.library.coremof import DATASETS, iter_cifs, load_determinations
+    from xrd_agent.library.simulate import simulate
+
+    names = sorted((d.files[DATASETS[0]] for d in load_determinations().values() if DATASETS[0] in d.files),
+                   key=lambda n: hashlib.sha256(n.encode()).hexdigest())[: count * 2]
+    entries, patterns, sticks = [], [], []
+    for _, name, text in iter_cifs({DATASETS[0]: set(names)}):
+        if len(entries) == count:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sim = simulate(parse_cif(text, name).crystal)
+        except Exception as exc:  # benchmark: report and go on
+            print(f"{name}: skipped ({type(exc).__name__})")
+            continue
+        entries.append({"refcode": name.split("_")[0], "name": name})
+        patterns.append(sim.pattern)
+        sticks.append(Sticks(sim.two_theta, sim.intensity, sim.hkl))
+    return Library.from_patterns(entries, np.array(patterns), sticks), "CoRE MOF 2019 ASR"
+
+
+def _made_up_library(count: int):
+    from xrd_agent.library.artifact import Library, Sticks
+    from xrd_agent.profile import broaden
+
+    rng = np.random.default_rng(0)
+    sticks, patterns = [], []
+    for _ in range(count):
+        tt = np.sort(rng.uniform(5, 50, 600))
+        inten = rng.exponential(1, 600)
+        sticks.append(Sticks(tt, inten / inten.max(), rng.integers(-8, 9, (600, 3))))
+        patterns.append(broaden(tt, inten))
+    return Library.from_patterns([{"refcode": f"R{i}"} for i in range(count)], np.array(patterns), sticks), \
+        "made-up, 600 sticks each"
+
+
+def bench_synthesize(mofs: int, per_class: int) -> None:
+    from xrd_agent.model import dataset
+    from xrd_agent.model.dataset import synthesize
+    from xrd_agent.model.noise import NoiseBank
+
+    try:
+        library, kind = _real_library(mofs)
+    except Exception as exc:  # CoRE MOF data or pymatgen missing
+        print(f"(no CoRE MOF structures: {exc}; using made-up sticks)")
+        library, kind = _made_up_library(mofs)
+    counts = [library.sticks(i).two_theta.size for i in range(len(library))]
+    bank = NoiseBank.load()
+    n = len(library) * per_class
+    print(f"\n== synthesize: {len(library)} classes ({kind}; sticks median {int(np.median(counts))}, "
+          f"max {max(counts)}) x {per_class} ==")
+    dataset._POOL_MIN_SPECTRA = 0  # measure the pool even on this small set
+    for workers in (1, 2):
+        t = time.perf_counter()
+        synthesize(library, per_class, seed=0, bank=bank, workers=workers)
+        dt = time.perf_counter() - t
+        print(f"workers {workers}: {dt:6.2f} s  {n / dt:7.0f} spectra/s  {dt / n * 1e3:.2f} ms/spectrum  "
+              f"-> 1,012 x {per_class} in {1012 * per_class / (n / dt) / 60:.1f} min")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=300)
+    ap.add_argument("--mofs", type=int, default=16)
+    ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--skip-synthesis", action="store_true")
+    args = ap.parse_args()
+    _machine_lines()
+    bench_single(args.repeat)
+    bench_batch()
+    if not args.skip_synthesis:
+        bench_synthesize(args.mofs, args.per_class)
+
+
+if __name__ == "__main__":
+    main()
