@@ -74,6 +74,15 @@ def alert(reason: str, **evidence: Any) -> Alert:
     return Alert(reason, SEVERITY[reason], dict(evidence))
 
 
+def aliases_of(library: Any) -> dict[str, set[str]]:
+    """refcode -> every lower-case name it answers to (refcode, name, aliases) in ``library``."""
+    out: dict[str, set[str]] = {}
+    for e in getattr(library, "entries", None) or []:
+        names = {str(e.get("refcode", "")), str(e.get("name") or ""), *(str(a) for a in e.get("aliases", []))}
+        out[str(e.get("refcode"))] = {n.lower() for n in names if n}
+    return out
+
+
 def _matches(phase: str, candidate_names: set[str]) -> bool:
     return phase.strip().lower() in candidate_names
 

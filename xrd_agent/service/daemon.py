@@ -33,7 +33,8 @@ import structlog
 from xrd_agent import messages
 from xrd_agent.config import Config, load_config
 from xrd_agent.errors import ConfigError, XrdAgentError
-from xrd_agent.service.debounce import Debouncer
+from xrd_agent.service.debounce import Debouncer, signature_format
+from xrd_agent.service.alerts import aliases_of
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger
@@ -52,20 +53,6 @@ DEFAULT_MAX_SILENCE_S = 60.0
 
 class StateLocked(XrdAgentError, RuntimeError):
     """Another agent already runs on this state directory."""
-
-
-def _aliases(engine: Any) -> dict[str, set[str]]:
-    """refcode -> every lower-case name it answers to, from the engine's library if it has one."""
-    lib = getattr(engine, "library_", None) or getattr(engine, "library", None)
-    entries = getattr(lib, "entries", None)
-    if not entries:
-        return {}
-    out: dict[str, set[str]] = {}
-    for e in entries:
-        names = {str(e.get("refcode", "")).lower(), str(e.get("name") or "").lower()}
-        names |= {str(a).lower() for a in e.get("aliases", [])}
-        out[str(e.get("refcode"))] = {n for n in names if n}
-    return out
 
 
 class Daemon:
@@ -146,7 +133,7 @@ class Daemon:
             settle_s=self.instrument.settle_s,
             incomplete_timeout_s=config.watch.incomplete_timeout_s,
             is_complete=readers.is_complete,
-            classify=_classify,
+            classify=signature_format,
         )
         mode = choose_mode(config.watch.mode, directory, self.instrument.prefers_polling)
         return Watcher(
@@ -163,11 +150,15 @@ class Daemon:
         )
 
     def _on_folder(self, event: FolderEvent) -> None:
+        """Watcher thread: the export folder vanished or came back."""
         self.pipeline.notify_folder(event.state, event.path)
         if event.state == "missing":
-            self.notifier.status(f"degraded: export folder {event.path} is missing")
+            self.state, self.detail = "degraded", f"export folder {event.path} is missing"
         else:
-            self.notifier.status(f"ready: watching {event.path}")
+            self.state, self.detail = "ready", f"watching {event.path}"
+        if hasattr(self, "watcher"):  # not for the report during start: ready follows anyway
+            self.pipeline.notify_status(self.state, self.detail)
+        self.notifier.status(f"{self.state}: {self.detail}")
 
     # -- control handlers (control thread) ------------------------------------------------------
     def _status_reply(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -252,7 +243,7 @@ class Daemon:
             sample_id_of=self.instrument.sample_id,
             queue_size=config.watch.queue_size,
             settings=Settings(max_batch=max(config.model.batch_sizes or (64,)),
-                              heartbeat_s=config.publish.heartbeat_s, aliases=_aliases(engine)),
+                              heartbeat_s=config.publish.heartbeat_s, aliases=aliases_of(getattr(engine, "library_", None))),
         )
         self.pipeline.start()
         self.watcher = self._make_watcher(config)
@@ -292,8 +283,6 @@ class Daemon:
                     log.warning("worker silent: withholding the watchdog ping",
                                 silent_s=round(now - self.pipeline.beat, 1))
                 next_ping = now + interval
-            if self.watcher.present != (self.state != "degraded"):
-                self.state = "ready" if self.watcher.present else "degraded"
             timeout = min(1.0, max(0.05, next_ping - time.monotonic())) if interval else 1.0
             try:
                 select.select([wake], [], [], timeout)
@@ -336,11 +325,12 @@ class Daemon:
         self.expectations.reload(new.service.expectations, new.model.top_k)
         self.pipeline.settings.heartbeat_s = new.publish.heartbeat_s
         self.pipeline.settings.max_batch = max(new.model.batch_sizes or (64,))
-        engine = self.pipeline.engine
-        if hasattr(engine, "config") and isinstance(getattr(engine, "config"), Config):
-            engine.config = dataclasses.replace(engine.config, model=dataclasses.replace(
-                engine.config.model, unknown_threshold=new.model.unknown_threshold,
-                min_coverage=new.model.min_coverage, top_k=new.model.top_k), gate=new.gate)
+        reconfigure = getattr(self.pipeline.engine, "reconfigure", None)
+        if callable(reconfigure):
+            # thresholds and Top-k apply at once; the network and library stay loaded
+            keep = dataclasses.replace(new, model=dataclasses.replace(
+                new.model, engine=old.model.engine, model_dir=old.model.model_dir, library_dir=old.model.library_dir))
+            self.pipeline.call_in_worker(lambda: reconfigure(keep))
         if (old.model.model_dir, old.model.engine, old.model.library_dir) != (
                 new.model.model_dir, new.model.engine, new.model.library_dir):
             log.warning("a different model or library takes a restart: `systemctl restart xrd-agent`")
@@ -390,15 +380,6 @@ class Daemon:
         if not swapped.wait(30):
             log.warning("worker did not switch publisher within 30 s")
         log.info("sockets re-bound", pub=self.publisher.endpoint, control=self.control.endpoint)
-
-
-def _classify(path: Path) -> str | None:
-    from xrd_agent import readers
-
-    try:
-        return readers.detect_format(path)
-    except (XrdAgentError, OSError):
-        return None
 
 
 def run_service(config_path: str | None, overrides: Mapping[str, Any]) -> int:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xrd_agent.errors import XrdAgentError
+
 #: A file that the reader calls complete must still be unchanged this long (seconds):
 #: protects against a writer that flushes a complete header before the last bytes.
 QUIET_S = 0.25
@@ -135,3 +137,17 @@ class Debouncer:
             # to be rejected): all we have is the settle time.
             return stable_s >= self.settle_s
         return self._is_complete(path)
+
+
+def signature_format(path: Path) -> str | None:
+    """The format whose file signature ``path`` carries; None when only the extension (or
+    nothing) fits: then the file is junk to reject after the settle time, not a scan to wait for."""
+    from xrd_agent import readers
+
+    try:
+        module = readers.reader_for(path)
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        return str(module.FORMAT) if module.sniff(head) else None
+    except (XrdAgentError, OSError, ValueError):
+        return None

@@ -80,16 +80,45 @@ def make_engine(config: Config) -> Engine:
 
 
 def _cnn_engine(config: Config) -> Engine:
-    from xrd_agent.model import engine as model_engine  # TensorFlow: only when asked for
+    return CnnEngine(config)
 
-    cls = getattr(model_engine, "Engine", None) or getattr(model_engine, "InferenceEngine")
-    kwargs: dict[str, Any] = {"model_dir": str(model_dir_of(config))}
-    if config.model.library_dir:
-        kwargs["library_dir"] = config.model.library_dir
-    try:
-        return cls(**kwargs, config=config)  # type: ignore[no-any-return]
-    except TypeError:
-        return cls(**kwargs)  # type: ignore[no-any-return]
+
+class CnnEngine:
+    """The trained CNN (:class:`xrd_agent.model.engine.Engine`) with the versions and the
+    threshold reload the service needs."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.model_version = ""
+        self.library_version = ""
+        self.library_: Any = None
+        self._engine: Any = None
+
+    def load(self) -> CnnEngine:
+        from xrd_agent.model.engine import Engine as ModelEngine  # TensorFlow: only when asked for
+
+        library = self.config.model.library_dir or None
+        self._engine = ModelEngine.from_config(self.config, library=library,
+                                               model_dir=str(model_dir_of(self.config))).load()
+        self.library_ = self._engine.library_
+        self.model_version = str(self._engine.manifest_.version)
+        self.library_version = str(self.library_.version)
+        return self
+
+    def reconfigure(self, config: Config) -> None:
+        """New thresholds (SIGHUP): flag policy, Top-k and noise gate; the network stays loaded."""
+        from xrd_agent.model import flags
+
+        m = config.model
+        self._engine.policy = flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
+        self._engine.top_k = m.top_k
+        self._engine.gate = config.gate
+        self.config = config
+
+    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
+        if self._engine is None:
+            raise NotFittedError("CnnEngine.load() must run before identify")
+        return list(self._engine.identify_many(scans))
 
 
 def _sharp_peaks(two_theta: np.ndarray, intensity: np.ndarray) -> int:
@@ -143,6 +172,10 @@ class CosineEngine:
 
     def identify(self, scan: Scan) -> Identification | ScanError:
         return self.identify_many([scan])[0]
+
+    def reconfigure(self, config: Config) -> None:
+        """New thresholds (SIGHUP); the library stays loaded."""
+        self.config = config
 
     def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
         if self.library_ is None:

@@ -22,19 +22,20 @@ from xrd_agent.service.watcher import DEFAULT_IGNORE, ignore_by_patterns
 log = structlog.get_logger("xrd_agent.instrument")
 
 
-def _load_profiles() -> list[Any]:
+def _load_profiles(config: Config) -> list[Any]:
     try:
         from xrd_agent import profiles
-    except ImportError:
+    except ImportError:  # profiles not installed: built-in ignore list and configuration only
         return []
-    return list(profiles.load_profiles())
+    extra = [config.watch.profiles_dir] if getattr(config.watch, "profiles_dir", "") else []
+    return list(profiles.load_profiles(extra_dirs=extra).values())
 
 
 class Instrument:
     """Ignore rules, settle time, polling advice, sample ids and default wavelength."""
 
     def __init__(self, config: Config, profiles: Sequence[Any] | None = None) -> None:
-        available = list(_load_profiles() if profiles is None else profiles)
+        available = list(_load_profiles(config) if profiles is None else profiles)
         name = config.watch.profile
         if name and name != "auto":
             chosen = [p for p in available if getattr(p, "name", None) == name]
@@ -72,18 +73,23 @@ class Instrument:
         if self._default_wavelength is not None:
             return self._default_wavelength
         profile = self.profile_for(path)
-        value = _first_attr(profile, ("default_wavelength", "wavelength", "default_anode", "anode"))
-        if isinstance(value, Wavelength):
-            return value
-        if isinstance(value, str) and value:
+        if profile is None:
+            return None
+        method = getattr(profile, "wavelength", None)
+        if callable(method):
             try:
-                from xrd_agent.readers import parse_wavelength
-
-                return parse_wavelength(value)
-            except (ImportError, XrdAgentError, ValueError):
+                found = method()
+            except XrdAgentError:
                 return None
+            return found if isinstance(found, Wavelength) else None
+        value = _first_attr(profile, ("default_wavelength", "default_anode"))
         if isinstance(value, (int, float)) and value > 0:
             return Wavelength(alpha1=float(value))
+        if isinstance(value, str) and value:
+            try:
+                return Wavelength.for_anode(value)
+            except XrdAgentError:
+                return None
         return None
 
     def sample_id(self, scan: Scan) -> str:

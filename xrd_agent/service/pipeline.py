@@ -41,6 +41,9 @@ log = structlog.get_logger("xrd_agent.pipeline")
 
 #: How long the worker waits for work before doing its periodic duties (seconds).
 TICK_S = 0.1
+#: Batches failing in a row (bugs, a broken disk) after which the worker gives up and the
+#: daemon exits, so that systemd restarts it and someone looks at the log.
+MAX_FAILURES_IN_A_ROW = 5
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Pipeline:
         self.started = time.monotonic()
         self.beat = time.monotonic()  # last time the worker loop turned: the health signal
         self.error: BaseException | None = None
+        self.failures = 0
         self._stop = threading.Event()
         self._drain = True
         self._thread: threading.Thread | None = None
@@ -225,7 +229,15 @@ class Pipeline:
                 self._handle_notices()
                 batch = self._take()
                 if batch:
-                    self._process(batch)
+                    try:
+                        self._process(batch)
+                        self.failures = 0
+                    except Exception:
+                        # nothing of the failed scan was recorded: the next rescan offers it again
+                        self.failures += 1
+                        log.exception("batch failed", size=len(batch), failures_in_a_row=self.failures)
+                        if self.failures >= MAX_FAILURES_IN_A_ROW:
+                            raise
                 self._heartbeat()
                 if self._stop.is_set() and (not self._drain or self.queue.empty()):
                     break
@@ -292,6 +304,8 @@ class Pipeline:
 
     # -- one batch -----------------------------------------------------------------------
     def _process(self, batch: list[Due]) -> None:
+        # the same file version may be queued twice (inotify event and a rescan): once is enough
+        batch = list({(d.path, d.signature): d for d in batch}.values())
         reads: list[_Read] = []
         for due in batch:
             self.beat = time.monotonic()

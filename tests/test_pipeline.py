@@ -1,0 +1,220 @@
+"""The worker on real files: read, identify (cosine engine on a small library), judge,
+record, publish; every alert reason a scan can raise; duplicates; crashes around publishing."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from xrd_agent import messages, readers
+from xrd_agent.config import Config, merge
+from xrd_agent.identification import Flag
+from xrd_agent.library.artifact import Library
+from xrd_agent.service.debounce import Due, Signature
+from xrd_agent.service.engines import CosineEngine
+from xrd_agent.service.expectations import ExpectationBook
+from xrd_agent.service.instrument import Instrument
+from xrd_agent.service.ledger import Ledger
+from xrd_agent.service.alerts import aliases_of
+from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.testing.library import save_tiny_library
+from xrd_agent.testing.simulated_d8 import SimulatedD8
+
+
+@pytest.fixture(scope="module")
+def library_dir(tmp_path_factory) -> Path:
+    return save_tiny_library(tmp_path_factory.mktemp("lib") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(library_dir) -> CosineEngine:
+    return CosineEngine(merge(Config(), {"model": {"library_dir": str(library_dir)}})).load()
+
+
+class Wire:
+    """Stands in for the PUB socket: keeps what was sent, can be told to fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+        self.fail = False
+
+    def __call__(self, message) -> bool:
+        if self.fail:
+            raise OSError("network down")
+        messages.validate(message)  # what reaches the wire is valid against the contract
+        self.sent.append(dict(message))
+        return True
+
+    def topic(self, topic: str) -> list[dict]:
+        return [m for m in self.sent if m["topic"] == topic]
+
+
+class Rig:
+    def __init__(self, root: Path, engine: CosineEngine, ledger: Ledger | None = None,
+                 expectations: dict[str, list[str]] | None = None) -> None:
+        self.folder = root / "export"
+        self.folder.mkdir(exist_ok=True)
+        self.ledger = ledger or Ledger(root / "state")
+        self.wire = Wire()
+        config = Config()
+        instrument = Instrument(config)
+        self.book = ExpectationBook(expectations or {}, 5, self.ledger)
+        self.pipeline = Pipeline(
+            ledger=self.ledger, engine=engine, send=self.wire, expectations=self.book,
+            identity=Identity("test-agent", "d8"), root=self.folder,
+            read=lambda p, wl: readers.read_scan(p, wavelength=wl),
+            wavelength_for=instrument.wavelength_for, sample_id_of=instrument.sample_id,
+            settings=Settings(aliases=aliases_of(engine.library_)),
+        )
+        self.d8 = SimulatedD8(self.folder, engine.library_, stage_delay_s=0.0, seed=11)
+
+    def run(self, *paths: Path) -> list[dict]:
+        """Hand ``paths`` to the worker as due files and process them as one batch."""
+        before = len(self.wire.sent)
+        dues = [Due(p, Signature.of(os.lstat(p)), time.time()) for p in paths]
+        self.pipeline._process(dues)
+        return self.wire.sent[before:]
+
+
+def _reasons(out: list[dict]) -> list[str]:
+    return sorted(m["reason"] for m in out if m["topic"] == messages.ALERT)
+
+
+def test_a_scan_is_identified_recorded_and_published(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    e = rig.d8.export("S-1.raw", rig.d8.measure("S-1", ["TSTMOF04"]))
+    (ident,) = rig.run(e.path)
+    assert ident["topic"] == messages.IDENTIFICATION and ident["seq"] == 1
+    assert ident["sample_id"] == "S-1" and ident["format"] == "bruker_raw4"
+    assert ident["result"]["top"][0]["refcode"] == "TSTMOF04"
+    assert ident["duplicate_of"] is None and ident["scan_id"] == readers.read_scan(e.path).sha256
+    assert rig.ledger.unsent() == []
+    assert rig.run(e.path) == []  # the same file version again: nothing, not even a read
+
+
+def test_a_byte_identical_reexport_points_at_the_original(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    first = rig.d8.export("S-1.brml", rig.d8.measure("S-1", ["TSTMOF02"]))
+    (orig,) = rig.run(first.path)
+    again = rig.d8.reexport(first, "S-1 (2).brml")
+    (dup,) = rig.run(again.path)
+    assert dup["duplicate_of"] == orig["seq"] and dup["result"] == orig["result"]
+    assert dup["scan_id"] == orig["scan_id"] and dup["seq"] > orig["seq"]
+    # the same path rewritten with the same bytes is a re-export too
+    data = first.path.read_bytes()
+    first.path.write_bytes(data)
+    os.utime(first.path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    (dup2,) = rig.run(first.path)
+    assert dup2["duplicate_of"] == orig["seq"]
+    # two identical files in one batch: one identification, one duplicate
+    a = rig.d8.export("T-1.raw", rig.d8.measure("T-1", ["TSTMOF05"]))
+    b = rig.d8.reexport(a, "T-1-copy.raw")
+    out = rig.run(a.path, b.path)
+    assert [m["duplicate_of"] for m in out] == [None, out[0]["seq"]]
+
+
+def test_amorphous_scan_raises_amorphous_alert(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    e = rig.d8.export("S-2.xy", rig.d8.measure("S-2", kind="amorphous"))
+    out = rig.run(e.path)
+    assert "amorphous" in out[0]["result"]["flags"]
+    (alert,) = rig.wire.topic(messages.ALERT)
+    assert alert["reason"] == "amorphous" and alert["severity"] == "critical"
+    assert alert["result"] == out[0]["result"] and alert["scan_id"] == out[0]["scan_id"]
+
+
+def test_unknown_phase_alert(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    e = rig.d8.export("S-3.raw", rig.d8.measure("S-3", kind="unknown"))
+    out = rig.run(e.path)
+    assert _reasons(out) == ["unknown_phase"]
+
+
+def test_mixture_alert(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    m = rig.d8.measure("S-4", ["TSTMOF03", "TSTMOF07"], weights=[0.6, 0.4])
+    out = rig.run(rig.d8.export("S-4.brml", m).path)
+    assert Flag.MIXTURE.value in out[0]["result"]["flags"]
+    assert _reasons(out) == ["mixture"]
+
+
+@pytest.mark.parametrize("source", ["sidecar", "control", "config"])
+def test_expected_phase_missing(tmp_path, engine, source):
+    rig = Rig(tmp_path, engine, expectations={"S-5": ["TESTMOF-09"]} if source == "config" else None)
+    if source == "control":
+        rig.book.expect("S-5", ["TSTMOF09"], 1)
+    m = rig.d8.measure("S-5", ["TSTMOF01"])
+    e = rig.d8.export("S-5.raw", m, expected=("TESTMOF-09",) if source == "sidecar" else (), top_k=1)
+    out = rig.run(e.path)
+    alerts = rig.wire.topic(messages.ALERT)
+    assert [a["reason"] for a in alerts] == ["expected_phase_missing"], out[0]["result"]["top"]
+    assert alerts[0]["evidence"]["found"][0] == "TSTMOF01"
+    # the expected phase present: no alert (expectation by alias, refcode or name)
+    rig.book.expect("S-6", ["tm1"], 1)
+    ok = rig.run(rig.d8.export("S-6.raw", rig.d8.measure("S-6", ["TSTMOF01"])).path)
+    assert _reasons(ok) == []
+
+
+def test_an_unreadable_file_is_rejected_with_an_alert_and_the_worker_carries_on(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    bad = rig.d8.export_unreadable("S-7.raw", "S-7")
+    good = rig.d8.export("S-8.raw", rig.d8.measure("S-8", ["TSTMOF06"]))
+    out = rig.run(bad.path, good.path)
+    rejected, alert, ident = out
+    assert rejected["topic"] == messages.REJECTED and rejected["error"] == "corrupt"
+    assert "not finite" in rejected["reason"] and rejected["scan_id"] is not None
+    assert alert["reason"] == "unreadable" and alert["evidence"]["detail"] == rejected["reason"]
+    assert ident["topic"] == messages.IDENTIFICATION
+    assert rig.run(bad.path) == []  # a rejection is an outcome: not rejected again every rescan
+
+
+def test_a_symlink_leading_out_of_the_folder_is_rejected_not_followed(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    outside = tmp_path / "elsewhere.raw"
+    outside.write_bytes(b"secret")
+    link = rig.folder / "S-9.raw"
+    link.symlink_to(outside)
+    rejected, alert = rig.run(link)
+    assert rejected["error"] == "not_a_file" and "outside the export folder" in rejected["reason"]
+    assert alert["reason"] == "unreadable"
+
+
+def test_messages_recorded_but_not_sent_are_sent_again(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    rig.wire.fail = True  # crash-equivalent: committed, the socket never took it
+    e = rig.d8.export("S-1.raw", rig.d8.measure("S-1", ["TSTMOF08"]))
+    rig.run(e.path)
+    assert [m["seq"] for m in rig.ledger.unsent()] == [1]
+    rig.wire.fail = False
+    assert rig.pipeline.publish_unsent() == 1
+    assert [m["seq"] for m in rig.wire.sent] == [1] and rig.ledger.unsent() == []
+
+
+def test_folder_and_status_notices_go_through_the_ledger(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    rig.pipeline.notify_folder("missing", rig.folder)
+    rig.pipeline.notify_status("degraded", "export folder missing")
+    rig.pipeline._handle_notices()
+    alert, status = rig.wire.sent
+    assert alert["reason"] == "folder_missing" and alert["severity"] == "critical"
+    assert alert["path"] == str(rig.folder) and alert["scan_id"] is None
+    assert status["state"] == "degraded" and [alert["seq"], status["seq"]] == [1, 2]
+    assert [m["seq"] for m in rig.ledger.replay(0, 10)[0]] == [1, 2]
+
+
+def test_the_worker_thread_drains_its_queue_on_stop(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    paths = [rig.d8.export(f"D-{i}.raw", rig.d8.measure(f"D-{i}", ["TSTMOF10"])).path for i in range(5)]
+    for p in paths:
+        rig.pipeline.queue.put(Due(p, Signature.of(os.lstat(p)), time.time()))
+    rig.pipeline.start()
+    rig.pipeline.stop(drain=True, timeout=60)
+    assert not rig.pipeline.alive
+    assert rig.ledger.counts()["identified"] == 5
+    recorded = {Path(s["path"]).name for s in rig.ledger.scans()}
+    assert recorded == {p.name for p in paths}
+    assert len(rig.wire.topic(messages.IDENTIFICATION)) == 5
+    assert len(rig.wire.topic(messages.HEARTBEAT)) >= 1
