@@ -32,6 +32,7 @@ def _scan(tmp_path: Path, content: str | bytes, name: str = "scan.xy"):
         ("bom.dat", "\ufeff10.00 100\n10.02 120\n10.04 90"),
         ("descending.xy", "10.04 90\n10.02 120\n10.00 100\n"),
         ("sci.xy", "1.000E+01 1.00E+02\n1.002e1 1.2e2\n1.004E+01 9.0E+01\n"),
+        ("count_line.xy", "3\n10.00 100\n10.02 120\n10.04 90\n"),
     ],
 )
 def test_text_layouts(tmp_path: Path, name: str, content: str) -> None:
@@ -51,7 +52,7 @@ def test_three_columns_are_recorded(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        ("10 1 2 3\n11 2 3 4\n", "4 columns"),
+        ("10 1 2 3\n11 2 3 4\n", "have 4 columns; expected 2"),
         ("10 1\n11 2 3\n", "3 columns where the data has 2"),
         ("10 1\n11 2\nERROR detector\n12 3\n", "line 3 is not a row of numbers"),
         ("just a header\n", "no rows of numbers"),

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                 scan = read_scan(path, wavelength=wavelength)
             except ScanError as exc:
                 failed += 1
-                print(f"{path}: {exc.reason}", file=sys.stderr)
+                hint = " (here: --wavelength Cu or --wavelength 1.5406)" if exc.code == "unknown_wavelength" else ""
+                print(f"{path}: {exc.reason}{hint}", file=sys.stderr)
                 continue
             except Exception as exc:  # noqa: BLE001 - a reader bug must not hide the other files
                 failed += 1

@@ -56,8 +56,8 @@ def _check_regular(path: Path) -> os.stat_result:
 def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """Read a regular file whole, refusing links, folders, devices and oversized files.
 
-    The file is opened without following links and checked again after opening, so a
-    file swapped for a link between the check and the read is refused too.
+    The file is checked again after opening, so a file swapped for a link or a pipe
+    between the check and the read is refused too.
     """
     path = Path(path)
     st = _check_regular(path)
@@ -65,14 +65,8 @@ def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise UnsafeScan(
             f"the file is {st.st_size:,} bytes, more than the {max_bytes:,}-byte limit for a scan", path
         )
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = _open(path)
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise NotAScanFile(f"the file cannot be opened ({exc.strerror or exc})", path) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotAScanFile("this is not a regular file", path)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(max_bytes + 1)
     except OSError as exc:
@@ -84,21 +78,31 @@ def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     return data
 
 
+def _open(path: Path) -> int:
+    """A read-only descriptor of a regular file; links are not followed, even if swapped in
+    between the check and the open."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise NotAScanFile(f"the file cannot be opened ({exc.strerror or exc})", path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotAScanFile("this is not a regular file", path)
+    return fd
+
+
 def read_head(path: str | Path, size: int = HEAD_BYTES) -> bytes:
     """The first ``size`` bytes of a regular file (for sniffing), with the same refusals."""
     path = Path(path)
     _check_regular(path)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = _open(path)
     try:
-        fd = os.open(path, flags)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotAScanFile("this is not a regular file", path)
-            return os.read(fd, size)
-        finally:
-            os.close(fd)
+        return os.read(fd, size)
     except OSError as exc:
         raise NotAScanFile(f"the file cannot be read ({exc.strerror or exc})", path) from None
+    finally:
+        os.close(fd)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -90,9 +90,14 @@ def sniff(head: bytes) -> bool:
 
 
 def parse(text: str) -> np.ndarray:
-    """The numeric block of a text scan as an (n, 2|3) array; CorruptScan on anything odd."""
+    """The numeric block of a text scan as an (n, 2|3) array; CorruptScan on anything odd.
+
+    Lines before the first row of 2 or 3 numbers are a header, even numeric ones (some
+    programs write a count or a start/step line first); after it, every line must match.
+    """
     rows: list[list[float]] = []
     width = 0
+    odd_widths: set[int] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith(COMMENT_PREFIXES):
@@ -104,15 +109,18 @@ def parse(text: str) -> np.ndarray:
             continue  # a header line before the data
         if not width:
             if len(values) not in COLUMNS:
-                raise CorruptScan(
-                    f"line {number} has {len(values)} columns; expected 2 (2-theta, counts) "
-                    "or 3 (2-theta, counts, uncertainty)"
-                )
+                odd_widths.add(len(values))
+                continue
             width = len(values)
         elif len(values) != width:
             raise CorruptScan(f"line {number} has {len(values)} columns where the data has {width}")
         rows.append(values)
     if not rows:
+        if odd_widths:
+            raise CorruptScan(
+                f"the rows of numbers have {' or '.join(map(str, sorted(odd_widths)))} columns; "
+                "expected 2 (2-theta, counts) or 3 (2-theta, counts, uncertainty)"
+            )
         raise CorruptScan("the file holds no rows of numbers (2-theta, counts)")
     return np.asarray(rows, dtype=np.float64)
 
