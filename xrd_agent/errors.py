@@ -108,5 +108,9 @@ class ControlError(XrdAgentError, RuntimeError):
     """The agent's control socket did not answer in time or refused a request."""
 
 
+class StructureError(XrdAgentError, ValueError):
+    """A crystal structure (CIF) cannot be read or simulated; the library build skips it."""
+
+
 class ModelError(XrdAgentError, ValueError):
     """A trained-model folder is missing, damaged, or was trained on another library."""

@@ -1,0 +1,306 @@
+"""Building a library: CIFs in, a :class:`~xrd_agent.library.artifact.Library` folder out.
+
+Structures are parsed and simulated in worker processes; a CIF that cannot be read or
+simulated is recorded in the manifest's ``skipped`` list and never stops the build.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xrd_agent.errors import LibraryError, StructureError
+from xrd_agent.library.artifact import Library, Sticks
+from xrd_agent.library.simulate import CU_KA1, SimulationSettings, simulate
+from xrd_agent.profile import PeakProfile
+
+DEFAULT_COUNT = 1012
+LIBRARY_VERSION = "coremof2019-default-1"
+SAME_PHASE_RULE = ("same material when the Niggli-reduced cell volumes and the sorted Niggli "
+                   "cell lengths of the two determinations agree within 5 %")
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str  # refcode or file stem
+    source: str  # e.g. "2019-ASR/FIQCEN_clean.cif"
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    key: str
+    source: str
+    meta: dict[str, Any] | None = None
+    sticks: Sticks | None = None
+    pattern: np.ndarray | None = None
+    niggli: tuple[float, ...] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class BuildReport:
+    library: Library
+    heldout: Library | None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    simulated: int = 0
+
+
+def simulate_job(job: Job, settings: SimulationSettings = SimulationSettings()) -> Outcome:
+    """Parse and simulate one CIF in a worker; every failure becomes a reason, never a crash."""
+    from xrd_agent.library.cif import parse_cif
+
+    t0 = time.perf_counter()
+    try:
+        parsed = parse_cif(job.text, job.source)
+        sim = simulate(parsed.crystal, settings)
+    except StructureError as exc:
+        return Outcome(job.key, job.source, error=str(exc), seconds=time.perf_counter() - t0)
+    except Exception as exc:  # a bug in a third-party parser must not end a 10,000-CIF build
+        return Outcome(job.key, job.source, error=f"{job.source}: unexpected {type(exc).__name__}: {exc}"[:300],
+                       seconds=time.perf_counter() - t0)
+    meta = {
+        "formula": parsed.formula,
+        "metals": list(parsed.metals),
+        "cell": list(parsed.cell),
+        "volume": parsed.volume,
+        "space_group": parsed.space_group,
+        "atoms": len(parsed.crystal),
+        "common_name": parsed.common_name,
+        "cif_doi": parsed.doi,
+    }
+    sticks = Sticks(sim.two_theta.astype(np.float32), sim.intensity.astype(np.float32), sim.hkl.astype(np.int16))
+    return Outcome(job.key, job.source, meta, sticks, sim.pattern, parsed.niggli, seconds=time.perf_counter() - t0)
+
+
+def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool = True,
+             desc: str = "simulating") -> Iterator[Outcome]:
+    """Simulate jobs over ``workers`` processes (1: in this process), with a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="cif", disable=not progress, file=sys.stderr, smoothing=0.05)
+    try:
+        if workers <= 1:
+            for job in jobs:
+                yield simulate_job(job)
+                bar.update()
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for outcome in pool.map(simulate_job, jobs, chunksize=4):
+                bar.update()
+                yield outcome
+    finally:
+        bar.close()
+
+
+def _library(entries: list[dict[str, Any]], outcomes: list[Outcome], manifest: dict[str, Any]) -> Library:
+    from xrd_agent.pattern import GRID_POINTS
+
+    patterns = np.stack([o.pattern for o in outcomes]) if outcomes else np.zeros((0, GRID_POINTS), np.float32)
+    return Library.from_patterns(entries, patterns, [o.sticks for o in outcomes], manifest)
+
+
+def _base_manifest(source: str, command: str | None) -> dict[str, Any]:
+    p, s = PeakProfile(), SimulationSettings()
+    return {
+        "source": source,
+        "wavelength": {"anode": "Cu", "line": "K-alpha1", "angstrom": CU_KA1},
+        "profile": {"shape": "pseudo-Voigt", "caglioti_u": p.u, "caglioti_v": p.v, "caglioti_w": p.w, "eta": p.eta},
+        "simulation": {"debye_waller": "none (B = 0)", "merge_tol_deg": s.merge_tol,
+                       "min_relative_intensity": s.min_relative_intensity, "max_cost": s.max_cost,
+                       "max_cost_meaning": "sites x reflections (Friedel half, 5-50 deg) above which a CIF is skipped"},
+        "build_command": command or " ".join(["xrd-agent", *sys.argv[1:]]),
+    }
+
+
+# -- from a folder of CIFs ------------------------------------------------------------
+def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, progress: bool = True,
+                       command: str | None = None) -> BuildReport:
+    """Any CIFs, any symmetry: one class per readable file, named ``_chemical_name_common``
+    or else the file stem."""
+    t0 = time.perf_counter()
+    folder = Path(cif_dir)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".cif" and p.is_file()) if folder.is_dir() else []
+    if not files:
+        raise LibraryError(f"no .cif files in {folder}")
+    skipped: list[dict[str, str]] = []
+
+    def jobs() -> Iterator[Job]:
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                skipped.append({"source": path.name, "reason": f"unreadable: {exc.strerror}"})
+                continue
+            yield Job(path.stem, path.name, text)
+
+    entries, kept = [], []
+    for o in run_jobs(jobs(), len(files), workers, progress):
+        if not o.ok:
+            skipped.append({"source": o.source, "reason": o.error or ""})
+            continue
+        assert o.meta is not None
+        entries.append({
+            "refcode": o.key, "name": o.meta["common_name"] or o.key, "aliases": [],
+            **{k: o.meta[k] for k in ("formula", "metals", "cell", "volume", "space_group", "atoms")},
+            "variants": [], "doi": o.meta["cif_doi"], "source": o.source,
+        })
+        kept.append(o)
+    if not kept:
+        raise LibraryError(f"none of the {len(files)} CIFs in {folder} could be simulated: "
+                           + "; ".join(s["reason"] for s in skipped[:3]))
+    manifest = {**_base_manifest(f"CIF folder {folder.name}", command), "version": f"cif-dir-{folder.name}",
+                "skipped": skipped}
+    library = _library(entries, kept, manifest)
+    library.save(out)
+    _write_selection(Path(out), entries)
+    return BuildReport(library, None, skipped, time.perf_counter() - t0, len(kept) + len(skipped))
+
+
+# -- from CoRE MOF 2019 ----------------------------------------------------------------
+def build_from_coremof(out: str | Path, select: str = "default", workers: int = 2, limit: int | None = None,
+                       progress: bool = True, command: str | None = None,
+                       log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> BuildReport:
+    """The default library (``select='default'``: the first 1,012 stems of the selection rule)
+    or every stem (``'full'``); ``limit`` caps the number of classes (tests, trials)."""
+    from xrd_agent.library.coremof import candidate_order, group_stems, iter_cifs, load_determinations
+    from xrd_agent.library.names import load_names
+
+    if select not in ("default", "full"):
+        raise LibraryError(f"unknown selection {select!r}: use default or full")
+    t0 = time.perf_counter()
+    determinations = load_determinations()
+    stems = group_stems(determinations)
+    names = load_names()
+    order = candidate_order(stems, names)
+    target = DEFAULT_COUNT if select == "default" else len(order)
+    if limit is not None:
+        target = min(target, max(1, int(limit)))
+    named_by_stem: dict[str, str] = {}
+    for refcode in names:
+        if refcode in determinations:
+            named_by_stem.setdefault(refcode[:6], refcode)
+
+    outcomes: dict[str, Outcome] = {}
+    chosen: list[tuple[str, str]] = []  # (stem, training refcode)
+    skipped: list[dict[str, str]] = []
+    pos = 0
+    while len(chosen) < target and pos < len(order):
+        need = target - len(chosen)
+        batch = order[pos:pos + need + max(2, math.ceil(need * 0.03))]
+        pos += len(batch)
+        wanted: dict[str, set[str]] = {}
+        todo = {}
+        for stem in batch:
+            for det in stems[stem]:
+                dataset, file_stem = det.source
+                wanted.setdefault(dataset, set()).add(file_stem)
+                todo[(dataset, file_stem)] = det.refcode
+        jobs = (Job(todo[(d, f)], f"{d}/{f}.cif", text) for d, f, text in iter_cifs(wanted))
+        for o in run_jobs(jobs, len(todo), workers, progress, desc=f"simulating {len(batch)} stems"):
+            outcomes[o.key] = o
+            if not o.ok:
+                skipped.append({"refcode": o.key, "source": o.source, "reason": o.error or ""})
+        for stem in batch:
+            if len(chosen) >= target:
+                break
+            refs = [d.refcode for d in stems[stem]]
+            named = named_by_stem.get(stem)
+            if named:
+                refs.remove(named)
+                refs.insert(0, named)
+            training = next((r for r in refs if r in outcomes and outcomes[r].ok), None)
+            if training:
+                chosen.append((stem, training))
+            else:
+                log(f"stem {stem}: no determination could be simulated; skipped")
+
+    entries, kept, held_entries, held = [], [], [], []
+    for index, (stem, refcode) in enumerate(chosen):
+        o = outcomes[refcode]
+        name = names.get(refcode) or next((names[r] for r in names if r[:6] == stem), None)
+        entries.append(_coremof_entry(determinations[refcode], o, name, len(stems[stem])))
+        kept.append(o)
+        for det in stems[stem]:
+            other = outcomes.get(det.refcode)
+            if det.refcode == refcode or other is None or not other.ok:
+                continue
+            from xrd_agent.library.cif import same_phase
+
+            entry = _coremof_entry(det, other, None, len(stems[stem]))
+            entry.update(name=entries[-1]["name"], class_refcode=refcode, class_index=index,
+                         same_phase=same_phase(o.niggli, other.niggli), same_phase_rule=SAME_PHASE_RULE)
+            held_entries.append(entry)
+            held.append(other)
+
+    seconds = time.perf_counter() - t0
+    n_skipped_train = len(chosen)
+    manifest = {
+        **_base_manifest("CoRE MOF 2019 (core-mof on PyPI, CC-BY 4.0), datasets 2019-ASR and 2019-FSR", command),
+        "version": LIBRARY_VERSION if select == "default" and limit is None else f"coremof2019-{select}-{len(chosen)}",
+        "selection": {
+            "select": select,
+            "rule": candidate_order.__doc__.strip().split("\n\n", 1)[1].strip() if candidate_order.__doc__ else "",
+            "training_determination": "the curated named refcode if listed, else the first refcode "
+                                      "(sorted) of the stem that parses and fits the cap",
+            "candidates_tried": pos, "classes": n_skipped_train, "stems_available": len(stems),
+        },
+        "skipped": skipped,
+        "build_seconds": round(seconds, 1),
+    }
+    library = _library(entries, kept, manifest)
+    out = Path(out)
+    library.save(out)
+    _write_selection(out, entries)
+    heldout = None
+    if held:
+        same = sum(1 for e in held_entries if e["same_phase"])
+        hman = {**_base_manifest(manifest["source"], command), "version": manifest["version"] + "-heldout",
+                "parent_version": manifest["version"], "same_phase_rule": SAME_PHASE_RULE,
+                "same_phase_counts": {"true": same, "false": len(held_entries) - same},
+                "stems_with_heldout": len({e["class_refcode"] for e in held_entries})}
+        heldout = _library(held_entries, held, hman)
+        heldout.save(out / "heldout")
+    log(f"library: {len(entries)} classes, held-out: {len(held_entries)} determinations, "
+        f"skipped {len(skipped)} CIFs, {seconds:.0f} s")
+    return BuildReport(library, heldout, skipped, seconds, len(outcomes))
+
+
+def _coremof_entry(det: Any, o: Outcome, name: Any, determinations: int) -> dict[str, Any]:
+    assert o.meta is not None
+    return {
+        "refcode": det.refcode,
+        "name": name.name if name else det.refcode,
+        "aliases": list(name.aliases) if name else [],
+        **{k: o.meta[k] for k in ("formula", "metals", "cell", "volume", "space_group", "atoms")},
+        "variants": det.variants,
+        "doi": (name.doi if name else None) or o.meta["cif_doi"],
+        "source": o.source,
+        "stem": det.stem,
+        "stem_determinations": determinations,
+    }
+
+
+def _write_selection(out: Path, entries: list[dict[str, Any]]) -> None:
+    lines = ["# class_index\tstem\trefcode\tname  (order = class index; see docs/library.md)"]
+    lines += [f"{i}\t{e.get('stem', e['refcode'])}\t{e['refcode']}\t{e['name']}" for i, e in enumerate(entries)]
+    (out / "selection.txt").write_text("\n".join(lines) + "\n")
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
