@@ -47,7 +47,7 @@ EXTENSIONS = (".brml",)
 #: is 4.5 MB); these leave two orders of magnitude of headroom.
 MAX_MEMBERS = 4096
 MAX_TOTAL_UNCOMPRESSED = 256 * 1024 * 1024  # declared size of all members together
-MAX_MEMBER_UNCOMPRESSED = 64 * 1024 * 1024  # one member we parse: ~500 MB of XML tree at worst
+MAX_MEMBER_UNCOMPRESSED = 64 * 1024 * 1024  # one member we parse; its XML tree takes ~7x (tracemalloc)
 MAX_COMPRESSION_RATIO = 200  # fixtures: at most 41:1 (MeasurementContainer), 6.6:1 for RawData
 RATIO_CHECK_FLOOR = 64 * 1024  # members smaller than this cannot be bombs, whatever the ratio
 READ_CHUNK = 1024 * 1024
