@@ -1,12 +1,14 @@
 """Preprocessing and synthesis speed on this machine.
 
-    .venv/bin/python benchmarks/bench_preprocess.py [--repeat 300] [--mofs 16] [--per-class 60]
+    .venv/bin/python benchmarks/bench_preprocess.py [--repeat 300] [--mofs 40] [--per-class 60]
 
 1. ``prepare`` on every real fixture (read once, then preprocessing alone), and
    ``prepare_arrays`` on a typical D8 .xy scan (5-50 deg, 0.02 deg step): median and best
    time per scan over ``repeat`` calls.
 2. ``prepare_grid_batch`` on 256 rows already on the grid: rows per second.
-3. ``synthesize`` with the default augmentation and the shipped noise bank on a library
+3. The FFT gate's measure on clean simulated references and on the same with Poisson
+   counting noise at several count levels (what the threshold 1.0 was chosen from).
+4. ``synthesize`` with the default augmentation and the shipped noise bank on a library
    of ``mofs`` real CoRE MOF 2019 structures (our simulator's sticks; made-up sticks if
    the CoRE MOF data is not installed): spectra per second, with 1 and 2 worker
    processes, and the projected time for 1,012 classes x ``per_class`` spectra.
@@ -70,6 +72,26 @@ def bench_single(repeat: int) -> None:
           f"best {best * 1e6:7.0f} us  -> {1 / median:,.0f} scans/s on one core")
 
 
+def gate_study(library) -> None:
+    """The gate's measure on clean references and on the same with counting noise."""
+    from xrd_agent.config import GateConfig
+    from xrd_agent.preprocess import prepare_grid_batch
+
+    rng = np.random.default_rng(0)
+    clean = library.patterns.astype(float)
+    clean /= clean.max(axis=1, keepdims=True)
+    off = GateConfig(threshold=np.inf)
+    print(f"\n== FFT gate measure (mean |FFT| beyond bin 200), {len(clean)} references ==")
+    rows = [("clean", clean)] + [
+        (f"Poisson, {c:>6,} counts at the strongest peak", rng.poisson(clean * c + 0.05 * c) / c)
+        for c in (100_000, 10_000, 1_000, 300, 100)]
+    for label, y in rows:
+        _, decisions = prepare_grid_batch(y, None, off)
+        v = np.array([d.high_band_mean for d in decisions])
+        print(f"{label:42s} min {v.min():5.2f}  median {np.median(v):5.2f}  max {v.max():5.2f}  "
+              f"gated at 1.0: {np.mean(v > 1.0):4.0%}")
+
+
 def bench_batch() -> None:
     from xrd_agent.config import GateConfig
     from xrd_agent.pattern import GRID_POINTS
@@ -122,16 +144,11 @@ def _made_up_library(count: int):
         "made-up, 600 sticks each"
 
 
-def bench_synthesize(mofs: int, per_class: int) -> None:
+def bench_synthesize(library, kind: str, per_class: int) -> None:
     from xrd_agent.model import dataset
     from xrd_agent.model.dataset import synthesize
     from xrd_agent.model.noise import NoiseBank
 
-    try:
-        library, kind = _real_library(mofs)
-    except Exception as exc:  # CoRE MOF data or pymatgen missing
-        print(f"(no CoRE MOF structures: {exc}; using made-up sticks)")
-        library, kind = _made_up_library(mofs)
     counts = [library.sticks(i).two_theta.size for i in range(len(library))]
     bank = NoiseBank.load()
     n = len(library) * per_class
@@ -149,15 +166,21 @@ def bench_synthesize(mofs: int, per_class: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=300)
-    ap.add_argument("--mofs", type=int, default=16)
+    ap.add_argument("--mofs", type=int, default=40)
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--skip-synthesis", action="store_true")
     args = ap.parse_args()
     _machine_lines()
     bench_single(args.repeat)
     bench_batch()
+    try:
+        library, kind = _real_library(args.mofs)
+    except Exception as exc:  # CoRE MOF data or pymatgen missing
+        print(f"(no CoRE MOF structures: {exc}; using made-up sticks)")
+        library, kind = _made_up_library(args.mofs)
+    gate_study(library)
     if not args.skip_synthesis:
-        bench_synthesize(args.mofs, args.per_class)
+        bench_synthesize(library, kind, args.per_class)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,29 @@ def test_options_from_a_mapping_and_typos_refused():
     assert opts.kalpha2 == 0.0 and opts.counts_log == (10, 100)
     with pytest.raises(ConfigError):
         AugmentOptions.coerce({"kalpha_2": 1.0})
+    with pytest.raises(ConfigError):
+        AugmentOptions.coerce({"kalpha2": "often"})
+    with pytest.raises(ConfigError):
+        AugmentOptions.coerce("paperish")
+    assert AugmentOptions.coerce("physics").bank_noise == 0.0
+    from_table = AugmentOptions.coerce({"preset": "paper", "poisson": 0.5})
+    assert from_table == dataclasses.replace(AugmentOptions.paper(), poisson=0.5)
+    assert AugmentOptions.coerce(AugmentOptions().to_dict()) == AugmentOptions()
+
+
+def test_paper_preset_keeps_the_400_strongest_points_plus_real_noise(bank):
+    s = _sticks(np.random.default_rng(6))
+    noise = bank.sample(2, np.random.default_rng(2))
+    raw, _ = _one(AugmentOptions.paper(), s, n=2, noise=noise)
+    clean, _ = _one(NONE, s, n=1)
+    top = np.argsort(clean[0])[-400:]
+    rest = np.setdiff1d(np.arange(GRID_POINTS), top)
+    # Off the 400 strongest points only real noise is left, times one random factor ...
+    factor = raw[0][rest] / noise[0][rest]
+    assert np.ptp(factor[np.abs(noise[0][rest]) > 1e-6]) < 1e-6
+    scale = float(np.median(factor))
+    # ... and on them the clean pattern plus the same noise.
+    np.testing.assert_allclose(raw[0][top] - scale * noise[0][top], clean[0][top], atol=1e-9)
 
 
 # -- datasets -------------------------------------------------------------------------

@@ -101,20 +101,61 @@ class AugmentOptions:
                    counts_log=(80.0, 20_000.0), bank_noise=0.8, crop=0.2)
 
     @classmethod
-    def coerce(cls, value: AugmentOptions | Mapping[str, Any] | None) -> AugmentOptions:
-        """Options from an instance, a mapping of overrides (a TOML table, a manifest), or None."""
+    def paper(cls) -> AugmentOptions:
+        """Wang et al. 2020 alone: the 400 strongest points merged with real baseline noise."""
+        return replace(cls.none(), bank_noise=1.0, merge_top_points=400,
+                       bank_noise_scale_log=AugmentOptions.bank_noise_scale_log)
+
+    @classmethod
+    def physics(cls) -> AugmentOptions:
+        """The physics-informed perturbations without the noise bank."""
+        return replace(cls(), bank_noise=0.0)
+
+    @classmethod
+    def preset(cls, name: str) -> AugmentOptions:
+        """One of :data:`PRESETS` by name: default, none, paper, physics, realistic."""
+        try:
+            return PRESETS[name]()
+        except KeyError:
+            raise ConfigError(f"unknown augmentation preset {name!r}; one of {', '.join(PRESETS)}") from None
+
+    @classmethod
+    def coerce(cls, value: AugmentOptions | Mapping[str, Any] | str | None) -> AugmentOptions:
+        """Options from an instance, a preset name, a mapping of overrides (a TOML table, a
+        manifest; ``{"preset": "paper", "kalpha2": 0.5}`` starts from a preset), or None."""
         if value is None:
             return cls()
         if isinstance(value, cls):
             return value
+        if isinstance(value, str):
+            return cls.preset(value)
         if not isinstance(value, Mapping):
             raise ConfigError(f"augmentation options must be a table, got {type(value).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(value) - set(known))
+        values = dict(value)
+        base = cls.preset(str(values.pop("preset"))) if "preset" in values else cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown augmentation option(s): {', '.join(unknown)}")
-        changes = {k: tuple(v) if isinstance(getattr(cls(), k), tuple) else v for k, v in value.items()}
-        return replace(cls(), **changes)
+        try:
+            changes = {k: tuple(v) if isinstance(getattr(base, k), tuple) else type(getattr(base, k))(v)
+                       for k, v in values.items()}
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad augmentation option value: {exc}") from None
+        return replace(base, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what a model manifest records)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+PRESETS = {
+    "default": AugmentOptions,
+    "none": AugmentOptions.none,
+    "paper": AugmentOptions.paper,
+    "physics": AugmentOptions.physics,
+    "realistic": AugmentOptions.realistic,
+}
 
 
 # -- rendering: pseudo-Voigt peaks through the Fourier domain ---------------------------
