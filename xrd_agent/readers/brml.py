@@ -243,7 +243,7 @@ def _experiments(archive: _Archive) -> list[_Experiment]:
             expected = _int(child_text(container, "RawDataExpected"))
             listed = [s.text.strip() for s in container.findall("RawDataReferenceList/string") if s.text]
             if listed:
-                members = [_resolve(archive, folder, ref) for ref in listed]
+                members = list(dict.fromkeys(_resolve(archive, folder, ref) for ref in listed))
         if not members:
             raise CorruptScan(f"{folder} in the BRML archive holds no RawData*.xml", archive.path)
         experiments.append(_Experiment(folder, container, tuple(members), expected))
