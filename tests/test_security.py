@@ -11,6 +11,7 @@ import time
 
 import pytest
 import zmq
+from structlog.testing import capture_logs
 
 from xrd_agent import messages
 from xrd_agent.client import ControlClient, HeartbeatEvent, Subscriber
@@ -113,8 +114,14 @@ def test_adding_a_key_and_reloading_admits_the_robot(context, keydir, curve_agen
     publisher, control, keys, _ = curve_agent
     robot2 = ControlClient(control.endpoint, context=context, timeout_s=0.5,
                            curve_client_keys=client_keys(keydir, "robot2"))
-    with pytest.raises(ControlError):
-        robot2.status()
+    with capture_logs() as logs:
+        with pytest.raises(ControlError):
+            robot2.status()
+        deadline = time.monotonic() + 30  # the denial is logged by the authenticator thread
+        while not any(e["event"] == "curve_client_denied" for e in logs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    denied = [e for e in logs if e["event"] == "curve_client_denied"]
+    assert len(denied) == 1 and client_keys(keydir, "robot2").public.decode() in denied[0]["detail"]
     shutil.copyfile(keydir / "robot2.key", keydir / "allowed" / "robot2.key")
     security.reload_allow_list(context, keys)
     robot2.close()

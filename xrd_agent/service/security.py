@@ -186,11 +186,12 @@ class _StdlibBridge:
         self._last_denial = -self.interval_s
 
     def debug(self, msg: str, *args: object) -> None:
-        if msg.startswith("DENIED"):
+        text = msg % args if args else msg
+        if text.startswith("DENIED"):
             now = time.monotonic()
             if now - self._last_denial >= self.interval_s:
                 self._last_denial = now
-                log.warning("curve_client_denied", detail=msg % args if args else msg,
+                log.warning("curve_client_denied", detail=text,
                             hint="its public key is not in publish.curve_allowed_dir")
 
     def info(self, msg: str, *args: object) -> None:
