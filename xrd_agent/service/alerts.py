@@ -133,8 +133,7 @@ def judge(
                 expected_phases=list(expectation.phases),
                 top_k=k,
                 found=refcodes[:k],
-                detail=(f"expected {', '.join(expectation.phases)} ({expectation.source}); "
-                        + ("the scan shows no phase that can be trusted" if untrusted
-                           else f"none of them is in the Top-{k}")),
+                detail=(("the scan shows no phase that can be trusted" if untrusted
+                         else f"no expected phase in the Top-{k}") + f" (expectation from {expectation.source})"),
             ))
     return alerts
