@@ -9,6 +9,7 @@ answer must agree with the walk. The same walk is :func:`is_complete`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,8 +235,11 @@ def read(path: Path, data: bytes, sha256: str) -> Scan:
         )
     ranges = []
     for number, (layout, block) in enumerate(zip(structure.ranges, parsed.blocks, strict=True), 1):
-        if block.y.size != layout.steps:
-            raise CorruptScan(f"{label} range {number} declares {layout.steps} points but holds {block.y.size}")
+        if block.y.size != layout.steps or not _agrees(block, layout):
+            raise CorruptScan(
+                f"{label} range {number}: the header ({layout.steps} points from {layout.start_2theta:g} deg) "
+                f"and the data read ({block.y.size} points from {block.x[0] if block.x.size else 'nothing'}) disagree"
+            )
         meta = block.meta
         ranges.append(
             ScanRange(
@@ -256,6 +260,17 @@ def read(path: Path, data: bytes, sha256: str) -> Scan:
         sha256=sha256,
         complete=structure.status in (None, 1),
         **_file_facts(structure, parsed),
+    )
+
+
+def _agrees(block: _xylib.XyBlock, layout: RangeLayout) -> bool:
+    """xylib's axis starts and steps where the native walk says (both read the same bytes)."""
+    if block.x.size == 0:
+        return layout.steps == 0
+    if not (math.isfinite(layout.start_2theta) and math.isfinite(layout.step)):
+        return True  # NaN/inf angles: validation refuses them with the clearer reason
+    return math.isclose(block.x[0], layout.start_2theta, rel_tol=1e-9, abs_tol=1e-9) and (
+        block.x_step is None or math.isclose(block.x_step, layout.step, rel_tol=1e-6, abs_tol=1e-12)
     )
 
 
