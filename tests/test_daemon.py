@@ -248,3 +248,39 @@ def test_a_second_agent_on_the_same_state_dir_is_refused(tmp_path, library_dir):
                              capture_output=True, text=True, timeout=60, env={**os.environ})
         assert res.returncode == 2 and "already running" in res.stderr
         site.agent.stop()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_example_configuration_is_valid():
+    from xrd_agent.config import load_config
+
+    config = load_config(REPO / "systemd" / "xrd-agent.toml")
+    assert config.service.state_dir == "/var/lib/xrd-agent"
+    assert config.service.expectations == {"S-042": ["FIQCEN"]}
+
+
+def test_the_unit_file_is_hardened_and_matches_the_example_configuration():
+    import configparser
+    import re
+    import shutil
+
+    text = (REPO / "systemd" / "xrd-agent.service").read_text()
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(text)
+    svc = unit["Service"]
+    assert svc["Type"] == "notify" and svc["StateDirectory"] == "xrd-agent" and svc["User"] == "xrd-agent"
+    assert svc["ReadOnlyPaths"] == "/srv/d8-export" == unit["Unit"]["RequiresMountsFor"]
+    for key in ("WatchdogSec", "TimeoutStartSec", "ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges",
+                "SystemCallFilter", "CapabilityBoundingSet"):
+        assert key in svc
+    assert svc["Restart"] == "on-failure"
+    assert svc["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+    assert not re.search(r"^\s*(MemoryDenyWriteExecute|PrivateDevices)\s*=", text, re.M)
+    if shutil.which("systemd-analyze"):
+        res = subprocess.run(["systemd-analyze", "security", "--offline=true", str(REPO / "systemd" / "xrd-agent.service")],
+                             capture_output=True, text=True, timeout=60)
+        level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout + res.stderr)
+        assert level and float(level.group(1)) <= 2.0, res.stdout[-2000:]
