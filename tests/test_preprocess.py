@@ -149,6 +149,15 @@ def test_background_and_offset_are_removed():
     assert b.intensity[np.abs(MODEL_GRID - 22.0) < 0.5].max() < 0.05  # the hump itself is gone
 
 
+def test_steep_air_scatter_at_the_low_angle_edge_is_removed():
+    tt = np.arange(5, 50.0001, 0.02)
+    peaks = _sticks_pattern(tt, [8.0, 12.0, 20.0], [1.0, 0.5, 0.3])
+    air = peaks.max() * np.exp(-(tt - 5.0) / 1.5)  # as strong as the main peak at 5 deg
+    pattern = prepare_arrays(tt, peaks + air)
+    assert MODEL_GRID[np.argmax(pattern.intensity)] == pytest.approx(8.0, abs=0.011)
+    assert pattern.intensity[MODEL_GRID < 6.0].max() < 0.05
+
+
 # -- spikes --------------------------------------------------------------------------
 def test_single_point_spikes_are_removed_peaks_are_kept(bt86):
     clean, count = despike(bt86.intensity)

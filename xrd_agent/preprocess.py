@@ -210,7 +210,9 @@ def background(y: np.ndarray) -> np.ndarray:
 
     A grey opening (rolling-ball-like minimum then maximum filter, O(n) in
     scipy.ndimage) over BACKGROUND_WINDOW_DEG, smoothed by a box filter of the same
-    width so its corners do not print into the pattern.
+    width so its corners do not print into the pattern. (scipy has no baseline
+    routine of its own; the morphological opening is the classic rolling-ball
+    estimate and these two ndimage filters are all it takes.)
     """
     y = np.atleast_2d(np.asarray(y, np.float64))
     points = y.shape[1]
@@ -223,9 +225,17 @@ def background(y: np.ndarray) -> np.ndarray:
     low = view[:, :, 0].copy()
     for k in range(1, _BG_DECIMATE):  # 5 pairwise minima: ~4x faster than .min(axis=2)
         np.minimum(low, view[:, :, k], out=low)
-    bg = ndimage.minimum_filter1d(low, _BG_COARSE_SIZE, axis=1, mode="nearest")
-    bg = ndimage.maximum_filter1d(bg, _BG_COARSE_SIZE, axis=1, mode="nearest")
-    bg = ndimage.uniform_filter1d(bg, _BG_COARSE_SIZE, axis=1, mode="nearest")
+    # Edges: the opening sees the end values held for a window beyond each end (so a
+    # background falling or rising steeply into an edge, air scatter at 5 deg, is
+    # followed to the edge); the box filter sees the opened curve continued by point
+    # reflection (so its average at the edge is the edge value, not half of it).
+    e = min(_BG_COARSE_SIZE, blocks - 1)
+    held = np.pad(low, ((0, 0), (e, e)), mode="edge")
+    opened = ndimage.minimum_filter1d(held, _BG_COARSE_SIZE, axis=1, mode="nearest")
+    opened = ndimage.maximum_filter1d(opened, _BG_COARSE_SIZE, axis=1, mode="nearest")[:, e:e + blocks]
+    continued = np.concatenate([2.0 * opened[:, :1] - opened[:, e:0:-1], opened,
+                                2.0 * opened[:, -1:] - opened[:, -2:-e - 2:-1]], axis=1)
+    bg = ndimage.uniform_filter1d(continued, _BG_COARSE_SIZE, axis=1, mode="nearest")[:, e:e + blocks]
     left = np.take(bg, j0, axis=1)
     return left + (np.take(bg, j0 + 1, axis=1) - left) * w
 
