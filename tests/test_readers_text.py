@@ -186,8 +186,16 @@ def test_xrdml_unfinished_and_non_2theta_scans(tmp_path: Path) -> None:
     path = tmp_path / "aborted.xrdml"
     path.write_text(running)
     assert read_scan(path).complete is False and is_complete(path) is False
-    omega = original.replace('<positions axis="2Theta" unit="deg">\n\t\t\t\t\t<startPosition>', '<positions axis="Omega" unit="deg">\n\t\t\t\t\t<startPosition>', 1)
-    omega = omega.replace('<positions axis="Omega" unit="deg">\n\t\t\t\t\t<commonPosition>', '<positions axis="2Theta" unit="deg">\n\t\t\t\t\t<commonPosition>', 1)
+    gap = "\n\t\t\t\t\t"
+    omega = original.replace(  # swap the axis names: the stepped axis becomes Omega
+        f'<positions axis="2Theta" unit="deg">{gap}<startPosition>',
+        f'<positions axis="Omega" unit="deg">{gap}<startPosition>',
+        1,
+    ).replace(
+        f'<positions axis="Omega" unit="deg">{gap}<commonPosition>',
+        f'<positions axis="2Theta" unit="deg">{gap}<commonPosition>',
+        1,
+    )
     with pytest.raises(UnsupportedFormat, match="Omega axis, not 2Theta"):
         _scan(tmp_path, omega, "omega.xrdml")
 

@@ -57,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
                 scan = read_scan(path, wavelength=wavelength)
             except ScanError as exc:
                 failed += 1
-                hint = " (here: --wavelength Cu or --wavelength 1.5406)" if exc.code == "unknown_wavelength" else ""
+                hint = ""
+                if exc.code == "unknown_wavelength":
+                    hint = " (here: --wavelength Cu or --wavelength 1.5406)"
                 print(f"{path}: {exc.reason}{hint}", file=sys.stderr)
                 continue
             except Exception as exc:  # noqa: BLE001 - a reader bug must not hide the other files
                 failed += 1
-                print(f"{path}: unexpected {type(exc).__name__} while reading ({exc}); please report", file=sys.stderr)
+                reason = f"unexpected {type(exc).__name__} while reading ({exc}); please report"
+                print(f"{path}: {reason}", file=sys.stderr)
                 continue
             render(scan, sys.stdout)
             sys.stdout.flush()
@@ -101,7 +104,8 @@ def _print_text(scan: Scan, out: TextIO) -> None:
         if w.alpha1 is None and w.average:
             parts.append(f"K-alpha average {_angstrom(w.average)}")
         lines.append("  radiation   " + ", ".join(parts))
-    lines.append(f"  complete    {'yes' if scan.complete else 'no (the instrument did not finish this scan)'}")
+    done = "yes" if scan.complete else "no (the instrument did not finish this scan)"
+    lines.append(f"  complete    {done}")
     lines.append(f"  ranges      {len(scan.ranges)}")
     for number, rng in enumerate(scan.ranges, start=1):
         tt = rng.two_theta

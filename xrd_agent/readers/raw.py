@@ -236,9 +236,10 @@ def read(path: Path, data: bytes, sha256: str) -> Scan:
     ranges = []
     for number, (layout, block) in enumerate(zip(structure.ranges, parsed.blocks, strict=True), 1):
         if block.y.size != layout.steps or not _agrees(block, layout):
+            first = f"{block.x[0]:g} deg" if block.x.size else "nowhere"
             raise CorruptScan(
-                f"{label} range {number}: the header ({layout.steps} points from {layout.start_2theta:g} deg) "
-                f"and the data read ({block.y.size} points from {block.x[0] if block.x.size else 'nothing'}) disagree"
+                f"{label} range {number}: the header ({layout.steps} points from "
+                f"{layout.start_2theta:g} deg) and the data read ({block.y.size} points from {first}) disagree"
             )
         meta = block.meta
         ranges.append(

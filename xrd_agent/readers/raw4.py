@@ -143,7 +143,8 @@ def is_complete(path: Path) -> bool:
 
 def _counts(data: bytes, layout: RangeLayout) -> np.ndarray:
     """The float32 count at the start of each record, wherever the record is wider."""
-    raw = np.frombuffer(data, dtype=np.uint8, count=layout.steps * layout.record_size, offset=layout.data_offset)
+    size = layout.steps * layout.record_size
+    raw = np.frombuffer(data, dtype=np.uint8, count=size, offset=layout.data_offset)
     records = raw.reshape(layout.steps, layout.record_size)[:, : COUNT.size]
     return np.ascontiguousarray(records).view("<f4").ravel().astype(np.float64)
 
