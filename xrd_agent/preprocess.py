@@ -219,23 +219,30 @@ def background(y: np.ndarray) -> np.ndarray:
     if points < 2 * _BG_DECIMATE:
         return np.repeat(y.min(axis=1, keepdims=True), points, axis=1)
     blocks, j0, w = _coarse_axis(points)
-    pad = blocks * _BG_DECIMATE - points
-    padded = np.concatenate([y, np.repeat(y[:, -1:], pad, axis=1)], axis=1) if pad else y
-    view = padded.reshape(y.shape[0], blocks, _BG_DECIMATE)
-    low = view[:, :, 0].copy()
-    for k in range(1, _BG_DECIMATE):  # 5 pairwise minima: ~4x faster than .min(axis=2)
-        np.minimum(low, view[:, :, k], out=low)
+    rows = y.shape[0]
+    e = min(_BG_COARSE_SIZE, blocks - 1)
+    # Block minima written straight into a buffer with room for the edge extension.
+    held = np.empty((rows, blocks + 2 * e))
+    low = held[:, e:e + blocks]
+    full = points // _BG_DECIMATE
+    view = y[:, :full * _BG_DECIMATE].reshape(rows, full, _BG_DECIMATE)
+    np.minimum(view[:, :, 0], view[:, :, 1], out=low[:, :full])
+    for k in range(2, _BG_DECIMATE):  # pairwise minima: ~4x faster than .min(axis=2)
+        np.minimum(low[:, :full], view[:, :, k], out=low[:, :full])
+    if full < blocks:  # a last, partial block
+        low[:, full] = y[:, full * _BG_DECIMATE:].min(axis=1)
     # Edges: the opening sees the end values held for a window beyond each end (so a
     # background falling or rising steeply into an edge, air scatter at 5 deg, is
     # followed to the edge); the box filter sees the opened curve continued by point
     # reflection (so its average at the edge is the edge value, not half of it).
-    e = min(_BG_COARSE_SIZE, blocks - 1)
-    held = np.pad(low, ((0, 0), (e, e)), mode="edge")
+    held[:, :e] = low[:, :1]
+    held[:, e + blocks:] = low[:, -1:]
     opened = ndimage.minimum_filter1d(held, _BG_COARSE_SIZE, axis=1, mode="nearest")
-    opened = ndimage.maximum_filter1d(opened, _BG_COARSE_SIZE, axis=1, mode="nearest")[:, e:e + blocks]
-    continued = np.concatenate([2.0 * opened[:, :1] - opened[:, e:0:-1], opened,
-                                2.0 * opened[:, -1:] - opened[:, -2:-e - 2:-1]], axis=1)
-    bg = ndimage.uniform_filter1d(continued, _BG_COARSE_SIZE, axis=1, mode="nearest")[:, e:e + blocks]
+    ndimage.maximum_filter1d(opened, _BG_COARSE_SIZE, axis=1, mode="nearest", output=held)
+    inner = held[:, e:e + blocks]
+    np.subtract(2.0 * inner[:, :1], inner[:, e:0:-1], out=held[:, :e])
+    np.subtract(2.0 * inner[:, -1:], inner[:, -2:-e - 2:-1], out=held[:, e + blocks:])
+    bg = ndimage.uniform_filter1d(held, _BG_COARSE_SIZE, axis=1, mode="nearest")[:, e:e + blocks]
     left = np.take(bg, j0, axis=1)
     return left + (np.take(bg, j0 + 1, axis=1) - left) * w
 
