@@ -284,3 +284,40 @@ def test_the_unit_file_is_hardened_and_matches_the_example_configuration():
                              capture_output=True, text=True, timeout=60)
         level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout + res.stderr)
         assert level and float(level.group(1)) <= 2.0, res.stdout[-2000:]
+
+
+def test_the_trained_cnn_engine_runs_in_the_service(tmp_path, library_dir):
+    """The product path: a (tiny) CNN trained with the project's own training code, loaded by
+    the service, identifies a scan; its model version is in every message."""
+    pytest.importorskip("tensorflow")
+    from xrd_agent.model.train import TrainConfig, train
+
+    library = Library.load(library_dir)
+    model_dir = tmp_path / "model"
+    result = train(library, TrainConfig(epochs=3, per_class=16, batch_size=32, augment={"bank_noise": 0.0}),
+                   model_dir, command="pytest", progress=False, emit=lambda s: None)
+    site = Site(tmp_path, library_dir, model={"engine": "cnn", "model_dir": str(model_dir), "batch_sizes": [1, 8]})
+    with site.agent:
+        site.agent.start(timeout=180)
+        site.d8.export("C-1.brml", site.d8.measure("C-1", ["TSTMOF03"]))
+        _wait(lambda: site.ledger_scans(), what="the scan identified by the CNN")
+        assert site.agent.stop() == 0
+    ident = next(m for m in site.ledger_messages() if m["topic"] == messages.IDENTIFICATION)
+    assert ident["model_version"] == result.manifest.version != ""
+    assert ident["library_version"] == library.version
+    assert len(ident["result"]["top"]) == 5
+
+
+def test_an_engine_that_cannot_load_fails_the_start_cleanly(tmp_path):
+    empty = tmp_path / "no-library"
+    empty.mkdir()
+    (tmp_path / "export").mkdir()
+    config = write_config(tmp_path / "agent.toml",
+                          agent_config(tmp_path, model={"engine": "cosine", "library_dir": str(empty)}))
+    res = subprocess.run([sys.executable, "-m", "xrd_agent", "run", "--config", str(config)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no readable library" in res.stderr
+    ledger = Ledger(tmp_path / "state")
+    states = [(m["state"], m["detail"]) for m in ledger.replay(0, 100)[0] if m["topic"] == messages.STATUS]
+    assert states[-1][0] == "stopped" and "could not be loaded" in states[-1][1]

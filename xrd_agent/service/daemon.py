@@ -197,6 +197,27 @@ class Daemon:
         except Exception:
             log.exception("status not published", state=state)
 
+    def _republish_unsent(self) -> None:
+        """Messages recorded before a crash but maybe never sent, oldest first (main thread,
+        before the worker exists; subscribers drop the ones they already have by seq)."""
+        pending = self.ledger.unsent()
+        sent = [m["seq"] for m in pending if self.publisher.send(m)]
+        self.ledger.mark_sent(sent)
+        if pending:
+            log.info("re-published unsent messages", count=len(pending), first=pending[0]["seq"])
+
+    def _abort(self, detail: str) -> None:
+        """Start-up failed after the sockets were bound: say so on the wire, then let go."""
+        log.error("start-up failed", detail=detail)
+        self.notifier.status(f"failed: {detail}"[:200])
+        try:
+            self._publish_direct("stopped", detail[:2000])
+        finally:
+            self.control.stop()
+            self.publisher.close()
+            self.context.term()
+            self.ledger.close()
+
     def _counters(self) -> dict[str, int]:
         return self.pipeline.counters.as_dict() if hasattr(self, "pipeline") else {}
 
@@ -219,12 +240,17 @@ class Daemon:
         self._bind(config)
         log.info("sockets bound", pub=self.publisher.endpoint, control=self.control.endpoint,
                  state_dir=str(self.state_dir), last_seq=self.ledger.last_seq())
+        self._republish_unsent()
         self._publish_direct("starting", "loading the identification model")
 
         self.notifier.status("starting: loading the model")
         t0 = time.monotonic()
-        engine = make_engine(config)
-        engine.load()
+        try:
+            engine = make_engine(config)
+            engine.load()
+        except BaseException as exc:
+            self._abort(f"the identification engine could not be loaded: {exc}")
+            raise
         self.engine_version, self.library_version = engine.model_version, engine.library_version
         log.info("engine ready", engine=type(engine).__name__, model_version=engine.model_version,
                  library_version=engine.library_version, load_s=round(time.monotonic() - t0, 2))

@@ -33,7 +33,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from xrd_agent.service.debounce import Debouncer, Due
+from xrd_agent.service.debounce import Debouncer, Due, Signature
 
 log = structlog.get_logger("xrd_agent.watcher")
 
@@ -270,6 +270,18 @@ class Watcher:
             return False
         return self.recursive or len(rel.parts) == 1
 
+    def _known(self, path: Path) -> bool:
+        """Already processed in exactly this version (one lstat and one indexed lookup): a
+        rescan of a folder of thousands of old scans costs no header reads."""
+        try:
+            due = Due(path, Signature.of(os.lstat(path)), 0.0)
+            return bool(self._skip(due))
+        except OSError:
+            return False
+        except Exception:
+            log.exception("ledger check failed", path=str(path))
+            return False
+
     def _drain(self, limit: int = 10_000) -> list[FileEvent]:
         batch: list[FileEvent] = []
         try:
@@ -287,7 +299,7 @@ class Watcher:
                     continue
                 if event.kind == "deleted":
                     self.debouncer.forget(event.path)
-                else:
+                elif not self._known(event.path):
                     self.debouncer.offer(event.path)
             for due in self.debouncer.due():
                 if self._stop.is_set():
