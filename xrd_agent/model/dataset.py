@@ -93,7 +93,7 @@ def synthesize(
     per_class: int,
     *,
     seed: int,
-    options: AugmentOptions | Mapping[str, Any] | None = None,
+    options: AugmentOptions | Mapping[str, Any] | str | None = None,
     bank: NoiseBank | None = None,
     classes: Sequence[int] | None = None,
     gate: GateConfig = GateConfig(),
@@ -103,7 +103,7 @@ def synthesize(
 
     Returns ``X`` float32 (n, 4501) and ``y`` int32 class indices (into ``library``),
     grouped by class in the order of ``classes`` (default: all). ``options`` may be an
-    :class:`AugmentOptions` or a mapping of overrides. ``bank`` None with
+    :class:`AugmentOptions`, a preset name or a mapping of overrides. ``bank`` None with
     ``options.bank_noise > 0`` loads the shipped noise bank. ``workers`` > 1 (or None:
     one per CPU) spreads classes over processes; the result is identical either way.
     """
@@ -117,7 +117,7 @@ def synthesize(
         return np.empty((0, GRID_POINTS), np.float32), np.empty(0, np.int32)
     X = np.empty((len(idx) * per_class, GRID_POINTS), np.float32)
     y = np.repeat(np.asarray(idx, np.int32), per_class)
-    workers = os.cpu_count() or 1 if workers is None else max(int(workers), 1)
+    workers = (os.cpu_count() or 1) if workers is None else max(int(workers), 1)
     if workers > 1 and X.shape[0] >= _POOL_MIN_SPECTRA:
         import multiprocessing
 
