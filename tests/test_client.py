@@ -7,10 +7,12 @@ import time
 
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xrd_agent import messages
-from xrd_agent.client import (AlertEvent, HeartbeatEvent, IdentificationEvent, RejectedEvent, StatusEvent,
-                              Subscriber, to_event)
+from xrd_agent.client import (AlertEvent, HeartbeatEvent, IdentificationEvent, RejectedEvent, ReplayPage,
+                              Sequencer, StatusEvent, Subscriber, to_event)
 from xrd_agent.errors import ControlError, MessageError
 from xrd_agent.service.control import ControlServer, replay_handler
 from xrd_agent.service.publisher import Publisher
@@ -267,3 +269,97 @@ def test_typed_events():
 def test_unknown_topics_are_refused():
     with pytest.raises(ValueError, match="xrd.weather"):
         Subscriber("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", topics=["xrd.weather"])
+
+
+# ---- the sequencing logic alone, against any pattern of loss and repetition
+
+STORED = [messages.example(messages.STATUS, seq) for seq in range(1, 41)]
+
+
+def _replay_from(ledger, page):
+    """A replay over ``ledger`` (a list the test may grow, as the agent's ledger grows)."""
+
+    def replay(since):
+        after = [m for m in ledger if m["seq"] > since]
+        newest = ledger[-1]["seq"] if ledger else 0
+        return ReplayPage(after[:page], len(after) > page, newest)
+
+    return replay
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_sequencer_delivers_every_seq_once_in_order_whatever_is_dropped(data):
+    n = data.draw(st.integers(1, len(STORED)), label="published")
+    ledger: list[dict] = []
+    seq = Sequencer(_replay_from(ledger, data.draw(st.integers(1, 7), label="page")),
+                    data.draw(st.sampled_from([None, 0]), label="since"))
+    delivered = []
+    for message in STORED[:n]:  # the agent stores, then publishes; the wire drops and repeats
+        ledger.append(message)
+        for _ in range(data.draw(st.integers(0, 2), label=f"copies of {message['seq']}")):
+            delivered += seq.live(message)
+        if data.draw(st.booleans(), label="heartbeat"):
+            delivered += seq.heartbeat(message["seq"])
+        if data.draw(st.integers(0, 5), label="stale") == 0:  # a heartbeat or message sent earlier
+            old = ledger[data.draw(st.integers(0, len(ledger) - 1), label="old")]
+            delivered += seq.heartbeat(old["seq"]) if data.draw(st.booleans()) else seq.live(old)
+    delivered += seq.heartbeat(n)
+    first = delivered[0]["seq"] if delivered else n + 1
+    assert [m["seq"] for m in delivered] == list(range(first, n + 1))
+    assert seq.lost == 0
+    assert seq.last_seq == n
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_sequencer_counts_what_the_ledger_lost(data):
+    n = data.draw(st.integers(1, len(STORED)))
+    kept = [m for m in STORED[:n] if data.draw(st.booleans(), label=f"kept {m['seq']}")]
+    seq = Sequencer(_replay_from(kept, data.draw(st.integers(1, 7))), 0)
+    delivered = []
+    for message in kept:
+        if data.draw(st.booleans(), label="arrives live"):
+            delivered += seq.live(message)
+    delivered += seq.heartbeat(n)
+    assert delivered == kept
+    assert seq.lost == n - len(kept)
+    assert seq.last_seq == n
+
+
+def test_sequencer_strict_gap_and_unreachable_control():
+    def down(since):
+        raise ControlError("no reply from control endpoint")
+
+    lenient = Sequencer(down, 3)
+    assert lenient.live(STORED[5]) == [STORED[5]]  # seq 6: 4-5 could not be replayed
+    assert lenient.lost == 2 and lenient.last_seq == 6
+    strict = Sequencer(down, 3, strict=True)
+    with pytest.raises(ControlError, match="seq 4-5 missed"):
+        strict.live(STORED[5])
+
+
+def test_sequencer_skips_an_invalid_replayed_message():
+    broken = dict(STORED[1], state="napping")
+    replay = _replay_from([STORED[0], broken, STORED[2]], 10)
+    seq = Sequencer(replay, 0)
+    assert [m["seq"] for m in seq.catch_up()] == [1, 3]
+    assert seq.invalid == 1 and seq.lost == 0
+    with pytest.raises(MessageError, match="napping"):
+        Sequencer(replay, 0, strict=True).catch_up()
+
+
+def test_sequencer_follows_a_replaced_ledger():
+    replaced: list[dict] = [STORED[0], STORED[1], STORED[2]]  # a fresh ledger at seq 3
+    seq = Sequencer(_replay_from(replaced, 10), 50)
+    assert seq.heartbeat(3) == [] and seq.last_seq == 3  # the agent confirms: newest is 3
+    replaced.append(STORED[3])
+    assert seq.live(STORED[3]) == [STORED[3]]
+
+
+def test_sequencer_ignores_a_stale_heartbeat():
+    ledger = STORED[:10]
+    seq = Sequencer(_replay_from(ledger, 10), 0)
+    assert len(seq.live(STORED[7])) == 10  # seq 8 live: 1-7 replayed, and 9-10 already stored
+    assert seq.heartbeat(8) == [] and seq.last_seq == 10  # sent before 9 and 10: not a reset
+    assert seq.live(STORED[9]) == [] and seq.duplicates == 2

@@ -21,9 +21,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -215,6 +215,142 @@ class ControlClient:
         self._reset()
 
 
+# --------------------------------------------------------------------------- sequencing
+
+class ReplayPage(NamedTuple):
+    messages: Sequence[Mapping[str, Any]]  # stored messages after since_seq, in seq order
+    more: bool  # more follow this page
+    last_seq: int  # the agent's newest seq when it answered
+
+
+Replay = Callable[[int], ReplayPage]
+
+
+class Sequencer:
+    """Each durable message once, in seq order, from live messages, heartbeats and replays.
+
+    No sockets: ``replay(since_seq)`` returns a :class:`ReplayPage` (the Subscriber passes
+    the control socket's replay); every method returns the messages that are now ready, in
+    order. ``strict`` raises :class:`MessageError` on an invalid replayed
+    message and :class:`ControlError` on a gap that cannot be filled; otherwise they are
+    logged and counted (``invalid``, ``lost``).
+    """
+
+    def __init__(self, replay: Replay, last_seq: int | None = None, *, strict: bool = False) -> None:
+        self._replay = replay
+        self._last = last_seq  # newest durable seq delivered or given up on
+        self.strict = strict
+        self.lost = 0
+        self.duplicates = 0
+        self.invalid = 0
+        self._out: list[Mapping[str, Any]] = []
+
+    @property
+    def last_seq(self) -> int | None:
+        return self._last
+
+    def start_at(self, last_seq: int) -> None:
+        """Follow from ``last_seq`` on (the agent's newest seq when starting from now)."""
+        self._last = last_seq
+
+    def live(self, message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """A validated durable message as it arrived from the PUB socket."""
+        seq = message["seq"]
+        if self._last is None:
+            self._last = seq - 1  # nothing known yet: this is where we start
+        if seq > self._last + 1:
+            self._fill(seq - 1)
+        self._accept(message)
+        return self._flush()
+
+    def heartbeat(self, last_seq: int) -> list[Mapping[str, Any]]:
+        """The agent's newest seq: anything after ours was missed (the lost-tail case)."""
+        if self._last is None:
+            self._last = last_seq
+        elif last_seq > self._last:
+            self._fill(last_seq)
+        elif last_seq < self._last:
+            self._check_reset()
+        return self._flush()
+
+    def _check_reset(self) -> None:
+        """A heartbeat behind us is usually stale (sent before the messages a replay already
+        gave us); only the agent's own answer proves that its ledger was replaced."""
+        assert self._last is not None
+        try:
+            newest = self._replay(self._last).last_seq
+        except ControlError:
+            return
+        if newest < self._last:
+            log.warning("the agent's sequence went back from %d to %d (ledger replaced?); following it",
+                        self._last, newest)
+            self._last = newest
+
+    def catch_up(self) -> list[Mapping[str, Any]]:
+        """Everything the agent's ledger holds after our last seq (start, reconnect)."""
+        if self._last is not None:
+            self._fill(None)
+        return self._flush()
+
+    def _flush(self) -> list[Mapping[str, Any]]:
+        out, self._out = self._out, []
+        return out
+
+    def _accept(self, message: Mapping[str, Any]) -> None:
+        assert self._last is not None
+        if message["seq"] <= self._last:
+            self.duplicates += 1
+            return
+        self._last = message["seq"]
+        self._out.append(message)
+
+    def _fill(self, target: int | None) -> None:
+        """Replay up to ``target`` (None: as far as the ledger goes)."""
+        assert self._last is not None
+        while target is None or self._last < target:
+            try:
+                page, more, _ = self._replay(self._last)
+            except ControlError as exc:
+                self._gap(target, str(exc))
+                return
+            before = self._last
+            for raw in page:
+                try:
+                    messages.validate(raw)
+                except MessageError as exc:
+                    self._skip(exc)
+                    if isinstance(raw, Mapping) and isinstance(raw.get("seq"), int):
+                        self._last = max(self._last, raw["seq"])
+                    continue
+                if raw["topic"] == messages.HEARTBEAT:
+                    continue
+                if raw["seq"] > self._last + 1:  # a hole in the ledger itself
+                    self._gap(raw["seq"] - 1, "the agent's ledger no longer holds them")
+                self._accept(raw)
+            if not more or self._last == before:
+                if target is not None and self._last < target:
+                    self._gap(target, "the agent's ledger no longer holds them")
+                return
+
+    def _skip(self, error: MessageError) -> None:
+        self.invalid += 1
+        if self.strict:
+            raise error
+        log.warning("skipping an invalid replayed message: %s", error.reason)
+
+    def _gap(self, target: int | None, why: str) -> None:
+        assert self._last is not None
+        if target is None:
+            log.warning("could not replay after seq %d: %s", self._last, why)
+            return
+        first = self._last + 1
+        if self.strict:
+            raise ControlError(f"seq {first}-{target} missed and not replayed: {why}")
+        log.error("seq %d-%d missed and not replayed: %s", first, target, why)
+        self.lost += target - self._last
+        self._last = target
+
+
 # --------------------------------------------------------------------------- subscriber
 
 
@@ -242,26 +378,42 @@ class Subscriber:
         self.pub_endpoint = pub_endpoint
         self.strict = strict
         self.silence_timeout_s = silence_timeout_s
-        self.replay_page = replay_page
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._keys = curve_client_keys
+        self._from_now = since_seq is None
         self.control = ControlClient(control_endpoint, curve_client_keys=curve_client_keys,
                                      context=self._context, timeout_s=control_timeout_s)
-        self._last: int | None = since_seq  # newest durable seq accounted for
+
+        def replay(since: int) -> ReplayPage:
+            reply = self.control.replay_page(since, replay_page)
+            return ReplayPage(reply["messages"], reply["more"], reply["last_seq"])
+
+        self.sequencer = Sequencer(replay, since_seq, strict=strict)
         self._pending: deque[Event] = deque()
         self._sub: zmq.Socket | None = None
         self._last_heard = time.monotonic()
         self._started = False
-        self.lost = 0
-        self.invalid = 0
-        self.duplicates = 0
+        self._invalid_live = 0
         self.reconnects = 0
 
     @property
     def last_seq(self) -> int | None:
         """The newest durable seq delivered or accounted for (persist it; pass it as since_seq)."""
-        return self._last
+        return self.sequencer.last_seq
+
+    @property
+    def lost(self) -> int:
+        return self.sequencer.lost
+
+    @property
+    def duplicates(self) -> int:
+        return self.sequencer.duplicates
+
+    @property
+    def invalid(self) -> int:
+        """Invalid messages skipped, live or replayed."""
+        return self._invalid_live + self.sequencer.invalid
 
     # ---- life cycle
 
@@ -282,13 +434,13 @@ class Subscriber:
     def _start(self) -> None:
         self._started = True
         self._connect()  # subscribe first, then ask: nothing published in between is missed
-        if self._last is None:
+        if self._from_now:
             try:
-                self._last = int(self.control.status()["last_seq"])
+                self.sequencer.start_at(int(self.control.status()["last_seq"]))
             except ControlError as exc:  # start from the first message that arrives
                 log.warning("xrd-agent control unreachable at start (%s); starting from the next message", exc)
         else:
-            self._catch_up(None)
+            self._deliver(self.sequencer.catch_up())
 
     def _reconnect(self) -> None:
         log.warning("no message or heartbeat from %s for %.0f s: reconnecting", self.pub_endpoint,
@@ -297,7 +449,7 @@ class Subscriber:
         if self._sub is not None:
             self._sub.close(linger=0)
         self._connect()
-        self._catch_up(None)
+        self._deliver(self.sequencer.catch_up())
 
     def close(self) -> None:
         if self._sub is not None:
@@ -332,10 +484,10 @@ class Subscriber:
                 self._reconnect()
                 continue
             wait = silence_left if deadline is None else min(silence_left, deadline - now)
-            assert self._sub is not None
-            if self._sub.poll(max(1, int(wait * 1000)), zmq.POLLIN):
+            sock = self._sub
+            if sock is not None and sock.poll(max(1, int(wait * 1000)), zmq.POLLIN):
                 self._last_heard = time.monotonic()
-                self._on_frames(self._sub.recv_multipart(zmq.NOBLOCK))
+                self._on_frames(sock.recv_multipart(zmq.NOBLOCK))
         return self._pending.popleft()
 
     def __iter__(self) -> Iterator[Event]:
@@ -344,81 +496,21 @@ class Subscriber:
             if event is not None:
                 yield event
 
-    def _invalid(self, error: MessageError, where: str) -> None:
-        self.invalid += 1
-        if self.strict:
-            raise error
-        log.warning("skipping an invalid message (%s): %s", where, error.reason)
-
     def _on_frames(self, frames: list[bytes]) -> None:
         try:
             message = messages.decode(frames)
         except MessageError as exc:
-            self._invalid(exc, "live")
+            self._invalid_live += 1
+            if self.strict:
+                raise
+            log.warning("skipping an invalid message: %s", exc.reason)
             return
         if message["topic"] == messages.HEARTBEAT:
-            self._catch_up(message["last_seq"])
+            self._deliver(self.sequencer.heartbeat(message["last_seq"]))
             if messages.HEARTBEAT in self.topics:
                 self._pending.append(to_event(message))
-            return
-        seq = message["seq"]
-        if self._last is None:
-            self._last = seq - 1
-        if seq > self._last + 1:
-            self._catch_up(seq - 1)
-        self._accept(message)
+        else:
+            self._deliver(self.sequencer.live(message))
 
-    def _accept(self, message: Mapping[str, Any]) -> None:
-        seq = message["seq"]
-        if self._last is not None and seq <= self._last:
-            self.duplicates += 1
-            return
-        self._last = seq
-        if message["topic"] in self.topics:
-            self._pending.append(to_event(message))
-
-    def _catch_up(self, target: int | None) -> None:
-        """Replay from the last accounted seq up to ``target`` (None: as far as the ledger goes)."""
-        if self._last is None:
-            if target is not None:
-                self._last = target  # started from now: the heartbeat sets the baseline
-            return
-        if target is not None and target < self._last:
-            log.warning("the agent's sequence went back from %d to %d (ledger replaced?); following it",
-                        self._last, target)
-            self._last = target
-            return
-        while target is None or self._last < target:
-            try:
-                reply = self.control.replay_page(self._last, self.replay_page)
-            except ControlError as exc:
-                self._gap(target, str(exc))
-                return
-            advanced = self._last
-            for raw in reply["messages"]:
-                try:
-                    messages.validate(raw)
-                except MessageError as exc:
-                    self._invalid(exc, "replay")
-                    if isinstance(raw, Mapping) and isinstance(raw.get("seq"), int):
-                        self._last = max(self._last, raw["seq"])
-                    continue
-                if raw["seq"] > self._last + 1:  # a hole in the ledger itself
-                    self._gap(raw["seq"] - 1, "the agent's ledger no longer holds them")
-                self._accept(raw)
-            if not reply["more"] or self._last == advanced:
-                if target is not None and self._last < target:
-                    self._gap(target, "the agent's ledger no longer holds them")
-                return
-
-    def _gap(self, target: int | None, why: str) -> None:
-        assert self._last is not None
-        if target is None:
-            log.warning("could not replay after seq %d: %s", self._last, why)
-            return
-        first, count = self._last + 1, target - self._last
-        if self.strict:
-            raise ControlError(f"seq {first}-{target} missed and not replayed: {why}")
-        log.error("seq %d-%d missed and not replayed: %s", first, target, why)
-        self.lost += count
-        self._last = target
+    def _deliver(self, ready: Iterable[Mapping[str, Any]]) -> None:
+        self._pending.extend(to_event(m) for m in ready if m["topic"] in self.topics)
