@@ -205,8 +205,12 @@ class ControlServer:
                 if reply is not None:
                     try:
                         sock.send_multipart(reply, zmq.NOBLOCK)
+                    except zmq.ContextTerminated:
+                        raise
                     except zmq.ZMQError:  # the peer went away or is not reading: drop the reply
                         pass
+        except zmq.ContextTerminated:  # the context was torn down under us: nothing left to serve
+            log.warning("control_context_terminated")
         finally:
             sock.close(linger=0)
 

@@ -36,9 +36,9 @@ class Publisher:
         self._curve = curve
         if curve is not None:
             security.acquire_authenticator(context, curve)
-        self._socket: zmq.Socket | None = context.socket(zmq.PUB)
+        self._socket: zmq.Socket | None = None
         try:
-            sock = self._socket
+            sock = self._socket = context.socket(zmq.PUB)
             sock.linger = 1_000  # on close, give queued messages a second to leave, then drop them
             sock.sndhwm = high_water_mark
             sock.heartbeat_ivl = HEARTBEAT_IVL_MS
@@ -47,8 +47,9 @@ class Publisher:
                 curve.apply(sock)
             sock.bind(endpoint)
         except zmq.ZMQError:
-            self._socket.close(linger=0)
-            self._socket = None
+            if self._socket is not None:
+                self._socket.close(linger=0)
+                self._socket = None
             if curve is not None:
                 security.release_authenticator(context)
             raise
