@@ -136,7 +136,7 @@ def test_count_time_does_not_change_the_pattern(bt86):
     ten = prepare(dataclasses.replace(bt86, ranges=(ScanRange(bt86.two_theta, y10),)))
     assert np.allclose(once.intensity, ten.intensity, atol=1e-6)
     assert once.gate.applied == ten.gate.applied
-    assert once.gate.high_band_mean == pytest.approx(ten.gate.high_band_mean, rel=1e-9)
+    assert once.gate.high_band_mean == pytest.approx(ten.gate.high_band_mean, rel=1e-5)  # float32 grid
 
 
 def test_background_and_offset_are_removed():
