@@ -61,9 +61,6 @@ def server(context, ledger, expectations):
     def expect(request):
         expectations[request["sample_id"]] = list(request["phases"])
 
-    def explode(request):
-        raise RuntimeError("disk on fire")
-
     handlers = {"replay": replay_handler(ledger.replay, ledger.last_seq), "status": status_handler,
                 "expect": expect}
     srv = ControlServer(context, "tcp://127.0.0.1:*", handlers)
