@@ -11,7 +11,7 @@ import pytest
 from xrd_agent.config import GateConfig
 from xrd_agent.errors import NoCoverage, ScanError, UnknownWavelength
 from xrd_agent.pattern import GRID_POINTS, MODEL_GRID
-from xrd_agent.preprocess import despike, prepare, prepare_arrays, prepare_grid_batch, to_grid
+from xrd_agent.preprocess import despike, prepare, prepare_arrays, prepare_grid_batch, prepare_raw, to_grid
 from xrd_agent.profile import broaden
 from xrd_agent.readers import read_scan
 from xrd_agent.scan import ANODE_LINES, Scan, ScanRange, Wavelength, to_cu_two_theta
@@ -213,6 +213,14 @@ def test_batch_equals_single_path():
         single = prepare_arrays(MODEL_GRID, row)
         assert single.gate == decision
         np.testing.assert_allclose(out, single.intensity, atol=1e-6)
+
+
+def test_raw_grid_values_come_with_the_pattern(bt86):
+    pattern, raw = prepare_raw(bt86)
+    assert np.array_equal(pattern.intensity, prepare(bt86).intensity)
+    expected, _ = to_grid(bt86.two_theta, despike(bt86.intensity)[0])
+    np.testing.assert_array_equal(raw, expected)
+    assert raw.max() == pytest.approx(bt86.intensity[bt86.two_theta >= 5].max(), rel=0.05)
 
 
 def test_bad_arrays_do_not_crash():

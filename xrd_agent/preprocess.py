@@ -39,7 +39,9 @@ __all__ = [
     "gate_measure",
     "prepare",
     "prepare_arrays",
+    "prepare_arrays_raw",
     "prepare_grid_batch",
+    "prepare_raw",
     "remove_background",
     "scale",
     "to_grid",
@@ -362,6 +364,15 @@ def prepare_arrays(
     Raises :class:`~xrd_agent.errors.NoCoverage` when no measured point falls in
     5-50 deg (there is nothing the model could read).
     """
+    return prepare_arrays_raw(two_theta_cu, intensity, gate)[0]
+
+
+def prepare_arrays_raw(
+    two_theta_cu: np.ndarray, intensity: np.ndarray, gate: GateConfig = GateConfig()
+) -> tuple[Pattern, np.ndarray]:
+    """As :func:`prepare_arrays`, plus the despiked grid values before background and
+    scaling (float64, in the scan's own units; edge values held outside the mask):
+    what a crystallinity or signal-to-noise test needs, without gridding twice."""
     tt = np.asarray(two_theta_cu, float).ravel()
     inten = np.asarray(intensity, float).ravel()
     if tt.shape != inten.shape:
@@ -383,7 +394,9 @@ def prepare_arrays(
     intensity32 = out[0]
     intensity32.setflags(write=False)
     mask.setflags(write=False)
-    return Pattern(intensity=intensity32, mask=mask, gate=decisions[0], coverage=_coverage_value(mask))
+    values.setflags(write=False)
+    pattern = Pattern(intensity=intensity32, mask=mask, gate=decisions[0], coverage=_coverage_value(mask))
+    return pattern, values
 
 
 def prepare(scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | None = None) -> Pattern:
@@ -393,6 +406,13 @@ def prepare(scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | 
     not say, e.g. plain .xy with a configured default anode). Angles are carried
     through d-spacing, so a Co or Mo scan lands where the same d-spacing sits for Cu.
     """
+    return prepare_raw(scan, gate, wavelength=wavelength)[0]
+
+
+def prepare_raw(
+    scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | None = None
+) -> tuple[Pattern, np.ndarray]:
+    """As :func:`prepare`, plus the raw grid values of :func:`prepare_arrays_raw`."""
     lam = wavelength if wavelength is not None else (scan.wavelength.primary if scan.wavelength else None)
     if lam is None or not np.isfinite(lam) or lam <= 0:
         raise UnknownWavelength(
@@ -404,6 +424,6 @@ def prepare(scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | 
     if abs(lam - CU_KALPHA1) > 1e-5:
         tt = to_cu_two_theta(tt, lam)
     try:
-        return prepare_arrays(tt, scan.intensity, gate)
+        return prepare_arrays_raw(tt, scan.intensity, gate)
     except NoCoverage as exc:
         raise NoCoverage(exc.reason, scan.source_path) from None
