@@ -321,3 +321,30 @@ def test_an_engine_that_cannot_load_fails_the_start_cleanly(tmp_path):
     ledger = Ledger(tmp_path / "state")
     states = [(m["state"], m["detail"]) for m in ledger.replay(0, 100)[0] if m["topic"] == messages.STATUS]
     assert states[-1][0] == "stopped" and "could not be loaded" in states[-1][1]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sighup_moves_the_sockets_to_new_addresses(tmp_path, library_dir):
+    site = Site(tmp_path, library_dir)
+    with site.agent:
+        site.agent.start()
+        old_pub = site.agent.pub
+        pub, control = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+        site.rewrite_config(publish={"pub_endpoint": pub, "control_endpoint": control})
+        site.agent.signal(signal.SIGHUP)
+        endpoints = site.root / "state" / "endpoints.json"
+        _wait(lambda: json.loads(endpoints.read_text())["pub"] == pub, what="new endpoints written")
+        assert pub != old_pub
+        with Capture(pub, control, since_seq=0, topics=messages.TOPICS) as cap:
+            site.d8.export("R-1.raw", site.d8.measure("R-1", ["TSTMOF11"]))
+            cap.wait_for(lambda ev: any(e.topic == messages.IDENTIFICATION for e in ev))
+            # heartbeats are never replayed: one arriving proves the new PUB socket is live
+            cap.wait_for(lambda ev: any(e.topic == messages.HEARTBEAT for e in ev), timeout=10)
+        assert site.agent.stop() == 0

@@ -218,3 +218,29 @@ def test_the_worker_thread_drains_its_queue_on_stop(tmp_path, engine):
     assert recorded == {p.name for p in paths}
     assert len(rig.wire.topic(messages.IDENTIFICATION)) == 5
     assert len(rig.wire.topic(messages.HEARTBEAT)) >= 1
+
+
+def test_low_coverage_alert(tmp_path, engine):
+    from xrd_agent.testing.simulated_d8 import scan_axis
+
+    rig = Rig(tmp_path, engine)
+    rig.d8.tt = scan_axis(20.0, 30.0)  # a quick check scan: 10 of the model's 45 degrees
+    out = rig.run(rig.d8.export("Q-1.raw", rig.d8.measure("Q-1", ["TSTMOF02"])).path)
+    assert "low_coverage" in out[0]["result"]["flags"]
+    assert "low_coverage" in _reasons(out)
+
+
+def test_the_queue_is_bounded_and_submit_waits(tmp_path, engine):
+    import threading
+
+    rig = Rig(tmp_path, engine)
+    small = Pipeline(ledger=rig.ledger, engine=engine, send=rig.wire, expectations=rig.book,
+                     identity=Identity("a", "b"), root=rig.folder, read=lambda p, wl: readers.read_scan(p),
+                     queue_size=1)
+    p = rig.d8.export("B-1.raw", rig.d8.measure("B-1", ["TSTMOF01"])).path
+    due = Due(p, Signature.of(os.lstat(p)), time.time())
+    assert small.submit(due)  # fills the queue (the worker is not running)
+    stopping = threading.Event()
+    threading.Timer(0.5, stopping.set).start()
+    assert small.submit(due, stopping) is False  # it waited until told to stop: no unbounded memory
+    assert small.depth == 1

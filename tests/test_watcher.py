@@ -242,3 +242,24 @@ def test_mode_choice():
     assert choose_mode("auto", Path("/"), profile_prefers_polling=True) == "polling"
     assert filesystem_type(Path("/proc")) == "proc"
     assert choose_mode("auto", Path("/proc")) == "inotify"
+
+
+def test_recursion_is_optional(tmp_path):
+    (tmp_path / "2026-11-26").mkdir()
+    nested = tmp_path / "2026-11-26" / "S-1.raw"
+    top = tmp_path / "S-2.raw"
+    for recursive in (False, True):
+        sink = Sink()
+        w = _watcher(tmp_path, sink, "inotify")
+        w.recursive = recursive
+        w.start()
+        try:
+            if not recursive:
+                nested.write_bytes(raw4_bytes(_measurement()))
+                top.write_bytes(raw4_bytes(_measurement()))
+                assert sink.take().path == top
+                assert sink.nothing_more(within=1.5)  # the sub-folder is not watched
+            else:
+                assert {sink.take().path, sink.take().path} == {nested, top}
+        finally:
+            w.stop()
