@@ -177,7 +177,8 @@ def test_handler_failures_become_error_replies(context):
     def garbage(request):
         return {"state": "partying"}
 
-    srv = ControlServer(context, "tcp://127.0.0.1:*", {"replay": explode, "expect": refuse, "status": garbage})
+    handlers = {"replay": explode, "expect": refuse, "status": garbage}
+    srv = ControlServer(context, "tcp://127.0.0.1:*", handlers)
     with srv:
         c = ControlClient(srv.endpoint, context=context)
         with pytest.raises(ControlError, match=r"internal error \(RuntimeError\)"):

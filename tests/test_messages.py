@@ -93,7 +93,8 @@ def test_examples_validate_and_round_trip(topic):
 
 def test_real_identification_value_fits_the_result_schema():
     ident = Identification(
-        top=tuple(Candidate(i + 1, f"REF{i}", f"MOF-{i}", p) for i, p in enumerate((0.6, 0.2, 0.1, 0.05, 0.05))),
+        top=tuple(Candidate(i + 1, f"REF{i}", f"MOF-{i}", p)
+                  for i, p in enumerate((0.6, 0.2, 0.1, 0.05, 0.05))),
         confidence=0.6,
         flags=frozenset({Flag.MIXTURE, Flag.LOW_COVERAGE}),
         gate=GateDecision(applied=False, high_band_mean=0.01, threshold=0.05, cutoff_bins=200),
@@ -127,12 +128,14 @@ def _set(message, dotted, value):
 _DELETE = object()
 
 BROKEN = [
-    (messages.IDENTIFICATION, "result.top.0.probability", 1.5, "result.top[0].probability: 1.5 is greater than"),
+    (messages.IDENTIFICATION, "result.top.0.probability", 1.5,
+     "result.top[0].probability: 1.5 is greater than"),
     (messages.IDENTIFICATION, "scan_id", "not-a-hash", "scan_id: 'not-a-hash' does not match"),
     (messages.IDENTIFICATION, "path", _DELETE, "'path' is a required property"),
     (messages.IDENTIFICATION, "robot_arm", 3, "'robot_arm' was unexpected"),
     (messages.IDENTIFICATION, "result.flags", ["crystalline"], "'crystalline' is not one of"),
-    (messages.IDENTIFICATION, "published_at", "2026-11-26 09:14:06", "published_at: '2026-11-26 09:14:06' does not"),
+    (messages.IDENTIFICATION, "published_at", "2026-11-26 09:14:06",
+     "published_at: '2026-11-26 09:14:06' does not"),
     (messages.IDENTIFICATION, "seq", 0, "seq: 0 is less than the minimum of 1"),
     (messages.IDENTIFICATION, "result.confidence", float("nan"), "not representable as JSON"),
     (messages.ALERT, "reason", "robot_on_fire", "reason: 'robot_on_fire' is not one of"),

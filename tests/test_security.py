@@ -172,9 +172,11 @@ def test_keys_command_in_a_subprocess(tmp_path):
 def test_configuration_errors_are_clear(tmp_path, keydir):
     assert security.server_keys(PublishConfig()) is None
     cases = [
-        (PublishConfig(curve_secret_key=str(tmp_path / "missing.key_secret"), curve_allowed_dir=str(tmp_path)),
+        (PublishConfig(curve_secret_key=str(tmp_path / "missing.key_secret"),
+                       curve_allowed_dir=str(tmp_path)),
          "cannot read the server secret key file"),
-        (PublishConfig(curve_secret_key=str(keydir / "server.key"), curve_allowed_dir=str(keydir / "allowed")),
+        (PublishConfig(curve_secret_key=str(keydir / "server.key"),
+                       curve_allowed_dir=str(keydir / "allowed")),
          "holds no secret key"),
         (PublishConfig(curve_secret_key=str(keydir / "server.key_secret")), "is not a folder"),
         (PublishConfig(curve_allowed_dir=str(keydir / "allowed")), "curve_secret_key is not"),

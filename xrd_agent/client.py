@@ -111,7 +111,8 @@ def to_event(message: Mapping[str, Any]) -> Event:
         return IdentificationEvent(
             seq, topic, message, sample_id=message["sample_id"], scan_id=message["scan_id"],
             path=message["path"], top=tuple(Phase(**c) for c in result["top"]),
-            confidence=result["confidence"], flags=tuple(result["flags"]), duplicate_of=message["duplicate_of"])
+            confidence=result["confidence"], flags=tuple(result["flags"]),
+            duplicate_of=message["duplicate_of"])
     if topic == messages.ALERT:
         return AlertEvent(seq, topic, message, reason=message["reason"], severity=message["severity"],
                           sample_id=message["sample_id"], scan_id=message["scan_id"], path=message["path"],
@@ -372,7 +373,8 @@ class Subscriber:
         self.topics = frozenset(topics)
         unknown = self.topics - set(messages.TOPICS)
         if unknown:
-            raise ValueError(f"unknown topic(s) {', '.join(sorted(unknown))}; known: {', '.join(messages.TOPICS)}")
+            raise ValueError(f"unknown topic(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(messages.TOPICS)}")
         if since_seq is not None and since_seq < 0:
             raise ValueError("since_seq must be >= 0")
         self.pub_endpoint = pub_endpoint
@@ -438,7 +440,8 @@ class Subscriber:
             try:
                 self.sequencer.start_at(int(self.control.status()["last_seq"]))
             except ControlError as exc:  # start from the first message that arrives
-                log.warning("xrd-agent control unreachable at start (%s); starting from the next message", exc)
+                log.warning("xrd-agent control unreachable at start (%s); starting from the next message",
+                            exc)
         else:
             self._deliver(self.sequencer.catch_up())
 

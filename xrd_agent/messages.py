@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Annotated, Any, Literal, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import (Annotated, Any, Literal, NotRequired, TypedDict, Union, get_args, get_origin,
+                    get_type_hints, is_typeddict)
 
 import jsonschema
 from jsonschema.exceptions import best_match
@@ -52,7 +53,7 @@ DURABLE_TOPICS: tuple[str, ...] = (IDENTIFICATION, ALERT, REJECTED, STATUS)
 HEADER_KEYS = ("schema_version", "topic", "agent_id", "instrument_id", "seq", "published_at",
                "model_version", "library_version")
 
-#: Largest encoded message (bytes). A full identification is ~2 kB; the limit keeps a
+#: Largest encoded message (bytes). A Top-5 identification is ~1.2 kB; the limit keeps a
 #: hostile or broken peer from making a subscriber allocate without bound.
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -148,7 +149,8 @@ class CamRegion(TypedDict):
 
     start: Annotated[float, doc("Interval start (deg 2-theta, Cu K-alpha1 scale).")]
     end: Annotated[float, doc("Interval end (deg 2-theta, Cu K-alpha1 scale).")]
-    weight: Annotated[float, doc("Share of the positive activation inside the interval.", minimum=0, maximum=1)]
+    weight: Annotated[float, doc("Share of the positive activation inside the interval.",
+                                 minimum=0, maximum=1)]
 
 
 class IdentificationResult(TypedDict):
@@ -679,7 +681,8 @@ def decode(frames: Sequence[bytes]) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise MessageError(f"{topic}: the JSON frame must be an object, not {type(message).__name__}")
     if message.get("topic") != topic:
-        raise MessageError(f"topic frame {topic!r} does not match the message's topic {message.get('topic')!r}")
+        raise MessageError(f"topic frame {topic!r} does not match the message's topic "
+                           f"{message.get('topic')!r}")
     validate(message)
     return message
 

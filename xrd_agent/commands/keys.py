@@ -39,7 +39,8 @@ def run_generate(args: argparse.Namespace) -> int:
     made = "created" if keys.server_created else "kept existing"
     print(f"server key pair ({made}): {keys.server_secret} (secret, stays with the agent), "
           f"{keys.server_public} (public, give to robots)")
-    print(f"client key pair: {keys.client_secret} (secret, give to the robot '{args.name}'), {keys.client_public}")
+    print(f"client key pair: {keys.client_secret} (secret, give to the robot '{args.name}'), "
+          f"{keys.client_public}")
     print(f"allowed: {keys.allowed_public}")
     print("\nagent configuration:\n[publish]")
     print(f'curve_secret_key = "{keys.server_secret.resolve()}"')

@@ -25,13 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--count), 1 when --timeout passed before --count messages."
         ),
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration to take the endpoints and keys from")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML configuration to take the endpoints and keys from")
     parser.add_argument("--pub", metavar="ENDPOINT", help="PUB endpoint (default: publish.pub_endpoint)")
     parser.add_argument("--control", metavar="ENDPOINT",
                         help="control endpoint (default: publish.control_endpoint)")
     parser.add_argument("--topics", nargs="+", metavar="TOPIC", choices=messages.TOPICS,
                         default=list(messages.DURABLE_TOPICS),
-                        help=f"topics to print (default: all but heartbeats; choices: {', '.join(messages.TOPICS)})")
+                        help="topics to print (default: all but heartbeats; choices: "
+                             f"{', '.join(messages.TOPICS)})")
     parser.add_argument("--json", action="store_true", help="print each message as one JSON line")
     parser.add_argument("--since", type=int, metavar="SEQ",
                         help="first print every stored message after SEQ (0: all the ledger holds)")
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     keys = None
     if args.client_key or args.server_key:
         if not (args.client_key and args.server_key):
-            raise ConfigError("CURVE needs both --client-key (your .key_secret) and --server-key (server.key)")
+            raise ConfigError("CURVE needs both --client-key (your .key_secret) "
+                              "and --server-key (server.key)")
         from xrd_agent.service.security import CurveClientKeys
 
         keys = CurveClientKeys.from_files(args.client_key, args.server_key)

@@ -106,7 +106,8 @@ class ControlServer:
                 messages.validate_reply(reply)
             except MessageError as exc:
                 log.error("control_handler_invalid_reply", op=op, reason=exc.reason)
-                raise MessageError("internal error: the agent produced an invalid reply (see its log)") from None
+                raise MessageError(
+                    "internal error: the agent produced an invalid reply (see its log)") from None
             self.served += 1
             return reply
         except XrdAgentError as exc:

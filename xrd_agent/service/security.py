@@ -102,7 +102,8 @@ class CurveClientKeys:
         socket.curve_serverkey = self.server_public
 
     def __repr__(self) -> str:
-        return f"CurveClientKeys(public={self.public.decode()!r}, server_public={self.server_public.decode()!r})"
+        return (f"CurveClientKeys(public={self.public.decode()!r}, "
+                f"server_public={self.server_public.decode()!r})")
 
 
 def server_keys(config: PublishConfig) -> CurveServerKeys | None:
@@ -256,7 +257,8 @@ def generate_keys(directory: str | Path, name: str = "client") -> GeneratedKeys:
     server_public, server_secret = root / f"{SERVER_NAME}.key", root / f"{SERVER_NAME}.key_secret"
     client_public, client_secret = root / f"{name}.key", root / f"{name}.key_secret"
     if client_secret.exists() or client_public.exists():
-        raise ConfigError(f"{client_secret} already exists: choose another --name (keys are never overwritten)")
+        raise ConfigError(f"{client_secret} already exists: choose another --name "
+                          "(keys are never overwritten)")
     server_created = not server_secret.exists()
     if server_created and server_public.exists():
         raise ConfigError(f"{server_public} exists without its secret key: move it away first")
