@@ -336,8 +336,10 @@ def prepare_grid_batch(
     """
     # float32 from here on: what the model reads, and half the memory traffic.
     y = np.atleast_2d(np.asarray(y, np.float32))
-    if y.shape[1] != GRID_POINTS:
+    if y.ndim != 2 or y.shape[1] != GRID_POINTS:
         raise ValueError(f"expected rows of {GRID_POINTS} grid points, got shape {y.shape}")
+    if not np.isfinite(y).all():  # never let one bad value turn a whole row into NaN
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     m = None
     if mask is not None:
         m = np.broadcast_to(np.asarray(mask, bool), y.shape)
@@ -382,6 +384,12 @@ def prepare_arrays_raw(
     if tt.size > 1 and np.any(np.diff(tt) < 0):
         order = np.argsort(tt, kind="stable")
         tt, inten = tt[order], inten[order]
+    # Every step is scale-invariant, so work in units of the largest magnitude: absurd
+    # values from a damaged file (1e39, 1e300 counts) can then neither overflow a sum
+    # nor leave float32.
+    magnitude = float(np.abs(inten).max()) if inten.size else 0.0
+    if magnitude > 0:
+        inten = inten / magnitude
     inten, _ = despike(inten)
     values, mask = to_grid(tt, inten) if tt.size else (np.zeros(GRID_POINTS), np.zeros(GRID_POINTS, bool))
     if not mask.any():
@@ -394,6 +402,9 @@ def prepare_arrays_raw(
     intensity32 = out[0]
     intensity32.setflags(write=False)
     mask.setflags(write=False)
+    if magnitude > 0:
+        with np.errstate(over="ignore"):
+            values = values * magnitude  # back to the scan's own units
     values.setflags(write=False)
     pattern = Pattern(intensity=intensity32, mask=mask, gate=decisions[0], coverage=_coverage_value(mask))
     return pattern, values
