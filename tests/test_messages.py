@@ -267,3 +267,23 @@ def test_documented_examples_validate():
         else:
             messages.validate_request(block)
     assert topics == set(messages.TOPICS)
+
+
+def test_schema_files_work_on_their_own():
+    """Another lab validates with the files and any JSON Schema library, not with our code."""
+    import jsonschema
+
+    def files_validator(name):
+        document = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+        return jsonschema.Draft202012Validator(document)
+
+    for topic in messages.TOPICS:
+        assert files_validator(f"{topic.removeprefix('xrd.')}.json").is_valid(messages.example(topic, 3))
+    requests = files_validator("control_request.json")
+    assert requests.is_valid({"op": "replay", "since_seq": 0})
+    assert requests.is_valid({"op": "ping", "id": "x"})
+    assert not requests.is_valid({"op": "ping", "since_seq": 0})
+    replies = files_validator("control_reply.json")
+    assert replies.is_valid({"ok": True, "op": "ping", "schema_version": "1", "time": "2026-11-26T09:00:00Z"})
+    assert replies.is_valid({"ok": False, "op": None, "error": "no"})
+    assert not replies.is_valid({"ok": True, "op": "ping"})
