@@ -12,7 +12,6 @@ import pytest
 from xrd_agent import messages, readers
 from xrd_agent.config import Config, merge
 from xrd_agent.identification import Flag
-from xrd_agent.library.artifact import Library
 from xrd_agent.service.debounce import Due, Signature
 from xrd_agent.service.engines import CosineEngine
 from xrd_agent.service.expectations import ExpectationBook

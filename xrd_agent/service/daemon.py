@@ -333,7 +333,7 @@ class Daemon:
         self.ledger.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
-        log.info("stopped", last_seq=counts["messages"], **{k: v for k, v in counts.items() if k != "messages"})
+        log.info("stopped", **counts)
 
     # -- SIGHUP ------------------------------------------------------------------------------------
     def reload(self) -> None:

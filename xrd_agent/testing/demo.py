@@ -181,6 +181,12 @@ def _all_messages(control: Any) -> list[dict[str, Any]]:
         since = page["messages"][-1]["seq"]
 
 
+def _seconds(stamp: str) -> float:
+    import datetime as _dt
+
+    return _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _complete(steps: list[Step], messages: list[dict[str, Any]]) -> bool:
     names = {Path(m["path"]).name for m in messages if m["topic"] in ("xrd.identification", "xrd.rejected")}
     return all(s.name in names for s in steps)
@@ -226,6 +232,11 @@ def _summary(say: Any, steps: list[Step], truth: dict[str, str], messages: list[
         note = ", ".join(alerts.get(step.name, [])) or ("flags: " + ", ".join(flags) if flags else "-")
         say(f"{m['seq']:>4}  {step.name:<20} {truth[step.name][:30]:<30} {top[:28]:<28} {note}")
     n_alerts = sum(len(v) for v in alerts.values())
+    delays = sorted(_seconds(m["published_at"]) - _seconds(m["written_at"]) for m in by_file.values()
+                    if m["topic"] == "xrd.identification" and m.get("written_at"))
+    if delays:
+        say(f"file written -> result published: median {delays[len(delays) // 2]:.2f} s, "
+            f"max {delays[-1]:.2f} s (settle and completeness checks included)")
     say(f"identified {counts['identified']}, re-exports {counts['duplicate']}, rejected {counts['rejected']}, "
         f"alerts {n_alerts}; top-1 right on {counts['correct']} of {counts['single']} single-phase scans")
     say(f"agent stopped with exit code {exit_code} after draining its queue"
