@@ -116,7 +116,7 @@ class Sink:
         raise AssertionError(f"unexpected second delivery: {extra}")
 
 
-def _watcher(folder: Path, sink: Sink, mode: str, seen: set[Path] | None = None) -> Watcher:
+def _watcher(folder: Path, sink: Sink, mode: str, seen: set[Path] | None = None, rescan_s: float = 1.0) -> Watcher:
     deb = Debouncer(settle_s=0.5, incomplete_timeout_s=5.0, is_complete=readers.is_complete, classify=signature_format)
     done = seen if seen is not None else set()
 
@@ -125,7 +125,7 @@ def _watcher(folder: Path, sink: Sink, mode: str, seen: set[Path] | None = None)
         sink.ready.put(due)
 
     return Watcher(folder, debouncer=deb, on_ready=on_ready, on_folder=sink.folder.put,
-                   skip=lambda due: due.path in done, mode=mode, poll_interval_s=0.2, rescan_interval_s=1.0)
+                   skip=lambda due: due.path in done, mode=mode, poll_interval_s=0.2, rescan_interval_s=rescan_s)
 
 
 def _write_staged(folder: Path, name: str, data: bytes, stages: int = 4) -> Path:
@@ -263,3 +263,23 @@ def test_recursion_is_optional(tmp_path):
                 assert {sink.take().path, sink.take().path} == {nested, top}
         finally:
             w.stop()
+
+
+def test_a_folder_replaced_between_two_checks_is_watched_afresh(tmp_path):
+    folder = tmp_path / "share"
+    folder.mkdir()
+    sink = Sink()
+    w = _watcher(folder, sink, "inotify", rescan_s=3600)  # no periodic rescan to paper over it
+    w.start()
+    try:
+        # faster than the folder check: gone and back (a remount) before anyone noticed
+        folder.rename(tmp_path / "old-mount")
+        folder.mkdir()
+        path = None
+        deadline = time.monotonic() + 10
+        while path is None and time.monotonic() < deadline:
+            time.sleep(1.2)  # let the folder check see the new directory, then write into it
+            path = _write_staged(folder, "S-1.raw", raw4_bytes(_measurement()))
+        assert sink.take().path == path
+    finally:
+        w.stop()

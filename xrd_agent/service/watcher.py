@@ -237,10 +237,28 @@ class Watcher:
         except OSError as exc:
             log.warning("reconciliation scan failed", folder=str(self.directory), error=str(exc))
 
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
     def _folder_loop(self) -> None:
         next_rescan = time.monotonic() + self.rescan_interval_s
+        watched = self._identity()
         while not self._stop.is_set():
             present = self.directory.is_dir()
+            identity = self._identity() if present else None
+            if present and self.present and identity != watched:
+                # unmounted and mounted again between two checks, or a share mounted over the
+                # folder: the observer watches the old directory; watch the new one
+                log.warning("export folder was replaced or (re)mounted; watching it afresh",
+                            folder=str(self.directory))
+                self._stop_observer()
+                self._start_observer()
+                self._rescan_now.set()
+            watched = identity if present else watched
             if present != self.present:
                 self.present = present
                 if present:
