@@ -8,7 +8,9 @@
 2. ``prepare_grid_batch`` on 256 rows already on the grid: rows per second.
 3. The FFT gate's measure on clean simulated references and on the same with Poisson
    counting noise at several count levels (what the threshold 1.0 was chosen from).
-4. ``synthesize`` with the default augmentation and the shipped noise bank on a library
+4. How hard each augmentation preset makes a plain cosine search-match (a sanity
+   check of augmentation strength, not a model result).
+5. ``synthesize`` with the default augmentation and the shipped noise bank on a library
    of ``mofs`` real CoRE MOF 2019 structures (our simulator's sticks; made-up sticks if
    the CoRE MOF data is not installed): spectra per second, with 1 and 2 worker
    processes, and the projected time for 1,012 classes x ``per_class`` spectra.
@@ -70,6 +72,15 @@ def bench_single(repeat: int) -> None:
     median, best = _per_call(lambda: prepare_arrays(tt, y), repeat)
     print(f"{'typical .xy (5-50 deg, 0.02 step)':48s} {tt.size:6d} pts  median {median * 1e6:7.0f} us  "
           f"best {best * 1e6:7.0f} us  -> {1 / median:,.0f} scans/s on one core")
+    from xrd_agent.preprocess import prepare_many
+    from xrd_agent.scan import Scan, ScanRange, Wavelength
+
+    scan = Scan(ranges=(ScanRange(tt, y),), source_path=Path("typical.xy"), format="xy", format_version="1",
+                sha256="0" * 64, wavelength=Wavelength.for_anode("Cu"))
+    batch = [scan] * 64
+    median, best = _per_call(lambda: prepare_many(batch), max(repeat // 20, 5))
+    print(f"{'prepare_many, 64 typical .xy scans':48s} {'':10s}  median {median / 64 * 1e6:7.0f} us  "
+          f"best {best / 64 * 1e6:7.0f} us per scan -> {64 / median:,.0f} scans/s on one core")
 
 
 def gate_study(library) -> None:
@@ -90,6 +101,25 @@ def gate_study(library) -> None:
         v = np.array([d.high_band_mean for d in decisions])
         print(f"{label:42s} min {v.min():5.2f}  median {np.median(v):5.2f}  max {v.max():5.2f}  "
               f"gated at 1.0: {np.mean(v > 1.0):4.0%}")
+
+
+def augmentation_strength(library, per_class: int = 10) -> None:
+    """How hard each preset makes the task for a plain cosine search-match against the
+    clean references (the floor any model must clear; not the model's accuracy)."""
+    from xrd_agent.model.dataset import synthesize
+    from xrd_agent.preprocess import prepare_grid_batch
+
+    refs, _ = prepare_grid_batch(library.patterns, None)
+    refs /= np.linalg.norm(refs, axis=1, keepdims=True)
+    print(f"\n== augmentation strength: cosine search-match over {len(library)} references, "
+          f"{per_class} spectra each ==")
+    for preset in ("none", "paper", "physics", "default", "realistic"):
+        X, y = synthesize(library, per_class, seed=1, options=preset)
+        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        scores = X @ refs.T
+        rank = (scores > scores[np.arange(y.size), y][:, None]).sum(axis=1)
+        print(f"{preset:10s} cosine to own reference: median {np.median(scores[np.arange(y.size), y]):.3f}  "
+              f"top-1 {np.mean(rank == 0):6.1%}  top-5 {np.mean(rank < 5):6.1%}")
 
 
 def bench_batch() -> None:
@@ -179,6 +209,7 @@ def main() -> None:
         print(f"(no CoRE MOF structures: {exc}; using made-up sticks)")
         library, kind = _made_up_library(args.mofs)
     gate_study(library)
+    augmentation_strength(library)
     if not args.skip_synthesis:
         bench_synthesize(library, kind, args.per_class)
 

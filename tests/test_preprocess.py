@@ -15,7 +15,15 @@ from hypothesis.extra.numpy import arrays
 from xrd_agent.config import GateConfig
 from xrd_agent.errors import NoCoverage, ScanError, UnknownWavelength
 from xrd_agent.pattern import GRID_POINTS, MODEL_GRID
-from xrd_agent.preprocess import despike, prepare, prepare_arrays, prepare_grid_batch, prepare_raw, to_grid
+from xrd_agent.preprocess import (
+    despike,
+    prepare,
+    prepare_arrays,
+    prepare_grid_batch,
+    prepare_many,
+    prepare_raw,
+    to_grid,
+)
 from xrd_agent.profile import broaden
 from xrd_agent.readers import read_scan
 from xrd_agent.scan import ANODE_LINES, Scan, ScanRange, Wavelength, to_cu_two_theta
@@ -226,6 +234,22 @@ def test_raw_grid_values_come_with_the_pattern(bt86):
     expected, _ = to_grid(bt86.two_theta, despike(bt86.intensity)[0])
     np.testing.assert_allclose(raw, expected, rtol=1e-12)
     assert raw.max() == pytest.approx(bt86.intensity[bt86.two_theta >= 5].max(), rel=0.05)
+
+
+def test_many_scans_at_once_equal_one_by_one(fixtures_dir):
+    scans = [read_scan(p) for p in sorted(fixtures_dir.iterdir()) if p.suffix not in {".md", ".json"}]
+    beyond = _scan(np.linspace(60, 100, 400), np.ones(400))
+    unknown = dataclasses.replace(scans[0], wavelength=None)
+    results = prepare_many([beyond, *scans, unknown])
+    assert isinstance(results[0], NoCoverage) and results[0].path == Path("synthetic.xy")
+    assert isinstance(results[-1], UnknownWavelength)
+    for scan, result in zip(scans, results[1:-1]):
+        pattern, raw = result
+        alone, alone_raw = prepare_raw(scan)
+        np.testing.assert_allclose(pattern.intensity, alone.intensity, atol=1e-6)
+        np.testing.assert_array_equal(pattern.mask, alone.mask)
+        np.testing.assert_allclose(raw, alone_raw)
+        assert pattern.gate.applied == alone.gate.applied and pattern.coverage == alone.coverage
 
 
 def test_bad_arrays_do_not_crash():

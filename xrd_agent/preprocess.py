@@ -19,6 +19,8 @@ Steps, in order (each a small pure function below):
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -26,7 +28,7 @@ from scipy import fft as _fft
 from scipy import ndimage
 
 from xrd_agent.config import GateConfig
-from xrd_agent.errors import NoCoverage, UnknownWavelength
+from xrd_agent.errors import NoCoverage, ScanError, UnknownWavelength
 from xrd_agent.pattern import GRID_POINTS, GRID_STEP, MODEL_GRID, Coverage, GateDecision, Pattern
 from xrd_agent.scan import CU_KALPHA1, Scan, to_cu_two_theta
 
@@ -41,6 +43,7 @@ __all__ = [
     "prepare_arrays",
     "prepare_arrays_raw",
     "prepare_grid_batch",
+    "prepare_many",
     "prepare_raw",
     "remove_background",
     "scale",
@@ -63,7 +66,6 @@ _SPIKE_HALF = 3  # local median over 7 raw points
 #: A step between two measured points larger than this many median steps is a gap
 #: (between the ranges of a multi-range file): grid points inside it are not covered.
 _GAP_STEPS = 3.0
-_HALF_BIN = GRID_STEP / 2.0
 
 
 def _median(values: np.ndarray) -> float:
@@ -130,9 +132,17 @@ def coverage_of(
     tolerance at the ends) and not inside a gap between two ranges.
     """
     tt = np.asarray(two_theta, float)
+    mask = np.zeros(grid.size, bool)
     if tt.size == 0:
-        return np.zeros(grid.size, bool)
-    mask = (grid >= tt[0] - _HALF_BIN) & (grid <= tt[-1] + _HALF_BIN)
+        return mask
+    # The span by index arithmetic on the even grid (one slice, not three passes).
+    step = float(grid[1] - grid[0]) if grid.size > 1 else GRID_STEP
+    half = step / 2.0
+    first = max(int(np.ceil((tt[0] - half - grid[0]) / step - 1e-9)), 0)
+    last = min(int(np.floor((tt[-1] + half - grid[0]) / step + 1e-9)), grid.size - 1)
+    if last < first:
+        return mask
+    mask[first:last + 1] = True
     if tt.size > 1:
         if steps is None:
             steps = np.diff(tt)
@@ -142,7 +152,7 @@ def coverage_of(
         if np.any(steps > limit):
             j = np.clip(np.searchsorted(tt, grid), 1, tt.size - 1)
             lo, hi = tt[j - 1], tt[j]
-            in_gap = (hi - lo > limit) & (grid - lo > _HALF_BIN) & (hi - grid > _HALF_BIN)
+            in_gap = (hi - lo > limit) & (grid - lo > half) & (hi - grid > half)
             mask &= ~in_gap
     return mask
 
@@ -284,7 +294,7 @@ _NFFT = _fft.next_fast_len(GRID_POINTS, real=True)
 
 
 def _padded_cutoff(cutoff_bins: int) -> int:
-    return int(np.ceil(cutoff_bins * _NFFT / GRID_POINTS))
+    return math.ceil(cutoff_bins * _NFFT / GRID_POINTS)
 
 
 def gate_measure(
@@ -375,6 +385,13 @@ def prepare_arrays_raw(
     """As :func:`prepare_arrays`, plus the despiked grid values before background and
     scaling (float64, in the scan's own units; edge values held outside the mask):
     what a crystallinity or signal-to-noise test needs, without gridding twice."""
+    values, mask, magnitude = _gridded(two_theta_cu, intensity)
+    out, decisions = prepare_grid_batch(values[None, :], mask[None, :], gate)
+    return _finish(out[0], mask, decisions[0], values, magnitude)
+
+
+def _gridded(two_theta_cu: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Finite, sorted, despiked and on the grid, in units of the largest magnitude."""
     tt = np.asarray(two_theta_cu, float).ravel()
     inten = np.asarray(intensity, float).ravel()
     if tt.shape != inten.shape:
@@ -398,16 +415,20 @@ def prepare_arrays_raw(
             f"the scan ({span} on the Cu K-alpha1 scale) measured nothing between "
             f"{MODEL_GRID[0]:.0f} and {MODEL_GRID[-1]:.0f} deg 2-theta, the range the model reads"
         )
-    out, decisions = prepare_grid_batch(values[None, :], mask[None, :], gate)
-    intensity32 = out[0]
+    return values, mask, magnitude
+
+
+def _finish(
+    intensity32: np.ndarray, mask: np.ndarray, decision: GateDecision, values: np.ndarray, magnitude: float
+) -> tuple[Pattern, np.ndarray]:
+    intensity32 = np.array(intensity32, np.float32)
     intensity32.setflags(write=False)
     mask.setflags(write=False)
     if magnitude > 0:
         with np.errstate(over="ignore"):
             values = values * magnitude  # back to the scan's own units
     values.setflags(write=False)
-    pattern = Pattern(intensity=intensity32, mask=mask, gate=decisions[0], coverage=_coverage_value(mask))
-    return pattern, values
+    return Pattern(intensity=intensity32, mask=mask, gate=decision, coverage=_coverage_value(mask)), values
 
 
 def prepare(scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | None = None) -> Pattern:
@@ -424,6 +445,39 @@ def prepare_raw(
     scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | None = None
 ) -> tuple[Pattern, np.ndarray]:
     """As :func:`prepare`, plus the raw grid values of :func:`prepare_arrays_raw`."""
+    try:
+        return prepare_arrays_raw(_cu_two_theta(scan, wavelength), scan.intensity, gate)
+    except NoCoverage as exc:
+        raise NoCoverage(exc.reason, scan.source_path) from None
+
+
+def prepare_many(
+    scans: Sequence[Scan], gate: GateConfig = GateConfig(), *, wavelength: float | None = None
+) -> list[tuple[Pattern, np.ndarray] | ScanError]:
+    """:func:`prepare_raw` for many scans at once, in order; a scan that cannot be
+    prepared gives its :class:`ScanError` in its place. Each scan is gridded on its
+    own, then background, scaling and gate run once over all rows: about half the
+    cost per scan of one call each (docs/preprocessing.md)."""
+    results: list[tuple[Pattern, np.ndarray] | ScanError | None] = [None] * len(scans)
+    ready: list[tuple[int, np.ndarray, np.ndarray, float]] = []
+    for i, scan in enumerate(scans):
+        try:
+            ready.append((i, *_gridded(_cu_two_theta(scan, wavelength), scan.intensity)))
+        except NoCoverage as exc:
+            results[i] = NoCoverage(exc.reason, scan.source_path)
+        except ScanError as exc:
+            results[i] = exc
+    if ready:
+        rows = np.stack([r[1] for r in ready])
+        masks = np.stack([r[2] for r in ready])
+        out, decisions = prepare_grid_batch(rows, masks, gate)
+        for (i, values, mask, magnitude), row, decision in zip(ready, out, decisions):
+            results[i] = _finish(row, mask, decision, values, magnitude)
+    return results  # type: ignore[return-value]
+
+
+def _cu_two_theta(scan: Scan, wavelength: float | None) -> np.ndarray:
+    """The scan's 2-theta on the Cu K-alpha1 scale, through d-spacing."""
     lam = wavelength if wavelength is not None else (scan.wavelength.primary if scan.wavelength else None)
     if lam is None or not np.isfinite(lam) or lam <= 0:
         raise UnknownWavelength(
@@ -431,10 +485,6 @@ def prepare_raw(
             "or pass the wavelength",
             scan.source_path,
         )
-    tt = scan.two_theta
     if abs(lam - CU_KALPHA1) > 1e-5:
-        tt = to_cu_two_theta(tt, lam)
-    try:
-        return prepare_arrays_raw(tt, scan.intensity, gate)
-    except NoCoverage as exc:
-        raise NoCoverage(exc.reason, scan.source_path) from None
+        return to_cu_two_theta(scan.two_theta, lam)
+    return scan.two_theta
