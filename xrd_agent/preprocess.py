@@ -332,10 +332,12 @@ def fft_gate(y: np.ndarray, mask: np.ndarray | None, gate: GateConfig) -> tuple[
     return out, decisions
 
 
+# -- composed paths ----------------------------------------------------------------
+#: Rows per pass in the batch path: 32 rows of float32 (~0.6 MB with the FFT buffers)
+#: stay in the CPU cache, where ten passes over a whole 256-row batch would not.
 _CHUNK_ROWS = 32
 
 
-# -- composed paths ----------------------------------------------------------------
 def prepare_grid_batch(
     y: np.ndarray, mask: np.ndarray | None, gate: GateConfig = GateConfig()
 ) -> tuple[np.ndarray, list[GateDecision]]:
@@ -356,8 +358,7 @@ def prepare_grid_batch(
     if y.shape[0] <= _CHUNK_ROWS:
         out, decisions = fft_gate(scale(remove_background(y), m), m, gate)
         return out.astype(np.float32, copy=False), decisions
-    # Row chunks that fit in the CPU cache: one pass over 64 rows instead of ten passes
-    # over the whole batch is ~2x faster on large batches.
+    # Cache-sized row chunks (_CHUNK_ROWS).
     result = np.empty(y.shape, np.float32)
     decisions = []
     for a in range(0, y.shape[0], _CHUNK_ROWS):
