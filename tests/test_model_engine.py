@@ -79,7 +79,7 @@ def test_tiny_model_identifies_scans_of_its_classes(engine, tiny):
         result = engine.identify_arrays(MODEL_GRID, counts_scan(library, index, seed=index))
         assert isinstance(result, Identification) and len(result.top) == 5
         assert [c.rank for c in result.top] == [1, 2, 3, 4, 5]
-        assert sorted((c.probability for c in result.top), reverse=True) == [c.probability for c in result.top]
+        assert len({c.refcode for c in result.top}) == 5
         hits += result.top[0].refcode == library.refcodes[index]
         if result.top[0].refcode == library.refcodes[index]:
             assert Flag.UNKNOWN_PHASE not in result.flags and result.confidence > 0.5

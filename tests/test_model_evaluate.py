@@ -36,7 +36,7 @@ def test_evaluate_writes_tables_and_figures(tmp_path, fixtures_dir):
     results = ev.evaluate(engine, library, tmp_path / "out", config, fixtures=fixtures, command="pytest",
                           emit=lambda s: None)
     methods = results["scores"]["methods"]
-    assert set(methods) == {"cnn", "cosine_search_match", "naive_bayes", "knn"}
+    assert set(methods) == {"cnn", "cnn+peak_match", "cosine_search_match", "naive_bayes", "knn"}
     for rows in methods.values():
         assert set(rows) == {"clean/all", "clean/same_phase", "realistic/all", "realistic/same_phase"}
         assert rows["realistic/all"]["n"] == 2 * 6 and rows["realistic/same_phase"]["n"] == 2 * 5
@@ -44,6 +44,7 @@ def test_evaluate_writes_tables_and_figures(tmp_path, fixtures_dir):
         assert tops == sorted(tops) and 0.0 <= tops[0] <= 1.0
     assert methods["cosine_search_match"]["clean/same_phase"]["top5"] == 1.0
     assert results["open_set"]["amorphous"]["flagged_amorphous"] == 1.0
+    assert 0 < results["mixture"]["n"] and 0.0 <= results["mixture"]["flagged_mixture"] <= 1.0
     assert [r["file"] for r in results["open_set"]["fixtures"]] == [f.name for f in fixtures]
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| cnn | realistic/same_phase | 10 |" in md and "Command: `pytest`" in md

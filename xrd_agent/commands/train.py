@@ -41,8 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--workers", type=int, default=d.workers,
                         help="processes that synthesise the spectra (same result for any number)")
+    parser.add_argument("--augment", choices=("default", "realistic"), default=d.augment_preset,
+                        help="augmentation preset: default, or realistic (stronger: what another lab's scan "
+                             "of the same MOF looks like)")
     parser.add_argument("--no-bank-noise", action="store_true",
                         help="train without merging real baseline noise (no noise bank needed)")
+    parser.add_argument("--max-minutes", type=float, default=0.0,
+                        help="stop before an epoch would end past this many minutes of fitting (best "
+                             "weights are kept); 0 = no limit")
     parser.add_argument("--monitor-heldout", action="store_true",
                         help="score the library's held-out determinations after each epoch (recorded in "
                              "the history for the accuracy-vs-epochs figure; never used to stop or select)")
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(arch=args.arch, epochs=args.epochs, per_class=args.per_class, seed=args.seed,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, device=args.device, workers=max(1, args.workers),
+                         augment_preset=args.augment, max_minutes=args.max_minutes,
                          augment={"bank_noise": 0.0} if args.no_bank_noise else {})
     monitor = None
     if args.monitor_heldout:

@@ -29,6 +29,9 @@ from xrd_agent.pattern import GRID_POINTS, Pattern
 
 log = logging.getLogger(__name__)
 
+#: How many of the network's best candidates the peak match may reorder.
+RERANK_DEPTH = 5
+
 
 def select_device(preference: str = "auto") -> str:
     """Decide GPU or CPU once per process; returns a description for logs and manifests.
@@ -74,6 +77,7 @@ class Engine:
         batch_sizes: Sequence[int] = (1, 8, 64),
         top_k: int = 5,
         cam: bool = True,
+        rerank: bool = True,
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
     ) -> None:
@@ -83,6 +87,7 @@ class Engine:
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes if int(b) > 0})) or (1,)
         self.top_k = top_k
         self.cam = cam  # compute CAM regions (one backward pass to the last conv per batch)
+        self.rerank = rerank  # reorder the network's top 5 by softmax x peak-match score^2
         self.gate = gate
         self.policy = policy
         self.traces_ = 0
@@ -219,13 +224,21 @@ class Engine:
                values: np.ndarray | None) -> Identification:
         lib = self.library_
         k = min(self.top_k, probs.size)
-        order = np.argsort(-probs)[:k]
-        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[j], name=lib.names[j],
-                              probability=float(probs[j])) for r, j in enumerate(order))
+        depth = min(max(k, RERANK_DEPTH if self.rerank else 1), probs.size)
+        order = np.argsort(-probs)[:depth]
         scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=self.policy.weak_peak)
         cov = pattern.coverage
         first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
-        match = _flags.match_peaks(scan_peaks, self.reference_peaks(int(order[0])), first, last, self.policy)
+        matches = {int(j): _flags.match_peaks(scan_peaks, self.reference_peaks(int(j)), first, last, self.policy)
+                   for j in order[: (RERANK_DEPTH if self.rerank else 1)]}
+        if self.rerank:
+            # Peak evidence reorders the network's few best: softmax x score^2 (docs/model.md).
+            head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].score ** 2)
+            order = np.array(head + [int(j) for j in order if int(j) not in matches])
+        order = order[:k]
+        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[j], name=lib.names[j],
+                              probability=float(probs[j])) for r, j in enumerate(order))
+        match = matches[int(order[0])]
         cryst = _flags.crystallinity(values, pattern.mask) if values is not None else None
         confidence, flags = _flags.decide(float(probs[order[0]]), match, cryst, cov.fraction, self.policy)
         regions: tuple = ()
@@ -233,6 +246,7 @@ class Engine:
             regions = _cam.regions(_cam.to_grid(cam_row, self.centres_)[0], pattern.mask)
         extra: dict[str, object] = {
             "softmax_top": round(float(probs[order[0]]), 6),
+            "cam_refcode": lib.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
             "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
                       "score": round(match.score, 4), "shift": match.shift,
                       "unexplained_peaks": [round(p, 2) for p in match.unexplained]},

@@ -171,9 +171,45 @@ def score_methods(engine: Any, library: Any, sets: list[TestSet], config: EvalCo
     return results
 
 
-def confidence_table(engine: Any, ts: TestSet) -> dict[str, Any]:
+def identify_set(engine: Any, ts: TestSet) -> list[Any]:
+    """The engine's full answer (rerank, confidence, flags) for every row; CAM off for speed."""
+    cam, engine.cam = engine.cam, False
+    try:
+        return engine.identify_patterns(_patterns(ts.X))
+    finally:
+        engine.cam = cam
+
+
+def reranked_scores(engine: Any, ids: list[Any], n_classes: int) -> np.ndarray:
+    """Scores that reproduce the engine's Top-k order (rank 1 highest), -inf outside it."""
+    scores = np.full((len(ids), n_classes), -np.inf)
+    for i, r in enumerate(ids):
+        for c in r.top:
+            scores[i, library_index(engine, c.refcode)] = 100.0 - c.rank
+    return scores
+
+
+def mixture_table(engine: Any, ts: TestSet, seed: int, n: int = 200) -> dict[str, Any]:
+    """Two held-out phases summed (second at 40-100 % of the first): how often flagged mixture."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, len(ts.y), n)
+    b = rng.integers(0, len(ts.y), n)
+    keep = ts.y[a] != ts.y[b]
+    a, b = a[keep], b[keep]
+    w = rng.uniform(0.4, 1.0, a.size)[:, None]
+    X = ts.X[a] + w * ts.X[b]
+    X = (X / X.max(axis=1, keepdims=True)).astype(np.float32)
+    ids = identify_set(engine, TestSet("mixture", X, ts.y[a], np.ones(a.size, bool)))
+    top1 = np.array([library_index(engine, r.top[0].refcode) for r in ids])
+    return {"n": int(a.size),
+            "flagged_mixture": float(np.mean([Flag.MIXTURE in r.flags for r in ids])),
+            "flagged_unknown": float(np.mean([Flag.UNKNOWN_PHASE in r.flags for r in ids])),
+            "top1_is_major_phase": float(np.mean(top1 == ts.y[a])),
+            "top1_is_either_phase": float(np.mean((top1 == ts.y[a]) | (top1 == ts.y[b])))}
+
+
+def confidence_table(engine: Any, ts: TestSet, ids: list[Any]) -> dict[str, Any]:
     """How the confidence and unknown flag behave on held-out scans of library materials."""
-    ids = engine.identify_patterns(_patterns(ts.X))
     top1 = np.array([library_index(engine, r.top[0].refcode) for r in ids]) == ts.y
     conf = np.array([r.confidence for r in ids])
     unknown = np.array([Flag.UNKNOWN_PHASE in r.flags for r in ids])
@@ -396,6 +432,11 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_pct(c['mixture_flagged'])} |")
         lines += ["", "Reliability (realistic set): " + "; ".join(
             f"confidence {r['confidence']}: n={r['n']}, Top-1 {_pct(r['top1'])}" for r in results["confidence"][-1]["reliability"])]
+    if results.get("mixture"):
+        m = results["mixture"]
+        lines += ["", f"Two-phase mixtures of held-out scans (n={m['n']}): flagged mixture {_pct(m['flagged_mixture'])} %, "
+                      f"unknown {_pct(m['flagged_unknown'])} %; Top-1 is the major phase {_pct(m['top1_is_major_phase'])} %, "
+                      f"either phase {_pct(m['top1_is_either_phase'])} %."]
     if results.get("open_set"):
         o = results["open_set"]
         lines += ["", "## Open set: scans of things that are not library MOFs", "",
@@ -440,7 +481,15 @@ def evaluate(engine: Any, library: Any, out: str | Path, config: EvalConfig = Ev
     results: dict[str, Any] = {"model_version": engine.manifest_.version, "library_version": library.version,
                                "command": command, "config": asdict(config)}
     results["scores"] = score_methods(engine, library, sets, config, emit)
-    results["confidence"] = [confidence_table(engine, ts) for ts in sets]
+    identified = {ts.name: identify_set(engine, ts) for ts in sets}
+    rows = results["scores"]["methods"].setdefault("cnn+peak_match", {})
+    for ts in sets:
+        scores = reranked_scores(engine, identified[ts.name], len(library))
+        rows[f"{ts.name}/all"] = {**topk_accuracy(scores, ts.y), "n": int(len(ts.y))}
+        rows[f"{ts.name}/same_phase"] = {**topk_accuracy(scores[ts.same_phase], ts.y[ts.same_phase]),
+                                         "n": int(ts.same_phase.sum())}
+    results["confidence"] = [confidence_table(engine, ts, identified[ts.name]) for ts in sets]
+    results["mixture"] = mixture_table(engine, next(ts for ts in sets if ts.name == "realistic"), config.seed)
     results["open_set"] = open_set(engine, fixtures, config)
     emit("open set done")
     realistic = next(ts for ts in sets if ts.name == "realistic")

@@ -40,8 +40,10 @@ class TrainConfig:
     validation_fraction: float = 0.1
     patience: int = 5  # EarlyStopping on validation loss, best weights restored
     device: str = "auto"  # auto | cpu | gpu
-    augment: dict[str, Any] = field(default_factory=dict)  # options passed to dataset.synthesize
+    augment_preset: str = "default"  # default | realistic: the AugmentOptions the overrides apply to
+    augment: dict[str, Any] = field(default_factory=dict)  # overrides of single augmentation options
     workers: int = 1  # processes that synthesise spectra (the result is the same for any count)
+    max_minutes: float = 0.0  # > 0: stop before an epoch would end past this budget (best weights kept)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +61,23 @@ def _default_synthesizer() -> Synthesizer:
     from xrd_agent.model.dataset import synthesize
 
     return synthesize
+
+
+def augment_options(config: TrainConfig) -> Any:
+    """The AugmentOptions of ``config``: a preset with single options overridden."""
+    from dataclasses import replace as _replace
+
+    from xrd_agent.model.augment import AugmentOptions
+
+    presets = {"default": AugmentOptions, "realistic": AugmentOptions.realistic}
+    if config.augment_preset not in presets:
+        raise ValueError(f"unknown augmentation preset {config.augment_preset!r}; choose {', '.join(presets)}")
+    base = presets[config.augment_preset]()
+    overrides = AugmentOptions.coerce(dict(config.augment)) if config.augment else None
+    if overrides is None:
+        return base
+    changed = {k: getattr(overrides, k) for k in config.augment}
+    return _replace(base, **changed)
 
 
 def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +115,27 @@ class _Monitor:
                     logs[f"{name}_top5"] = float(np.mean(rank < 5))
 
         return Monitor()
+
+
+class _TimeBudget:
+    """Stop before the next epoch would overrun ``minutes`` (a shared CPU is slow to predict)."""
+
+    def __new__(cls, minutes: float, emit: Callable[[str], None]):
+        import keras
+
+        class TimeBudget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self._start = time.perf_counter()
+                self._last = self._start
+
+            def on_epoch_end(self, epoch, logs=None):
+                now = time.perf_counter()
+                epoch_s, self._last = now - self._last, now
+                if now - self._start + epoch_s > 60.0 * minutes:
+                    emit(f"time budget of {minutes:g} min reached after epoch {epoch + 1}: stopping")
+                    self.model.stop_training = True
+
+        return TimeBudget()
 
 
 class _EpochLog:
@@ -144,7 +184,7 @@ def train(
 
     t0 = time.perf_counter()
     per_class_total = config.per_class + max(1, int(round(config.per_class * config.validation_fraction)))
-    X, y = synthesize(library, per_class_total, seed=config.seed, options=dict(config.augment) or None,
+    X, y = synthesize(library, per_class_total, seed=config.seed, options=augment_options(config),
                       workers=config.workers)
     X = np.asarray(X, np.float32)
     y = np.asarray(y, np.int32)
@@ -160,14 +200,17 @@ def train(
     ]
     if monitor:
         callbacks.insert(0, _Monitor(monitor, config.batch_size))
+    if config.max_minutes > 0:
+        callbacks.append(_TimeBudget(config.max_minutes, emit))
     bar = sys.stdout.isatty() if progress is None else progress
     if not bar:
         callbacks.append(_EpochLog(emit, config.epochs))
     t1 = time.perf_counter()
-    # Fancy indexing copies; X[..., None] on the copies is a view, no second copy.
-    x_tr, y_tr = X[tr][..., None], y[tr]
-    val = (X[va][..., None], y[va]) if len(va) else None
-    del X
+    # One reordering copy (training rows first), then views: a 1,012-class set is GBs.
+    order = np.concatenate([tr, va])
+    X, y = X[order], y[order]
+    x_tr, y_tr = X[: len(tr), :, None], y[: len(tr)]
+    val = (X[len(tr):, :, None], y[len(tr):]) if len(va) else None
     fit = model.fit(x_tr, y_tr, validation_data=val, epochs=config.epochs, batch_size=config.batch_size,
                     shuffle=True, callbacks=callbacks, verbose=1 if bar else 0)
     fit_s = time.perf_counter() - t1
