@@ -85,3 +85,42 @@ def test_coremof_build_with_limit_has_named_classes_and_heldout(tmp_path):
             assert e["refcode"][:6] == e["class_refcode"][:6] and isinstance(e["same_phase"], bool)
     info = json.loads(xrd("library", "info", "--library", str(out), "--json").stdout)
     assert [e["refcode"] for e in info["entries"]] == list(lib.refcodes)
+
+
+def test_relabel_renames_without_touching_classes(cif_library, tmp_path):
+    from xrd_agent.library.build import relabel
+    from xrd_agent.library.names import CommonName
+
+    lib_dir = tmp_path / "copy"
+    shutil.copytree(cif_library[0], lib_dir)
+    before = Library.load(lib_dir)
+    named, changed = relabel(lib_dir, {"SALLAT_clean": CommonName("SALLAT_clean", "Cd test MOF", ("CdX",), None, False)})
+    after = Library.load(lib_dir, verify=True)
+    assert (named, changed) == (1, 2)  # SALLAT named; NaCl loses 'rock salt' (not in this table)
+    assert after.refcodes == before.refcodes and np.array_equal(after.patterns16, before.patterns16)
+    assert after.index_of("CdX") == 1 and after.entries[0]["name"] == "NaCl"
+
+
+def test_shipped_default_library_meets_its_contract():
+    from xrd_agent.library.artifact import default_library_path
+
+    path = default_library_path()
+    lib = Library.load(path, verify=True)
+    assert len(lib) >= 1012 and len(set(e["stem"] for e in lib.entries)) == len(lib)
+    for name in ("HKUST-1", "MOF-199", "Cu-BTC", "MOF-5", "IRMOF-1", "ZIF-8", "ZIF-67", "ZIF-7", "ZIF-9",
+                 "MOF-74(Zn)", "CPO-27-Co", "Mg-MOF-74", "MOF-74(Ni)", "MOF-74(Mn)", "MOF-74(Fe)", "UiO-66",
+                 "UiO-67", "MIL-53(Al)", "MIL-53(Cr)", "MIL-53(Fe)", "MIL-47", "MIL-88B(Cr)", "MIL-100(Fe)",
+                 "MIL-101(Cr)", "MIL-68(In)", "MOF-177", "PCN-222", "DUT-8(Ni)", "DUT-49"):
+        lib.index_of(name)
+    for e in lib.entries:
+        assert {"refcode", "name", "aliases", "formula", "metals", "cell", "volume", "space_group",
+                "variants", "doi", "source"} <= set(e)
+    size = sum(p.stat().st_size for p in path.glob("*") if p.is_file())
+    held = lib.heldout()
+    assert held is not None
+    held_size = sum(p.stat().st_size for p in (path / "heldout").glob("*"))
+    assert size <= 20e6 and held_size <= 10e6
+    for e in held.entries:
+        assert lib.refcodes[e["class_index"]] == e["class_refcode"] and e["stem"] == lib.entries[e["class_index"]]["stem"]
+    selection = (path / "selection.txt").read_text().splitlines()[1:]
+    assert [line.split("\t")[2] for line in selection] == list(lib.refcodes)

@@ -28,6 +28,12 @@ def register(subparsers: Any) -> None:
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
 
+    relabel = sub.add_parser("relabel", help="apply the names table (names.toml) to a built library",
+                             description="Rename classes from the curated names table without simulating "
+                                         "again; the classes and their order do not change.")
+    relabel.add_argument("--library", metavar="DIR", required=True, help="library folder to update")
+    relabel.set_defaults(func=_relabel)
+
     info = sub.add_parser("info", help="list the classes of a library")
     info.add_argument("--library", metavar="DIR", default=None, help="library folder (default: the shipped one)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -61,6 +67,14 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relabel(args: argparse.Namespace) -> int:
+    from xrd_agent.library.build import relabel
+
+    named, changed = relabel(args.library)
+    print(f"{args.library}: {named} classes carry a common name, {changed} names changed")
+    return 0
+
+
 def _load(path: str | None):
     from xrd_agent.library.artifact import Library
 
@@ -80,12 +94,16 @@ def _info(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=1))
         return 0
-    print(f"{lib.path}  version {lib.version}  {len(lib)} classes"
-          + (f", {len(held)} held-out determinations" if held is not None else ""))
+    lines = [f"{lib.path}  version {lib.version}  {len(lib)} classes"
+             + (f", {len(held)} held-out determinations" if held is not None else "")]
     for i, e in enumerate(lib.entries):
         name = e.get("name") or e["refcode"]
         label = f"{name} ({e['refcode']})" if name != e["refcode"] else name
-        print(f"{i:5d}  {label:40s} {e.get('formula', '')}")
+        lines.append(f"{i:5d}  {label:40s} {e.get('formula', '')}")
+    try:
+        print("\n".join(lines))
+    except BrokenPipeError:  # `xrd-agent library info | head`: the reader left, nothing is lost
+        sys.stderr.close()
     return 0
 
 

@@ -187,13 +187,13 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     determinations = load_determinations()
     stems = group_stems(determinations)
     names = load_names()
-    order = candidate_order(stems, names)
+    order = candidate_order(stems, [r for r, n in names.items() if n.first])
     target = DEFAULT_COUNT if select == "default" else len(order)
     if limit is not None:
         target = min(target, max(1, int(limit)))
     named_by_stem: dict[str, str] = {}
-    for refcode in names:
-        if refcode in determinations:
+    for refcode, common in names.items():
+        if common.first and refcode in determinations:
             named_by_stem.setdefault(refcode[:6], refcode)
 
     outcomes: dict[str, Outcome] = {}
@@ -233,7 +233,7 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     entries, kept, held_entries, held = [], [], [], []
     for index, (stem, refcode) in enumerate(chosen):
         o = outcomes[refcode]
-        name = names.get(refcode) or next((names[r] for r in names if r[:6] == stem), None)
+        name = name_for(refcode, names)
         entries.append(_coremof_entry(determinations[refcode], o, name, len(stems[stem])))
         kept.append(o)
         for det in stems[stem]:
@@ -279,6 +279,37 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     log(f"library: {len(entries)} classes, held-out: {len(held_entries)} determinations, "
         f"skipped {len(skipped)} CIFs, {seconds:.0f} s")
     return BuildReport(library, heldout, skipped, seconds, len(outcomes))
+
+
+def name_for(refcode: str, names: dict[str, Any]) -> Any:
+    """The names-table row of a determination: its own refcode, else another of its stem."""
+    return names.get(refcode) or next((names[r] for r in names if r[:6] == refcode[:6]), None)
+
+
+def relabel(directory: str | Path, names: dict[str, Any] | None = None) -> tuple[int, int]:
+    """Apply the names table to a built library (and its held-out set) without simulating
+    again: names, aliases and DOIs change, classes and their order do not. Returns
+    (classes named, classes whose name changed)."""
+    from xrd_agent.library.names import load_names
+
+    names = load_names() if names is None else names
+    lib = Library.load(directory)
+    named = changed = 0
+    for e in lib.entries:
+        row = name_for(e["refcode"], names)
+        new = {"name": row.name if row else e["refcode"], "aliases": list(row.aliases) if row else [],
+               "doi": (row.doi if row else None) or e.get("doi")}
+        named += row is not None
+        changed += new["name"] != e.get("name")
+        e.update(new)
+    lib.save(lib.path)
+    held = lib.heldout() if lib.path is not None else None
+    if held is not None:
+        for e in held.entries:
+            e["name"] = lib.entries[e["class_index"]]["name"]
+        held.save(held.path)
+    _write_selection(Path(directory), lib.entries)
+    return named, changed
 
 
 def _coremof_entry(det: Any, o: Outcome, name: Any, determinations: int) -> dict[str, Any]:

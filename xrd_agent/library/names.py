@@ -20,6 +20,10 @@ class CommonName:
     name: str
     aliases: tuple[str, ...] = ()
     doi: str | None = None
+    #: True: the stem enters the library first and this refcode is its training determination.
+    #: False: a name only (another determination of a famous MOF that the selection rule
+    #: chose anyway); the stem keeps its place, so naming it never reorders the classes.
+    first: bool = True
 
 
 def load_names(path: str | Path | None = None) -> dict[str, CommonName]:
@@ -36,5 +40,6 @@ def load_names(path: str | Path | None = None) -> dict[str, CommonName]:
     for refcode, row in table.items():
         if not isinstance(row, dict) or not row.get("name"):
             raise LibraryError(f"names table: {refcode} needs a name")
-        out[refcode] = CommonName(refcode, str(row["name"]), tuple(row.get("aliases", ())), row.get("doi"))
+        out[refcode] = CommonName(refcode, str(row["name"]), tuple(row.get("aliases", ())), row.get("doi"),
+                                  bool(row.get("first", True)))
     return out
