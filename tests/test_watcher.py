@@ -283,3 +283,17 @@ def test_a_folder_replaced_between_two_checks_is_watched_afresh(tmp_path):
         assert sink.take().path == path
     finally:
         w.stop()
+
+
+def test_settle_times_come_from_the_profiles_and_can_be_capped():
+    from xrd_agent.config import Config, merge
+    from xrd_agent.service.instrument import Instrument
+
+    plain = Instrument(Config())
+    ascii_profile = plain.profile_for(Path("S-1.xy"))
+    assert ascii_profile is not None and plain.settle_only(Path("S-1.xy"))
+    assert plain.settle_for(Path("S-1.xy")) == ascii_profile.settle_s
+    assert plain.settle_for(Path("notes.unknown")) == Config().watch.settle_s  # claimed by no profile
+    assert not plain.settle_only(Path("S-1.brml"))
+    capped = Instrument(merge(Config(), {"watch": {"max_settle_s": 0.5}}))
+    assert capped.settle_for(Path("S-1.xy")) == 0.5

@@ -53,6 +53,7 @@ class WatchConfig:
     settle_s: float = 2.0
     queue_size: int = 256
     incomplete_timeout_s: float = 900.0  # a recognised scan still incomplete this long is read anyway (rejected)
+    max_settle_s: float = 0.0  # caps every settle time, the profiles' included (0: no cap)
 
 
 @dataclass(frozen=True)

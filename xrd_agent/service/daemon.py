@@ -129,11 +129,17 @@ class Daemon:
         from xrd_agent import readers
 
         directory = Path(config.watch.directory).absolute()
+        instrument = self.instrument
+
+        def classify(path: Path) -> str | None:
+            return None if instrument.settle_only(path) else signature_format(path)
+
         debouncer = Debouncer(
-            settle_s=self.instrument.settle_s,
+            settle_s=instrument.settle_s,
             incomplete_timeout_s=config.watch.incomplete_timeout_s,
             is_complete=readers.is_complete,
-            classify=signature_format,
+            classify=classify,
+            settle_for=instrument.settle_for,
         )
         mode = choose_mode(config.watch.mode, directory, self.instrument.prefers_polling)
         return Watcher(

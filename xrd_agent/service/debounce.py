@@ -69,6 +69,7 @@ class Debouncer:
         incomplete_timeout_s: float,
         is_complete: Callable[[Path], bool],
         classify: Callable[[Path], str | None],
+        settle_for: Callable[[Path], float] | None = None,
         quiet_s: float = QUIET_S,
         stat: Callable[[Path], os.stat_result] = os.lstat,
         clock: Callable[[], float] = time.monotonic,
@@ -79,6 +80,7 @@ class Debouncer:
         self.incomplete_timeout_s = max(float(incomplete_timeout_s), self.settle_s)
         self._is_complete = is_complete
         self._classify = classify
+        self._settle_for = settle_for
         self._stat = stat
         self._clock = clock
         self._wall = wall
@@ -133,9 +135,10 @@ class Debouncer:
             return True  # never followed; the pipeline rejects it
         fmt = self._classify(path)
         if fmt is None or fmt in HEADERLESS:
-            # No header promises anything (plain text) or no reader knows the file (junk,
-            # to be rejected): all we have is the settle time.
-            return stable_s >= self.settle_s
+            # No header promises anything (plain text, or a profile that says "settle"), or no
+            # reader knows the file (junk, to be rejected): all we have is the settle time.
+            settle = self._settle_for(path) if self._settle_for is not None else self.settle_s
+            return stable_s >= settle
         return self._is_complete(path)
 
 

@@ -53,8 +53,8 @@ class Instrument:
                 self._default_wavelength = Wavelength.for_anode(config.service.default_anode)
             except ScanError as exc:
                 raise ConfigError(f"service.default_anode: {exc.reason}") from None
-        settle = [float(getattr(p, "settle_s", 0) or 0) for p in self.profiles] if self.named else []
-        self.settle_s = max([config.watch.settle_s, *settle])
+        self.settle_s = config.watch.settle_s
+        self.max_settle_s = config.watch.max_settle_s
         self.prefers_polling = self.named and any(_polling(p) for p in self.profiles)
 
     def ignores(self, path: Path) -> bool:
@@ -67,6 +67,18 @@ class Instrument:
             if _call(p, "matches", path, False):
                 return p
         return self.profiles[0] if self.named and self.profiles else None
+
+    def settle_for(self, path: Path) -> float:
+        """How long a file without a completeness test must stay unchanged: its profile's
+        settle time, else ``watch.settle_s``; never more than ``watch.max_settle_s`` if set."""
+        profile = self.profile_for(path)
+        settle = float(getattr(profile, "settle_s", self.settle_s) or self.settle_s) if profile else self.settle_s
+        return min(settle, self.max_settle_s) if self.max_settle_s > 0 else settle
+
+    def settle_only(self, path: Path) -> bool:
+        """The file's profile says its files are finished when quiet, whatever the reader says."""
+        profile = self.profile_for(path)
+        return getattr(profile, "completeness", "reader") == "settle"
 
     def wavelength_for(self, path: Path) -> Wavelength | None:
         """The configured default anode first, else the matching profile's default."""

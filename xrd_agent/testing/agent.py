@@ -42,7 +42,7 @@ def agent_config(root: Path, **sections: dict[str, Any]) -> dict[str, dict[str, 
     """Settings for a test or demo agent under ``root``: quick timings, free loopback ports."""
     base: dict[str, dict[str, Any]] = {
         "service": {"state_dir": str(root / "state"), "agent_id": "xrd-agent-test", "instrument_id": "simulated-d8"},
-        "watch": {"directory": str(root / "export"), "settle_s": 0.5, "rescan_interval_s": 2.0,
+        "watch": {"directory": str(root / "export"), "settle_s": 0.5, "max_settle_s": 0.5, "rescan_interval_s": 2.0,
                   "poll_interval_s": 0.2, "incomplete_timeout_s": 5.0},
         "publish": {"pub_endpoint": "tcp://127.0.0.1:*", "control_endpoint": "tcp://127.0.0.1:*",
                     "heartbeat_s": 1.0},
