@@ -105,13 +105,17 @@ class Instrument:
         return None
 
     def sample_id(self, scan: Scan) -> str:
-        """From the file's metadata (RAW SAMPLEID, BRML SampleName), else the profile's
-        file-name pattern, else the file name without extension."""
-        if scan.sample_id and scan.sample_id.strip():
-            return scan.sample_id.strip()[:256]
+        """The profile that claims the file decides (its metadata key, minus software
+        placeholders such as "Commander Sample ID", else its file-name pattern); without a
+        profile the file's own metadata (RAW SAMPLEID, BRML SampleName); else the file name
+        without extension."""
         profile = self.profile_for(scan.source_path)
-        found = _call(profile, "sample_id", scan, None) if profile is not None else None
-        return str(found)[:256] if found else scan.source_path.stem[:256]
+        if profile is not None:
+            found = _call(profile, "sample_id", scan, None)
+        else:
+            found = scan.sample_id
+        found = str(found).strip() if found else ""
+        return (found or scan.source_path.stem)[:256]
 
 
 def _call(obj: Any, method: str, arg: Any, default: Any) -> Any:
