@@ -69,6 +69,7 @@ def test_training_writes_a_complete_model_folder(tiny):
     assert manifest["training"]["seed"] == 3 and manifest["command"] == "pytest"
     assert manifest["metrics"]["epochs_run"] >= 1
     assert (folder / artifact.REPORT_FILE).stat().st_size > 10_000  # a real PNG, not a stub
+    assert (folder / artifact.MODEL_FILE).stat().st_size < 10e6  # weights only, no optimizer state
     assert len(json.loads((folder / artifact.HISTORY_FILE).read_text())["loss"]) == manifest["metrics"]["epochs_run"]
 
 

@@ -243,7 +243,10 @@ def train(
     if out is not None:
         path = Path(out)
         path.mkdir(parents=True, exist_ok=True)
-        model.save(path / artifact.MODEL_FILE)
+        # An uncompiled copy: no optimizer state (2x the weights) in a file that ships.
+        # (clone_model would recompile; a new Model over the same layers has no optimizer.)
+        inference = keras.Model(model.inputs, model.outputs, name=model.name)
+        inference.save(path / artifact.MODEL_FILE)
         manifest = artifact.write_manifest(path, manifest)
         (path / artifact.HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
         plot_history(history, path / artifact.REPORT_FILE, title=f"{config.arch}, {len(library)} classes")
