@@ -2,7 +2,8 @@
 
 Under systemd (``JOURNAL_STREAM`` set) or whenever stderr is not a terminal, every event
 is one JSON object per line (journald and log shippers parse it); on a terminal it is
-structlog's readable console renderer.
+structlog's readable console renderer. Standard-library loggers are routed through the
+same renderer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ def configure(level: str = "info", *, json: bool | None = None, stream: TextIO |
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    # Libraries that log through the standard library (the model engine, pyzmq's
+    # authenticator, TensorFlow's Python side) come out in the same format.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processor=renderer,
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
