@@ -15,6 +15,7 @@ import pytest
 
 from xrd_agent import messages
 from xrd_agent.client import ControlClient
+from xrd_agent.errors import ControlError
 from xrd_agent.library.artifact import Library
 from xrd_agent.service.ledger import Ledger
 from xrd_agent.testing.agent import AgentProcess, agent_config, write_config
@@ -347,4 +348,36 @@ def test_sighup_moves_the_sockets_to_new_addresses(tmp_path, library_dir):
             cap.wait_for(lambda ev: any(e.topic == messages.IDENTIFICATION for e in ev))
             # heartbeats are never replayed: one arriving proves the new PUB socket is live
             cap.wait_for(lambda ev: any(e.topic == messages.HEARTBEAT for e in ev), timeout=10)
+        # the same PUB address again, only the control socket moves: close, re-bind, carry on
+        control2 = f"tcp://127.0.0.1:{_free_port()}"
+        site.rewrite_config(publish={"pub_endpoint": pub, "control_endpoint": control2})
+        site.agent.signal(signal.SIGHUP)
+        _wait(lambda: json.loads(endpoints.read_text())["control"] == control2, what="control moved")
+        with Capture(pub, control2, since_seq=0, topics=messages.TOPICS) as cap:
+            cap.wait_for(lambda ev: any(e.topic == messages.IDENTIFICATION for e in ev))
+            cap.wait_for(lambda ev: any(e.topic == messages.HEARTBEAT for e in ev), timeout=10)
+        assert site.agent.stop() == 0
+
+
+def test_sighup_turns_on_curve_on_the_same_addresses(tmp_path, library_dir):
+    from xrd_agent.service.security import CurveClientKeys, generate_keys
+
+    pub, control = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    site = Site(tmp_path, library_dir, publish={"pub_endpoint": pub, "control_endpoint": control})
+    keys = generate_keys(tmp_path / "keys", "robot")
+    with site.agent:
+        site.agent.start()
+        site.rewrite_config(publish={"curve_secret_key": str(keys.server_secret),
+                                     "curve_allowed_dir": str(keys.allowed_public.parent)})
+        site.agent.signal(signal.SIGHUP)
+        _wait(lambda: "sockets re-bound" in site.agent.log_tail(50_000), what="sockets re-bound")
+        robot = CurveClientKeys.from_files(keys.client_secret, keys.server_public)
+        with Capture(pub, control, since_seq=0, topics=messages.TOPICS, curve_client_keys=robot) as cap:
+            site.d8.export("K-1.raw", site.d8.measure("K-1", ["TSTMOF12"]))
+            cap.wait_for(lambda ev: any(e.topic == messages.IDENTIFICATION for e in ev))
+            cap.wait_for(lambda ev: any(e.topic == messages.HEARTBEAT for e in ev), timeout=10)
+        stranger = ControlClient(control, timeout_s=2)
+        with pytest.raises(ControlError):
+            stranger.status()  # no key, no answer: the same address now demands CURVE
+        stranger.close()
         assert site.agent.stop() == 0

@@ -100,24 +100,26 @@ class Daemon:
         import zmq
 
         from xrd_agent.service import security
-        from xrd_agent.service.control import ControlServer, replay_handler
+        from xrd_agent.service.control import ControlServer
         from xrd_agent.service.publisher import Publisher
 
         self.curve = security.server_keys(config.publish)
         self.publisher = Publisher(self.context, config.publish.pub_endpoint,
                                    high_water_mark=config.publish.high_water_mark, curve=self.curve)
-        handlers = {
-            "replay": replay_handler(self.ledger.replay, self.ledger.last_seq),
-            "status": self._status_reply,
-            "expect": self._expect,
-        }
         try:
-            self.control = ControlServer(self.context, config.publish.control_endpoint, handlers, curve=self.curve)
+            self.control = ControlServer(self.context, config.publish.control_endpoint, self._handlers(),
+                                         curve=self.curve)
             self.control.start()
         except (zmq.ZMQError, RuntimeError):
             self.publisher.close()
             raise
         self._write_endpoints()
+
+    def _handlers(self) -> dict[str, Any]:
+        from xrd_agent.service.control import replay_handler
+
+        return {"replay": replay_handler(self.ledger.replay, self.ledger.last_seq),
+                "status": self._status_reply, "expect": self._expect}
 
     def _write_endpoints(self) -> None:
         data = {"pub": self.publisher.endpoint, "control": self.control.endpoint, "pid": os.getpid()}
@@ -368,7 +370,7 @@ class Daemon:
             log.warning("a different model or library takes a restart: `systemctl restart xrd-agent`")
         endpoints = ("pub_endpoint", "control_endpoint", "curve_secret_key", "curve_allowed_dir")
         if any(getattr(old.publish, k) != getattr(new.publish, k) for k in endpoints):
-            self._rebind(new)
+            self._rebind(old, new)
         elif self.curve is not None:
             from xrd_agent.service import security
 
@@ -391,27 +393,70 @@ class Daemon:
         self.notifier.ready(f"{self.state}: {self.detail}")
         log.info("configuration reloaded", folder=str(self.watcher.directory))
 
-    def _rebind(self, new: Config) -> None:
-        """New socket addresses or keys: bind the new sockets first, then retire the old ones."""
-        old_pub, old_control = self.publisher, self.control
+    def _rebind(self, old: Config, new: Config) -> None:
+        """New socket addresses or CURVE keys. A socket that changes is closed before its
+        successor binds (the same address may be asked for again, now with keys): subscribers
+        see a gap of milliseconds, reconnect by themselves and fill it by replay. An address
+        that cannot be bound falls back to the old one."""
+        from xrd_agent.service import security
+        from xrd_agent.service.control import ControlServer
+        from xrd_agent.service.publisher import Publisher
+
         try:
-            self._bind(new)
-        except Exception as exc:
-            log.error("new sockets could not be bound: keeping the old ones", error=str(exc))
-            self.publisher, self.control = old_pub, old_control
+            curve = security.server_keys(new.publish)
+        except XrdAgentError as exc:
+            log.error("new CURVE keys refused: keeping the sockets as they are", reason=str(exc))
             return
-        swapped = threading.Event()
+        old_curve, o, n = self.curve, old.publish, new.publish
+        keys_changed = (o.curve_secret_key, o.curve_allowed_dir) != (n.curve_secret_key, n.curve_allowed_dir)
+        if keys_changed or o.pub_endpoint != n.pub_endpoint:
+            done = threading.Event()
 
-        def swap() -> None:  # runs in the worker: the only thread that uses the publisher
-            self.pipeline._send = self.publisher.send
-            old_pub.close()
-            swapped.set()
+            def swap_publisher() -> None:  # in the worker: the only thread that uses the publisher
+                try:
+                    self.publisher.close()
+                    self.publisher = _bind_retrying(
+                        lambda: Publisher(self.context, n.pub_endpoint, high_water_mark=n.high_water_mark, curve=curve),
+                        lambda: Publisher(self.context, o.pub_endpoint, high_water_mark=o.high_water_mark,
+                                          curve=old_curve), "PUB")
+                    self.pipeline._send = self.publisher.send
+                finally:
+                    done.set()
 
-        self.pipeline.call_in_worker(swap)
-        old_control.stop()
-        if not swapped.wait(30):
-            log.warning("worker did not switch publisher within 30 s")
+            self.pipeline.call_in_worker(swap_publisher)
+            if not done.wait(60):
+                log.error("the worker did not switch the PUB socket within 60 s")
+        if keys_changed or o.control_endpoint != n.control_endpoint:
+            self.control.stop()
+
+            def control(endpoint: str, keys: Any) -> ControlServer:
+                server = ControlServer(self.context, endpoint, self._handlers(), curve=keys)
+                server.start()
+                return server
+
+            self.control = _bind_retrying(lambda: control(n.control_endpoint, curve),
+                                          lambda: control(o.control_endpoint, old_curve), "control")
+        self.curve = curve
+        self._write_endpoints()
         log.info("sockets re-bound", pub=self.publisher.endpoint, control=self.control.endpoint)
+
+
+def _bind_retrying(new: Any, old: Any, what: str, attempts: int = 50) -> Any:
+    """Bind with ``new()``; a just-closed socket may hold the port for some milliseconds,
+    so retry for a few seconds; then fall back to ``old()`` (retried the same way)."""
+    import zmq
+
+    for make, label in ((new, "new"), (old, "old")):
+        for _ in range(attempts):
+            try:
+                return make()
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE:
+                    log.error(f"{what} socket could not be bound", address=label, error=str(exc))
+                    break
+                time.sleep(0.1)
+        log.error(f"{what} socket: the {label} address cannot be bound")
+    raise RuntimeError(f"the {what} socket could be bound neither on the new nor on the old address")
 
 
 def run_service(config_path: str | None, overrides: Mapping[str, Any]) -> int:

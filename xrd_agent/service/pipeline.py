@@ -264,7 +264,10 @@ class Pipeline:
                 call = self._calls.get_nowait()
             except queue.Empty:
                 break
-            call()
+            try:
+                call()
+            except Exception:
+                log.exception("call in the worker failed")
         while True:
             try:
                 make = self._notices.get_nowait()
