@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -88,23 +89,40 @@ def _info(args: argparse.Namespace) -> int:
         doc = {
             "path": str(lib.path), "version": lib.version, "count": len(lib),
             "heldout_count": len(held) if held is not None else 0,
+            "heldout": _heldout_summary(held),
             "entries": [{"index": i, "refcode": e["refcode"], "name": e.get("name") or e["refcode"],
                          "aliases": e.get("aliases", []), "formula": e.get("formula"), "metals": e.get("metals", [])}
                         for i, e in enumerate(lib.entries)],
         }
-        print(json.dumps(doc, indent=1))
+        _emit(json.dumps(doc, indent=1))
         return 0
+    summary = _heldout_summary(held)
     lines = [f"{lib.path}  version {lib.version}  {len(lib)} classes"
-             + (f", {len(held)} held-out determinations" if held is not None else "")]
+             + (f", {summary['count']} held-out determinations of {summary['stems']} stems "
+                f"({summary['same_phase']} same phase, {summary['different_phase']} different phase)"
+                if summary else "")]
     for i, e in enumerate(lib.entries):
         name = e.get("name") or e["refcode"]
         label = f"{name} ({e['refcode']})" if name != e["refcode"] else name
         lines.append(f"{i:5d}  {label:40s} {e.get('formula', '')}")
-    try:
-        print("\n".join(lines))
-    except BrokenPipeError:  # `xrd-agent library info | head`: the reader left, nothing is lost
-        sys.stderr.close()
+    _emit("\n".join(lines))
     return 0
+
+
+def _emit(text: str) -> None:
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `xrd-agent library info | head`: the reader left, nothing is lost
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps interpreter shutdown quiet
+
+
+def _heldout_summary(held: Any) -> dict[str, int] | None:
+    if held is None:
+        return None
+    same = sum(1 for e in held.entries if e.get("same_phase"))
+    return {"count": len(held), "stems": len({e.get("class_refcode") for e in held.entries}),
+            "same_phase": same, "different_phase": len(held) - same}
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -127,7 +145,7 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps({"index": i, **e, "peaks": peaks}, indent=1))
         return 0
     print(f"[{i}] {e.get('name') or e['refcode']}  refcode {e['refcode']}")
-    for key in ("aliases", "formula", "metals", "cell", "volume", "space_group", "variants", "doi", "source"):
+    for key in ("aliases", "formula", "metals", "cell", "volume", "atoms", "space_group", "variants", "doi", "source"):
         if e.get(key) not in (None, [], ""):
             value = ", ".join(map(str, e[key])) if isinstance(e[key], list) else e[key]
             print(f"  {key:12s} {value}")

@@ -99,7 +99,9 @@ def _primitive_niggli(structure: Any) -> Any:
     numbers = [max(site.species.items(), key=lambda kv: kv[1])[0].Z for site in structure]
     cell = (structure.lattice.matrix, structure.frac_coords, numbers)
     try:
-        prim = spglib.find_primitive(cell, symprec=0.1)
+        with warnings.catch_warnings():  # spglib 2.x warns about its own error-handling switch
+            warnings.simplefilter("ignore", DeprecationWarning)
+            prim = spglib.find_primitive(cell, symprec=0.1)
     except Exception:  # spglib raises on degenerate input; fall back to the cell as given
         prim = None
     lattice = Lattice(prim[0]) if prim is not None else structure.lattice
