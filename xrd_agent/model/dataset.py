@@ -120,9 +120,16 @@ def synthesize(
     workers = (os.cpu_count() or 1) if workers is None else max(int(workers), 1)
     if workers > 1 and X.shape[0] >= _POOL_MIN_SPECTRA:
         import multiprocessing
+        import sys
 
-        # forkserver: a clean child even when the caller has TensorFlow threads running.
-        context = multiprocessing.get_context("forkserver")
+        # fork is cheapest and needs no __main__ guard in the caller's script, but forking
+        # a process with TensorFlow's threads running can deadlock: then forkserver, whose
+        # children start clean (and which needs the usual `if __name__ == "__main__"`).
+        methods = multiprocessing.get_all_start_methods()
+        method = "fork" if "fork" in methods and "tensorflow" not in sys.modules else "forkserver"
+        if method not in methods:
+            method = "spawn"
+        context = multiprocessing.get_context(method)
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(library, bank, opts, gate)) as pool:
             slots = {c: k for k, c in enumerate(idx)}
