@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -230,26 +231,14 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
             else:
                 log(f"stem {stem}: no determination could be simulated; skipped")
 
-    entries, kept, held_entries, held = [], [], [], []
-    for index, (stem, refcode) in enumerate(chosen):
-        o = outcomes[refcode]
-        name = name_for(refcode, names)
-        entries.append(_coremof_entry(determinations[refcode], o, name, len(stems[stem])))
-        kept.append(o)
-        for det in stems[stem]:
-            other = outcomes.get(det.refcode)
-            if det.refcode == refcode or other is None or not other.ok:
-                continue
-            from xrd_agent.library.cif import same_phase
-
-            entry = _coremof_entry(det, other, None, len(stems[stem]))
-            entry.update(name=entries[-1]["name"], class_refcode=refcode, class_index=index,
-                         same_phase=same_phase(o.niggli, other.niggli), same_phase_rule=SAME_PHASE_RULE)
-            held_entries.append(entry)
-            held.append(other)
+    entries, kept = [], []
+    for stem, refcode in chosen:
+        entries.append(_coremof_entry(determinations[refcode], outcomes[refcode], name_for(refcode, names),
+                                      len(stems[stem])))
+        kept.append(outcomes[refcode])
+    held_entries, held = _heldout(chosen, stems, outcomes, entries)
 
     seconds = time.perf_counter() - t0
-    n_skipped_train = len(chosen)
     manifest = {
         **_base_manifest("CoRE MOF 2019 (core-mof on PyPI, CC-BY 4.0), datasets 2019-ASR and 2019-FSR", command),
         "version": LIBRARY_VERSION if select == "default" and limit is None else f"coremof2019-{select}-{len(chosen)}",
@@ -258,7 +247,7 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
             "rule": candidate_order.__doc__.strip().split("\n\n", 1)[1].strip() if candidate_order.__doc__ else "",
             "training_determination": "the curated named refcode if listed, else the first refcode "
                                       "(sorted) of the stem that parses and fits the cap",
-            "candidates_tried": pos, "classes": n_skipped_train, "stems_available": len(stems),
+            "candidates_tried": pos, "classes": len(chosen), "stems_available": len(stems),
         },
         "skipped": skipped,
         "build_seconds": round(seconds, 1),
@@ -268,6 +257,9 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     library.save(out)
     _write_selection(out, entries)
     heldout = None
+    stale = out / "heldout"
+    if stale.is_dir() and (stale / "manifest.json").is_file():
+        shutil.rmtree(stale)  # a held-out set from an earlier build into this folder would mislead
     if held:
         same = sum(1 for e in held_entries if e["same_phase"])
         hman = {**_base_manifest(manifest["source"], command), "version": manifest["version"] + "-heldout",
@@ -279,6 +271,27 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     log(f"library: {len(entries)} classes, held-out: {len(held_entries)} determinations, "
         f"skipped {len(skipped)} CIFs, {seconds:.0f} s")
     return BuildReport(library, heldout, skipped, seconds, len(outcomes))
+
+
+def _heldout(chosen: list[tuple[str, str]], stems: dict[str, list[Any]], outcomes: dict[str, Outcome],
+             entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Outcome]]:
+    """Every other simulated determination of each chosen stem, tied to its class and marked
+    same phase or not by the structures (:func:`xrd_agent.library.cif.same_phase`)."""
+    from xrd_agent.library.cif import same_phase
+
+    held_entries, held = [], []
+    for index, (stem, refcode) in enumerate(chosen):
+        train = outcomes[refcode]
+        for det in stems[stem]:
+            other = outcomes.get(det.refcode)
+            if det.refcode == refcode or other is None or not other.ok:
+                continue
+            entry = _coremof_entry(det, other, None, len(stems[stem]))
+            entry.update(name=entries[index]["name"], class_refcode=refcode, class_index=index,
+                         same_phase=same_phase(train.niggli, other.niggli), same_phase_rule=SAME_PHASE_RULE)
+            held_entries.append(entry)
+            held.append(other)
+    return held_entries, held
 
 
 def name_for(refcode: str, names: dict[str, Any]) -> Any:
