@@ -1,6 +1,6 @@
 """Preprocessing and synthesis speed on this machine.
 
-    .venv/bin/python benchmarks/bench_preprocess.py [--repeat 300] [--mofs 40] [--per-class 60]
+    .venv/bin/python benchmarks/bench_preprocess.py [--repeat 300] [--mofs 60] [--per-class 60] [--full]
 
 1. ``prepare`` on every real fixture (read once, then preprocessing alone), and
    ``prepare_arrays`` on a typical D8 .xy scan (5-50 deg, 0.02 deg step): median and best
@@ -10,10 +10,11 @@
    counting noise at several count levels (what the threshold 1.0 was chosen from).
 4. How hard each augmentation preset makes a plain cosine search-match (a sanity
    check of augmentation strength, not a model result).
-5. ``synthesize`` with the default augmentation and the shipped noise bank on a library
-   of ``mofs`` real CoRE MOF 2019 structures (our simulator's sticks; made-up sticks if
-   the CoRE MOF data is not installed): spectra per second, with 1 and 2 worker
-   processes, and the projected time for 1,012 classes x ``per_class`` spectra.
+5. ``synthesize`` with the default augmentation and the shipped noise bank on the first
+   ``mofs`` classes of the shipped library (else CoRE MOF 2019 structures simulated here,
+   else made-up sticks): spectra per second with 1 and 2 worker processes, and the
+   projected time for 1,012 classes x ``per_class``; with ``--full`` the real thing on
+   the whole shipped library.
 
 Prints the machine facts and a reference timing (xrd_agent.bench.machine) beside the
 figures, because this 2-core machine is shared and timings wander.
@@ -133,6 +134,18 @@ def bench_batch() -> None:
           f"-> {256 / median:,.0f} rows/s")
 
 
+def _shipped_library(count: int):
+    """The first ``count`` classes of the library shipped in the package (all if 0)."""
+    from xrd_agent.library.artifact import Library
+
+    library = Library.load()
+    if count <= 0 or count >= len(library):
+        return library, f"shipped library {library.version}"
+    sticks = [library.sticks(i) for i in range(count)]
+    return (Library.from_patterns(library.entries[:count], library.patterns16[:count], sticks),
+            f"shipped library {library.version}, first {count} classes")
+
+
 def _real_library(count: int):
     """Sticks of ``count`` CoRE MOF 2019 ASR structures (sha256 order of name), simulated here."""
     from xrd_agent.library.artifact import Library, Sticks
@@ -196,22 +209,35 @@ def bench_synthesize(library, kind: str, per_class: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=300)
-    ap.add_argument("--mofs", type=int, default=40)
+    ap.add_argument("--mofs", type=int, default=60)
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--skip-synthesis", action="store_true")
+    ap.add_argument("--full", action="store_true",
+                    help="also time synthesize on the whole shipped library (about 1.5 min here)")
     args = ap.parse_args()
     _machine_lines()
     bench_single(args.repeat)
     bench_batch()
-    try:
-        library, kind = _real_library(args.mofs)
-    except Exception as exc:  # CoRE MOF data or pymatgen missing
-        print(f"(no CoRE MOF structures: {exc}; using made-up sticks)")
-        library, kind = _made_up_library(args.mofs)
+    library, kind = None, ""
+    for make in (_shipped_library, _real_library, _made_up_library):
+        try:
+            library, kind = make(args.mofs)
+            break
+        except Exception as exc:  # no shipped library yet / CoRE MOF data or pymatgen missing
+            print(f"({make.__name__}: {type(exc).__name__}: {exc})")
     gate_study(library)
     augmentation_strength(library)
     if not args.skip_synthesis:
         bench_synthesize(library, kind, args.per_class)
+    if args.full:
+        from xrd_agent.model.dataset import synthesize
+
+        full, kind = _shipped_library(0)
+        t = time.perf_counter()
+        X, _ = synthesize(full, args.per_class, seed=0, workers=1)
+        dt = time.perf_counter() - t
+        print(f"\n== synthesize, {kind}: {len(full)} classes x {args.per_class}, 1 process ==\n"
+              f"{dt:.1f} s  {X.shape[0] / dt:.0f} spectra/s  X {X.shape} {X.dtype} ({X.nbytes / 2**30:.2f} GiB)")
 
 
 if __name__ == "__main__":
