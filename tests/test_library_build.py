@@ -124,3 +124,25 @@ def test_shipped_default_library_meets_its_contract():
         assert lib.refcodes[e["class_index"]] == e["class_refcode"] and e["stem"] == lib.entries[e["class_index"]]["stem"]
     selection = (path / "selection.txt").read_text().splitlines()[1:]
     assert [line.split("\t")[2] for line in selection] == list(lib.refcodes)
+
+
+def _crash_on_nacl(job):
+    """Stands in for a C extension that kills its process on one particular CIF."""
+    import os
+
+    from xrd_agent.library.build import simulate_job
+
+    if job.key == "NaCl":
+        os._exit(11)
+    return simulate_job(job)
+
+
+def test_a_worker_that_dies_costs_only_its_own_cif():
+    from xrd_agent.library.build import Job, run_jobs
+
+    jobs = [Job(p.stem, p.name, p.read_text()) for p in sorted(CIF_DIR.glob("*.cif"))]
+    outcomes = {o.key: o for o in run_jobs(jobs, len(jobs), workers=2, progress=False, func=_crash_on_nacl)}
+    assert set(outcomes) == {j.key for j in jobs}
+    assert "process died" in outcomes["NaCl"].error
+    assert outcomes["SALLAT_clean"].ok and outcomes["SUHHOT_clean"].ok
+    assert "cannot be read" in outcomes["bad_truncated"].error

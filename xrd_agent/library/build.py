@@ -12,7 +12,8 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,23 +91,67 @@ def simulate_job(job: Job, settings: SimulationSettings = SimulationSettings()) 
 
 
 def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool = True,
-             desc: str = "simulating") -> Iterator[Outcome]:
-    """Simulate jobs over ``workers`` processes (1: in this process), with a tqdm bar on stderr."""
+             desc: str = "simulating", func: Callable[[Job], Outcome] = simulate_job) -> Iterator[Outcome]:
+    """Simulate jobs over ``workers`` processes (1: in this process), with a tqdm bar on stderr.
+
+    Outcomes come in completion order. At most ``8 x workers`` jobs are in flight, so a full
+    CoRE build never holds every CIF text in memory. A worker that dies (a crash in a C
+    extension, the OOM killer) costs only the job that killed it: the jobs in flight are
+    rerun one by one in fresh processes and the culprit is reported as skipped.
+    """
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="cif", disable=not progress, file=sys.stderr, smoothing=0.05)
     try:
         if workers <= 1:
             for job in jobs:
-                yield simulate_job(job)
+                yield func(job)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for outcome in pool.map(simulate_job, jobs, chunksize=4):
-                bar.update()
-                yield outcome
+        pending: dict[Future[Outcome], Job] = {}
+        pool = ProcessPoolExecutor(max_workers=workers)
+        try:
+            source = iter(jobs)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < 8 * workers:
+                    job = next(source, None)
+                    if job is None:
+                        exhausted = True
+                    else:
+                        pending[pool.submit(func, job)] = job
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool:
+                        stranded = [job, *pending.values()]
+                        pending.clear()
+                        pool.shutdown(cancel_futures=True)
+                        for lone in stranded:
+                            yield _isolated(func, lone)
+                            bar.update()
+                        pool = ProcessPoolExecutor(max_workers=workers)
+                        break
+                    yield outcome
+                    bar.update()
+        finally:
+            pool.shutdown(cancel_futures=True)
     finally:
         bar.close()
+
+
+def _isolated(func: Callable[[Job], Outcome], job: Job) -> Outcome:
+    """Run one job in a process of its own; if that process dies, the job is the culprit."""
+    with ProcessPoolExecutor(max_workers=1) as solo:
+        try:
+            return solo.submit(func, job).result()
+        except BrokenProcessPool:
+            return Outcome(job.key, job.source, error=f"{job.source}: the simulation process died "
+                                                      "(crash or out of memory); skipped")
 
 
 def _library(entries: list[dict[str, Any]], outcomes: list[Outcome], manifest: dict[str, Any]) -> Library:
