@@ -69,7 +69,8 @@ def bench_single(repeat: int) -> None:
               f"{p.gate.high_band_mean:6.3f}  coverage {p.coverage.fraction:.2f}")
     rng = np.random.default_rng(0)
     tt = np.round(np.arange(5.0, 50.0001, 0.02), 4)
-    y = rng.poisson(200 + 5000 * np.exp(-(((tt[:, None] - rng.uniform(5, 50, 40)) / 0.06) ** 2)).sum(1)).astype(float)
+    peaks = np.exp(-(((tt[:, None] - rng.uniform(5, 50, 40)) / 0.06) ** 2)).sum(1)
+    y = rng.poisson(200 + 5000 * peaks).astype(float)
     median, best = _per_call(lambda: prepare_arrays(tt, y), repeat)
     print(f"{'typical .xy (5-50 deg, 0.02 step)':48s} {tt.size:6d} pts  median {median * 1e6:7.0f} us  "
           f"best {best * 1e6:7.0f} us  -> {1 / median:,.0f} scans/s on one core")
@@ -237,7 +238,8 @@ def main() -> None:
         X, _ = synthesize(full, args.per_class, seed=0, workers=1)
         dt = time.perf_counter() - t
         print(f"\n== synthesize, {kind}: {len(full)} classes x {args.per_class}, 1 process ==\n"
-              f"{dt:.1f} s  {X.shape[0] / dt:.0f} spectra/s  X {X.shape} {X.dtype} ({X.nbytes / 2**30:.2f} GiB)")
+              f"{dt:.1f} s  {X.shape[0] / dt:.0f} spectra/s  "
+              f"X {X.shape} {X.dtype} ({X.nbytes / 2**30:.2f} GiB)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def _library(n: int = 4, seed: int = 0, heldout_of: Library | None = None) -> Li
     patterns /= patterns.max(axis=1, keepdims=True)
     entries = [{"refcode": f"REF{i:02d}", "name": f"MOF-{i}"} for i in range(n)]
     if heldout_of is not None:
-        entries = [{**e, "refcode": f"ALT{i:02d}", "class_refcode": heldout_of.refcodes[i]} for i, e in enumerate(entries)]
+        entries = [{**e, "refcode": f"ALT{i:02d}", "class_refcode": heldout_of.refcodes[i]}
+                   for i, e in enumerate(entries)]
     return Library.from_patterns(entries, patterns, sticks)
 
 

@@ -109,7 +109,8 @@ def test_shipped_bank_is_small_and_traceable(fixtures_dir):
 
 def test_licences_are_read_from_the_fixtures_readme(fixtures_dir):
     found = licences_from_readme([fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml"])
-    assert found["Si-Std_SRM640d_D8D_20-97_7_16hm.brml"] == "BAMresearch/bruker-powderxrd-parser tests, Apache-2.0"
+    bam = "BAMresearch/bruker-powderxrd-parser tests, Apache-2.0"
+    assert found["Si-Std_SRM640d_D8D_20-97_7_16hm.brml"] == bam
     assert "LGPL-2.1" in found["Cu3Au-1.raw"]
 
 

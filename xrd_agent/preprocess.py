@@ -312,7 +312,9 @@ def gate_measure(
     return spectrum, high / np.sqrt(np.maximum(fraction, 1.0 / GRID_POINTS))
 
 
-def fft_gate(y: np.ndarray, mask: np.ndarray | None, gate: GateConfig) -> tuple[np.ndarray, list[GateDecision]]:
+def fft_gate(
+    y: np.ndarray, mask: np.ndarray | None, gate: GateConfig
+) -> tuple[np.ndarray, list[GateDecision]]:
     """The paper's gate on scaled rows: low-pass where the high band is loud, else keep."""
     fraction = 1.0 if mask is None else np.count_nonzero(mask, axis=1) / mask.shape[1]
     spectrum, high = gate_measure(y, gate.cutoff_bins, fraction)

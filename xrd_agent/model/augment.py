@@ -290,7 +290,8 @@ def augment(
     theta = np.arcsin(np.clip(np.sin(np.radians(tt0 / 2.0)) / (1.0 + strain), 0.0, 1.0))
     displacement = _uniform(rng, (-1.0, 1.0), (n, 1)) * o.displacement_mm
     zero = _uniform(rng, (-1.0, 1.0), (n, 1)) * o.zero_shift_deg
-    tt = 2.0 * np.degrees(theta) + np.degrees(-2.0 * displacement * np.cos(theta) / o.goniometer_radius_mm) + zero
+    shift = np.degrees(-2.0 * displacement * np.cos(theta) / o.goniometer_radius_mm)
+    tt = 2.0 * np.degrees(theta) + shift + zero
 
     # Intensities: jitter, preferred orientation, low-angle (pore solvent) scaling.
     inten = np.broadcast_to(i0, (n, m)).copy()

@@ -196,7 +196,8 @@ class NoiseBank:
         path.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.array([s.size for s in self.segments], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        values = np.concatenate(self.segments).astype(np.float32) if self.segments else np.empty(0, np.float32)
+        values = (np.concatenate(self.segments).astype(np.float32) if self.segments
+                  else np.empty(0, np.float32))
         manifest = {**self.manifest, "format": FORMAT, "format_version": FORMAT_VERSION,
                     "grid_step": GRID_STEP, "segments": len(self.segments), "points": int(values.size),
                     "sources": self.sources}
@@ -219,8 +220,9 @@ class NoiseBank:
             raise LibraryError(f"no readable noise bank at {path}: {exc}") from None
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise LibraryError(f"{path} is not an xrd-agent noise bank of format version {FORMAT_VERSION}")
+        n_sources = max(len(manifest.get("sources", [])), 1)
         if (offsets.ndim != 1 or offsets.size != source.size + 1 or offsets[-1] != values.size
-                or np.any(np.diff(offsets) <= 0) or np.any((source < 0) | (source >= max(len(manifest.get("sources", [])), 1)))):
+                or np.any(np.diff(offsets) <= 0) or np.any((source < 0) | (source >= n_sources))):
             raise LibraryError(f"noise bank {path} is damaged: offsets do not match the values")
         segments = [values[a:b].astype(np.float32) for a, b in zip(offsets[:-1], offsets[1:])]
         return cls(segments=segments, sources=list(manifest.get("sources", [])),
