@@ -210,3 +210,16 @@ def test_realistic_heldout_labels_by_class_refcode(library, bank):
     X, y = realistic_heldout(library, heldout, 2, seed=0, bank=bank)
     assert X.shape == (6, GRID_POINTS) and list(y) == [0, 0, 1, 1, 2, 2]
     assert np.isfinite(X).all()
+
+
+def test_shipped_library_clean_spectra_are_its_own_patterns():
+    # Real sticks (with their cells) through the Fourier renderer and the scan path give
+    # the library's stored references (float16) back: training and search-match agree.
+    library = Library.load()
+    classes = [library.index_of("HKUST-1"), 1, len(library) // 2, len(library) - 1]
+    X, y = synthesize(library, 1, seed=0, options="none", classes=classes)
+    expected, _ = prepare_grid_batch(library.patterns[classes], None, GateConfig())
+    assert list(y) == classes
+    assert np.abs(X - expected).max() < 0.01
+    augmented, _ = synthesize(library, 2, seed=0, classes=classes[:1])
+    assert np.isfinite(augmented).all() and not np.allclose(augmented[0], X[0], atol=0.05)
