@@ -243,3 +243,23 @@ def test_the_queue_is_bounded_and_submit_waits(tmp_path, engine):
     threading.Timer(0.5, stopping.set).start()
     assert small.submit(due, stopping) is False  # it waited until told to stop: no unbounded memory
     assert small.depth == 1
+
+
+def test_a_file_without_read_permission_is_retried_not_rejected(tmp_path, engine, monkeypatch):
+    rig = Rig(tmp_path, engine)
+    e = rig.d8.export("P-1.raw", rig.d8.measure("P-1", ["TSTMOF03"]))
+    e.path.chmod(0)
+    if os.geteuid() == 0:  # root reads whatever the mode says: let the check see what a user would
+        from xrd_agent.service import pipeline as pipeline_module
+
+        real_access = os.access
+        monkeypatch.setattr(pipeline_module.os, "access",
+                            lambda p, mode: False if os.stat(p).st_mode & 0o444 == 0 else real_access(p, mode))
+    assert rig.run(e.path) == [] and rig.run(e.path) == []
+    rig.pipeline._handle_notices()
+    (alert,) = rig.wire.topic(messages.ALERT)  # said once
+    assert alert["reason"] == "unreadable" and "permission" in alert["evidence"]["detail"]
+    assert rig.ledger.scans() == []  # no outcome recorded: nothing sticks
+    e.path.chmod(0o644)  # fixed by the operator: no new mtime, and it is read now
+    (ident,) = rig.run(e.path)
+    assert ident["topic"] == messages.IDENTIFICATION

@@ -138,6 +138,7 @@ class Pipeline:
         self.beat = time.monotonic()  # last time the worker loop turned: the health signal
         self.error: BaseException | None = None
         self.failures = 0
+        self._no_permission: set[tuple[Path, Signature]] = set()
         self._stop = threading.Event()
         self._drain = True
         self._thread: threading.Thread | None = None
@@ -191,6 +192,19 @@ class Pipeline:
         def make(tx: Transaction) -> list[dict[str, Any]]:
             body = {"state": state, "detail": detail[:2000], "counters": self.counters.as_dict()}
             return [tx.build(lambda seq: self._build(messages.STATUS, seq, body))]
+
+        self._notices.put(make)
+
+    def notify_unreadable(self, due: Due, detail: str) -> None:
+        """An ``unreadable`` alert that is not a scan outcome (the file is retried)."""
+        alert = alerts_mod.alert(alerts_mod.UNREADABLE, detail=detail)
+
+        def make(tx: Transaction) -> list[dict[str, Any]]:
+            body = {"scan_id": None, "path": str(due.path)[:4096], "sample_id": None,
+                    "written_at": messages.rfc3339(due.signature.mtime_ns / 1e9),
+                    "detected_at": messages.rfc3339(due.detected_at), **self._alert_fields(alert), "result": None}
+            self.counters.alerts += 1
+            return [tx.build(lambda seq: self._build(messages.ALERT, seq, body))]
 
         self._notices.put(make)
 
@@ -368,6 +382,16 @@ class Pipeline:
             digest = hashlib.sha256(b"symlink:" + os.fsencode(target)).hexdigest()
             self._record_rejection(due, FileKey(str(path), sig.size, sig.mtime_ns, digest), exc, None,
                                    scan_id=None)
+            return None
+        if not os.access(path, os.R_OK):
+            # e.g. the export software sets permissions after writing: not an outcome (a
+            # chmod does not change the mtime, so a recorded rejection would stick); say so
+            # once per file version, retry at every rescan
+            if (path, sig) not in self._no_permission:
+                self._no_permission.add((path, sig))
+                log.warning("no permission to read a scan; retrying at every rescan", path=str(path))
+                self.notify_unreadable(due, "the agent has no permission to read this file; it retries "
+                                            "until it can (check the export folder's permissions)")
             return None
         try:
             scan = self._read(path, self._wavelength_for(path))
