@@ -184,8 +184,10 @@ def test_synthesize_shapes_labels_and_reproducibility(library, bank):
     assert X.dtype == np.float32 and X.shape == (20, GRID_POINTS)
     assert y.dtype == np.int32 and list(y) == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
     assert np.isfinite(X).all() and X.min() >= 0 and np.allclose(X.max(axis=1), 1.0)
-    X2, _ = synthesize(library, 5, seed=3, bank=bank)
+    calls = []
+    X2, _ = synthesize(library, 5, seed=3, bank=bank, progress=lambda done, total: calls.append((done, total)))
     np.testing.assert_array_equal(X, X2)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     # A class's spectra do not depend on which other classes were asked for.
     X3, y3 = synthesize(library, 5, seed=3, bank=bank, classes=[2])
     np.testing.assert_array_equal(X3, X[10:15])

@@ -13,7 +13,7 @@ or on how many worker processes share the work.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -98,6 +98,7 @@ def synthesize(
     classes: Sequence[int] | None = None,
     gate: GateConfig = GateConfig(),
     workers: int | None = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` augmented, preprocessed spectra of each class.
 
@@ -106,6 +107,7 @@ def synthesize(
     :class:`AugmentOptions`, a preset name or a mapping of overrides. ``bank`` None with
     ``options.bank_noise > 0`` loads the shipped noise bank. ``workers`` > 1 (or None:
     one per CPU) spreads classes over processes; the result is identical either way.
+    ``progress(done, total)`` is called as classes finish (for a progress line).
     """
     opts = AugmentOptions.coerce(options)
     if bank is None and opts.bank_noise > 0:
@@ -134,13 +136,18 @@ def synthesize(
                                  initargs=(library, bank, opts, gate)) as pool:
             slots = {c: k for k, c in enumerate(idx)}
             tasks = [(c, per_class, seed) for c in idx]
-            for c, block in pool.map(_work, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+            chunk = max(1, len(tasks) // (8 * workers))
+            for done, (c, block) in enumerate(pool.map(_work, tasks, chunksize=chunk), 1):
                 k = slots[c]
                 X[k * per_class:(k + 1) * per_class] = block
+                if progress is not None:
+                    progress(done, len(idx))
     else:
         for k, c in enumerate(idx):
             X[k * per_class:(k + 1) * per_class] = synthesize_class(
                 library, c, per_class, seed=seed, options=opts, bank=bank, gate=gate)
+            if progress is not None:
+                progress(k + 1, len(idx))
     return X, y
 
 
