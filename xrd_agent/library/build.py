@@ -90,6 +90,16 @@ def simulate_job(job: Job, settings: SimulationSettings = SimulationSettings()) 
     return Outcome(job.key, job.source, meta, sticks, sim.pattern, parsed.niggli, seconds=time.perf_counter() - t0)
 
 
+def require_build_extra() -> None:
+    """Fail at once, with the install hint, when the library-building extra is missing
+    (rather than skipping every CIF one by one)."""
+    import importlib.util
+
+    missing = [m for m in ("pymatgen", "spglib", "tqdm") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise LibraryError(f"building a library needs {', '.join(missing)}: pip install 'xrd-agent[library]'")
+
+
 def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool = True,
              desc: str = "simulating", func: Callable[[Job], Outcome] = simulate_job) -> Iterator[Outcome]:
     """Simulate jobs over ``workers`` processes (1: in this process), with a tqdm bar on stderr.
@@ -179,6 +189,7 @@ def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, p
                        command: str | None = None) -> BuildReport:
     """Any CIFs, any symmetry: one class per readable file, named ``_chemical_name_common``
     or else the file stem."""
+    require_build_extra()
     t0 = time.perf_counter()
     folder = Path(cif_dir)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".cif" and p.is_file()) if folder.is_dir() else []
@@ -196,7 +207,8 @@ def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, p
             yield Job(path.stem, path.name, text)
 
     entries, kept = [], []
-    for o in run_jobs(jobs(), len(files), workers, progress):
+    done = {o.source: o for o in run_jobs(jobs(), len(files), workers, progress)}
+    for o in (done[p.name] for p in files if p.name in done):  # class order = file-name order
         if not o.ok:
             skipped.append({"source": o.source, "reason": o.error or ""})
             continue
@@ -229,6 +241,7 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
 
     if select not in ("default", "full"):
         raise LibraryError(f"unknown selection {select!r}: use default or full")
+    require_build_extra()
     t0 = time.perf_counter()
     determinations = load_determinations()
     stems = group_stems(determinations)
@@ -276,6 +289,9 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
             else:
                 log(f"stem {stem}: no determination could be simulated; skipped")
 
+    if not chosen:
+        raise LibraryError("no CoRE MOF structure could be simulated: "
+                           + "; ".join(item["reason"] for item in skipped[:3]))
     entries, kept = [], []
     for stem, refcode in chosen:
         entries.append(_coremof_entry(determinations[refcode], outcomes[refcode], name_for(refcode, names),
@@ -284,6 +300,7 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     held_entries, held = _heldout(chosen, stems, outcomes, entries)
 
     seconds = time.perf_counter() - t0
+    skipped.sort(key=lambda item: item["source"])  # outcomes arrive in completion order
     manifest = {
         **_base_manifest("CoRE MOF 2019 (core-mof on PyPI, CC-BY 4.0), datasets 2019-ASR and 2019-FSR", command),
         "version": LIBRARY_VERSION if select == "default" and limit is None else f"coremof2019-{select}-{len(chosen)}",
