@@ -105,6 +105,8 @@ def test_unknown_wavelength_is_refused_and_can_be_supplied(bt86):
     with pytest.raises(UnknownWavelength):
         prepare(bare)
     assert np.array_equal(prepare(bare, wavelength=ANODE_LINES["Cu"][0]).intensity, prepare(bt86).intensity)
+    with pytest.raises(UnknownWavelength, match="nm"):
+        prepare(bare, wavelength=0.15406)  # nanometres by mistake
 
 
 # -- wavelength and grid ---------------------------------------------------------------

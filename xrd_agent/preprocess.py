@@ -479,6 +479,11 @@ def prepare_many(
     return results  # type: ignore[return-value]
 
 
+#: Plausible laboratory wavelengths (angstrom): Ag K-beta 0.497 to Cr K-alpha2 2.294,
+#: with room for synchrotron-style values a lab might configure.
+_WAVELENGTH_RANGE = (0.3, 3.0)
+
+
 def _cu_two_theta(scan: Scan, wavelength: float | None) -> np.ndarray:
     """The scan's 2-theta on the Cu K-alpha1 scale, through d-spacing."""
     lam = wavelength if wavelength is not None else (scan.wavelength.primary if scan.wavelength else None)
@@ -486,6 +491,12 @@ def _cu_two_theta(scan: Scan, wavelength: float | None) -> np.ndarray:
         raise UnknownWavelength(
             "the scan does not say which radiation was used; set service.default_anode "
             "or pass the wavelength",
+            scan.source_path,
+        )
+    if not _WAVELENGTH_RANGE[0] <= lam <= _WAVELENGTH_RANGE[1]:
+        raise UnknownWavelength(
+            f"a wavelength of {lam:g} angstrom is not a laboratory X-ray line (Ag 0.56 to Cr 2.29); "
+            "was it given in nm?",
             scan.source_path,
         )
     if abs(lam - CU_KALPHA1) > 1e-5:
