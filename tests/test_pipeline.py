@@ -263,3 +263,20 @@ def test_a_file_without_read_permission_is_retried_not_rejected(tmp_path, engine
     e.path.chmod(0o644)  # fixed by the operator: no new mtime, and it is read now
     (ident,) = rig.run(e.path)
     assert ident["topic"] == messages.IDENTIFICATION
+
+
+def test_an_expected_refcode_accepts_another_determination_of_the_same_material():
+    from xrd_agent.identification import Candidate, Identification
+    from xrd_agent.pattern import Coverage, GateDecision
+    from xrd_agent.service.alerts import Expectation, judge
+
+    ident = Identification(
+        top=(Candidate(1, "DOTSOV", "HKUST-1", 0.9), Candidate(2, "OFERUN", "ZIF-8", 0.1)),
+        confidence=0.9, flags=frozenset(), gate=GateDecision(False, 0.1, 1.0, 200),
+        coverage=Coverage(5.0, 50.0, 1.0))
+    aliases = {"FIQCEN": {"fiqcen", "hkust-1", "cu-btc"}, "DOTSOV": {"dotsov", "hkust-1"},
+               "OFERUN": {"oferun", "zif-8"}, "GITTOT": {"gittot", "zif-67"}}
+    assert judge(ident, Expectation("S", ("FIQCEN",), 1), aliases=aliases) == []
+    assert judge(ident, Expectation("S", ("Cu-BTC",), 1), aliases=aliases) == []
+    (missing,) = judge(ident, Expectation("S", ("GITTOT",), 2), aliases=aliases)
+    assert missing.reason == "expected_phase_missing" and missing.evidence["found"] == ["DOTSOV", "OFERUN"]

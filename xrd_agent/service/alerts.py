@@ -83,8 +83,14 @@ def aliases_of(library: Any) -> dict[str, set[str]]:
     return out
 
 
-def _matches(phase: str, candidate_names: set[str]) -> bool:
-    return phase.strip().lower() in candidate_names
+def _expected_names(phases: tuple[str, ...], aliases: dict[str, set[str]]) -> set[str]:
+    """Every name an expected phase goes by: an expected refcode (FIQCEN) or alias (Cu-BTC)
+    also accepts the other determinations of the same material (DOTSOV, also HKUST-1)."""
+    wanted = {p.strip().lower() for p in phases}
+    for names in aliases.values():  # a material's names, refcode included, stand together
+        if names & wanted:
+            wanted = wanted | names
+    return wanted
 
 
 def judge(
@@ -117,12 +123,13 @@ def judge(
             f"the scan covers {cov.fraction:.0%} of 2-theta 5-50 deg (Cu); the ranking is less reliable")))
     if expectation is not None and expectation.phases:
         k = max(1, expectation.top_k)
+        wanted = _expected_names(expectation.phases, aliases or {})
         hits = []
         for cand in identification.top[:k]:
             names = {cand.refcode.lower(), cand.name.lower()}
             if aliases and cand.refcode in aliases:
                 names |= aliases[cand.refcode]
-            if any(_matches(p, names) for p in expectation.phases):
+            if names & wanted:
                 hits.append(cand.refcode)
         # An amorphous or unknown scan names no phase with any trust: the expectation is missed.
         untrusted = bool(flags & {Flag.AMORPHOUS, Flag.UNKNOWN_PHASE})

@@ -227,7 +227,9 @@ def _summary(say: Any, steps: list[Step], truth: dict[str, str], messages: list[
                 counts["identified"] += 1
             if step.kind in ("crystalline", "mismatch") and len(step.phases) == 1:
                 counts["single"] += 1
-                counts["correct"] += best["refcode"] == library.refcodes[step.phases[0]]
+                truth_i = step.phases[0]  # another determination of the same material counts
+                counts["correct"] += best["refcode"] == library.refcodes[truth_i] or (
+                    best["name"].lower() == str(library.names[truth_i]).lower())
         flags = m.get("result", {}).get("flags", []) if m["topic"] == "xrd.identification" else []
         note = ", ".join(alerts.get(step.name, [])) or ("flags: " + ", ".join(flags) if flags else "-")
         say(f"{m['seq']:>4}  {step.name:<20} {truth[step.name][:30]:<30} {top[:28]:<28} {note}")
@@ -238,6 +240,6 @@ def _summary(say: Any, steps: list[Step], truth: dict[str, str], messages: list[
         say(f"file written -> result published: median {delays[len(delays) // 2]:.2f} s, "
             f"max {delays[-1]:.2f} s (settle and completeness checks included)")
     say(f"identified {counts['identified']}, re-exports {counts['duplicate']}, rejected {counts['rejected']}, "
-        f"alerts {n_alerts}; top-1 right on {counts['correct']} of {counts['single']} single-phase scans")
+        f"alerts {n_alerts}; top-1 names the right material on {counts['correct']} of {counts['single']} single-phase scans")
     say(f"agent stopped with exit code {exit_code} after draining its queue"
         + (f"; files kept in {kept}" if kept else "; temporary files removed"))
