@@ -377,8 +377,7 @@ class Daemon:
             security.reload_allow_list(self.context, self.curve)  # a robot's key added or removed
         if old.watch != new.watch or old.service.default_anode != new.service.default_anode:
             self.instrument = Instrument(new)
-            self.pipeline._wavelength_for = self.instrument.wavelength_for
-            self.pipeline._sample_id_of = self.instrument.sample_id
+            self.pipeline.use_instrument(self.instrument.wavelength_for, self.instrument.sample_id)
             self._stopping.set()
             self.watcher.stop()
             self._stopping.clear()
@@ -419,7 +418,7 @@ class Daemon:
                         lambda: Publisher(self.context, n.pub_endpoint, high_water_mark=n.high_water_mark, curve=curve),
                         lambda: Publisher(self.context, o.pub_endpoint, high_water_mark=o.high_water_mark,
                                           curve=old_curve), "PUB")
-                    self.pipeline._send = self.publisher.send
+                    self.pipeline.use_sender(self.publisher.send)
                 finally:
                     done.set()
 

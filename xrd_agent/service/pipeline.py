@@ -222,6 +222,14 @@ class Pipeline:
 
         self._notices.put(make)
 
+    def use_sender(self, send: Callable[[Mapping[str, Any]], bool]) -> None:
+        """Publish through ``send`` from now on (call in the worker: see :meth:`call_in_worker`)."""
+        self._send = send
+
+    def use_instrument(self, wavelength_for: Callable[[Path], Any], sample_id_of: Callable[[Scan], str]) -> None:
+        """New default wavelengths and sample-id rules (a reloaded configuration)."""
+        self._wavelength_for, self._sample_id_of = wavelength_for, sample_id_of
+
     def call_in_worker(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the worker thread between batches (e.g. to swap the publisher)."""
         self._calls.put(fn)
