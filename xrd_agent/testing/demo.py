@@ -115,6 +115,7 @@ def run_demo(*, scans: int = 10, keep: str | None = None, engine: str = "auto", 
         say(f"agent ready: PUB {agent.pub}, control {agent.control}; subscriber output follows (#seq lines)")
         subscriber = subprocess.Popen([sys.executable, "-m", "xrd_agent", "subscribe", "--pub", agent.pub,
                                        "--control", agent.control, "--since", "0"], stdout=out, stderr=out)
+        time.sleep(1.5)  # cosmetic: let the subscriber print the agent's first messages before the D8's
         control = ControlClient(agent.control, timeout_s=10)
         d8 = SimulatedD8(root / "export", library, seed=2026)
         exported: dict[str, Any] = {}
