@@ -381,3 +381,16 @@ def test_sighup_turns_on_curve_on_the_same_addresses(tmp_path, library_dir):
             stranger.status()  # no key, no answer: the same address now demands CURVE
         stranger.close()
         assert site.agent.stop() == 0
+
+
+def test_polling_mode_from_the_command_line(tmp_path, library_dir):
+    site = Site(tmp_path, library_dir)
+    site.agent.extra_args = ("--polling",)
+    with site.agent:
+        site.agent.start()
+        client = ControlClient(site.agent.control, timeout_s=5)
+        assert "(polling)" in client.status()["detail"]
+        client.close()
+        site.d8.export("P-1.brml", site.d8.measure("P-1", ["TSTMOF04"]))
+        _wait(lambda: site.ledger_scans(), what="the scan found by polling")
+        assert site.agent.stop() == 0
