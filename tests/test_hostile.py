@@ -102,3 +102,30 @@ def test_sandbox_reports_hangs_deaths_and_memory_blowups_and_carries_on() -> Non
     assert status == {"a": SCAN, "hang": HANG, "b": SCAN, "die": DIED, "oom": SCAN, "c": SCAN} or (
         status["oom"] != SCAN and {k: v for k, v in status.items() if k != "oom"}
         == {"a": SCAN, "hang": HANG, "b": SCAN, "die": DIED, "c": SCAN})
+
+
+def _service_sample(corpus: Corpus) -> list[HostileCase]:
+    """Every special entry (links, FIFOs, folders, sparse files, odd names, bombs) and a few
+    of each mutation family: what can wedge a service, without the bulk."""
+    picked: list[HostileCase] = []
+    per_family: dict[str, int] = {}
+    for case in corpus.cases:
+        special = case.kind != "file" or case.family in {"odd_name", "deep_folder", "zip_bomb", "xml_bomb"}
+        if special or per_family.get(case.family, 0) < 4:
+            picked.append(case)
+            per_family[case.family] = per_family.get(case.family, 0) + 1
+    return picked
+
+
+def test_a_running_service_rejects_hostile_files_and_keeps_identifying(corpus: Corpus, tmp_path: Path) -> None:
+    from xrd_agent.bench import service_hostile
+
+    sample = _service_sample(corpus)
+    keep = {c.name for c in sample}
+    result = service_hostile.run(corpus, workdir=tmp_path, engine="cosine", batch=40, pause_s=0.2, timeout_s=45,
+                                 stop_timeout_s=20,
+                                 exclude=frozenset(c.name for c in corpus.cases if c.name not in keep),
+                                 log=lambda *_: None)
+    assert result.alive
+    assert result.ok, "\n".join(result.lines())
+    assert result.rejected > result.hostile // 2

@@ -99,7 +99,7 @@ def _vanish_and_return(site: Site, log) -> list[str]:
 def main(args: argparse.Namespace) -> tuple[bool, dict[str, object]]:
     n = args.scans or 10_000
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xrd-burst-"))
-    result = run_burst(Path(workdir), n, seed=args.seed, engine=getattr(args, "engine", "cosine"), vanish=True)
+    result = run_burst(Path(workdir), n, seed=args.seed, engine=getattr(args, "engine", None) or "cosine", vanish=True)
     for line in result.lines():
         print(line)
     folder_ok = result.folder_alerts[:2] == ["folder_missing", "folder_restored"]

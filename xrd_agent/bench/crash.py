@@ -103,7 +103,7 @@ def _all_seqs(site: Site) -> list[int]:
 def main(args: argparse.Namespace) -> tuple[bool, dict[str, object]]:
     n = args.scans or 2000
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xrd-crash-"))
-    result = run_crash(Path(workdir), n, args.kills, seed=args.seed, engine=getattr(args, "engine", "cosine"))
+    result = run_crash(Path(workdir), n, args.kills, seed=args.seed, engine=getattr(args, "engine", None) or "cosine")
     for line in result.lines():
         print(line)
     ok = result.verdict.ok and result.seq_monotonic and result.kills == args.kills

@@ -153,6 +153,17 @@ class Site:
         self.receiver.follow(self.agent.pub, self.agent.control)
         return self
 
+    def stop_or_kill(self, timeout: float = 60.0) -> bool:
+        """SIGTERM; True if the agent drained and exited in time, else kill -9 and False."""
+        import subprocess
+
+        self.receiver.close()
+        try:
+            self.agent.stop(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def kill(self) -> None:
         self.receiver.close()
         self.agent.kill()

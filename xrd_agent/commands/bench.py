@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kills", type=int, default=20, help="crash: kill -9 this many times")
     parser.add_argument("--minutes", type=float, default=30.0, help="soak: duration")
     parser.add_argument("--formats", default="raw4,brml,xy", help="comma-separated: raw4,brml,xy")
+    parser.add_argument("--engine", choices=("cnn", "cosine"), default=None,
+                        help="identification engine of the service runs (default: cnn for latency, soak and "
+                             "hostile --service; cosine for burst and crash, which test the plumbing)")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="latency: watch.settle_s for the service (default: the product default)")
     parser.set_defaults(func=run)
 
 
