@@ -117,3 +117,11 @@ def test_in_memory_ledger_works_from_several_threads():
 def test_expectations_survive_a_restart(tmp_path):
     Ledger(tmp_path).set_expectation("S-1", ["HKUST-1"], 3)
     assert Ledger(tmp_path).expectations() == {"S-1": (["HKUST-1"], 3)}
+
+
+def test_a_damaged_ledger_is_a_clear_error(tmp_path):
+    from xrd_agent.service.ledger import FILENAME, LedgerError
+
+    (tmp_path / FILENAME).write_bytes(b"this is not an SQLite database, it was overwritten" * 100)
+    with pytest.raises(LedgerError, match="cannot be opened"):
+        Ledger(tmp_path)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xrd_agent.errors import XrdAgentError
+
 SCHEMA_VERSION = 1
 FILENAME = "ledger.sqlite3"
 
@@ -68,6 +70,10 @@ CREATE TABLE IF NOT EXISTS expectations (
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LedgerError(XrdAgentError, RuntimeError):
+    """The ledger cannot be opened or is of another schema version."""
 
 
 @dataclass(frozen=True)
@@ -139,15 +145,23 @@ class Ledger:
         self._write_lock = threading.RLock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        conn = self._conn()
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (_now(),))
-        version = self._meta("schema_version")
+        try:
+            conn = self._conn()
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (_now(),))
+            version = self._meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise LedgerError(f"the ledger {self.path} cannot be opened ({exc}); if the disk is fine, keep a "
+                              "copy for the record and restore the last backup") from None
         if version != str(SCHEMA_VERSION):
-            raise RuntimeError(f"ledger {self.path} has schema version {version}, this agent reads {SCHEMA_VERSION}")
+            self.close()
+            raise LedgerError(f"the ledger {self.path} has schema version {version}; this agent reads "
+                              f"version {SCHEMA_VERSION}")
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
