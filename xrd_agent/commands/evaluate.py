@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated scikit-learn baselines, or 'none'")
     parser.add_argument("--sweep", choices=("none", *SWEEPS), default=d.sweep,
                         help="retraining sweeps over library size and spectra per class")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also retrain with each augmentation switch off (7 small trainings)")
     parser.add_argument("--fixtures", type=Path, nargs="*", default=None, metavar="FILE",
                         help="non-MOF scans for the open-set table (default: the silicon and corundum "
                              "standards of the test fixtures, if present)")
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     baselines = () if args.baselines.strip() in ("", "none") else tuple(
         b.strip() for b in args.baselines.split(",") if b.strip())
     config = EvalConfig(repeats=args.repeats, seed=args.seed, baseline_per_class=args.baseline_per_class,
-                        baselines=baselines, sweep=args.sweep)
+                        baselines=baselines, sweep=args.sweep,
+                        ablation=args.ablation)
     library = Library.load(args.library)
     engine = Engine(args.model, library).load()
     fixtures = args.fixtures

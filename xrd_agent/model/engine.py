@@ -21,16 +21,13 @@ from typing import Any
 import numpy as np
 
 from xrd_agent.config import Config, GateConfig
-from xrd_agent.errors import ModelError, NotFittedError, ScanError
+from xrd_agent.errors import CorruptScan, ModelError, NotFittedError, ScanError
 from xrd_agent.identification import Candidate, Identification
 from xrd_agent.model import cam as _cam
 from xrd_agent.model import flags as _flags
 from xrd_agent.pattern import GRID_POINTS, Pattern
 
 log = logging.getLogger(__name__)
-
-#: How many of the network's best candidates the peak match may reorder.
-RERANK_DEPTH = 5
 
 
 def select_device(preference: str = "auto") -> str:
@@ -78,6 +75,7 @@ class Engine:
         top_k: int = 5,
         cam: bool = True,
         rerank: bool = True,
+        rerank_depth: int = 5,
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
     ) -> None:
@@ -87,7 +85,8 @@ class Engine:
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes if int(b) > 0})) or (1,)
         self.top_k = top_k
         self.cam = cam  # compute CAM regions (one backward pass to the last conv per batch)
-        self.rerank = rerank  # reorder the network's top 5 by softmax x peak-match score^2
+        self.rerank = rerank  # reorder the network's best by softmax x peak-match score^2
+        self.rerank_depth = rerank_depth  # how many of the network's best the peak match may reorder
         self.gate = gate
         self.policy = policy
         self.traces_ = 0
@@ -224,13 +223,13 @@ class Engine:
                values: np.ndarray | None) -> Identification:
         lib = self.library_
         k = min(self.top_k, probs.size)
-        depth = min(max(k, RERANK_DEPTH if self.rerank else 1), probs.size)
-        order = np.argsort(-probs)[:depth]
+        reorder = min(self.rerank_depth if self.rerank else 1, probs.size)
+        order = np.argsort(-probs)[:max(k, reorder)]
         scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=self.policy.weak_peak)
         cov = pattern.coverage
         first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
         matches = {int(j): _flags.match_peaks(scan_peaks, self.reference_peaks(int(j)), first, last, self.policy)
-                   for j in order[: (RERANK_DEPTH if self.rerank else 1)]}
+                   for j in order[:reorder]}
         if self.rerank:
             # Peak evidence reorders the network's few best: softmax x score^2 (docs/model.md).
             head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].score ** 2)
@@ -281,6 +280,9 @@ class Engine:
                 ready.append(i)
             except ScanError as exc:
                 out[i] = exc
+            except (ValueError, FloatingPointError, IndexError) as exc:  # one odd scan must not sink the batch
+                out[i] = CorruptScan(f"the scan could not be put on the model grid ({exc})",
+                                     getattr(scan, "source_path", None))
         for i, result in zip(ready, self.identify_patterns(patterns, raws)):
             out[i] = result
         return out  # type: ignore[return-value]

@@ -37,6 +37,8 @@ class EvalConfig:
     baseline_bins: int = 10  # grid points averaged into one baseline feature (0.1 deg)
     baselines: tuple[str, ...] = ("naive_bayes", "knn", "logistic_regression", "random_forest", "svm")
     sweep: str = "reduced"  # none | reduced | full
+    ablation: bool = False  # retrain with each augmentation switch off (reduced size)
+    augment_preset: str = "realistic"  # the preset sweeps and ablations train with (as the shipped model)
     amorphous: int = 40  # synthetic amorphous scans for the open-set table
 
 
@@ -276,6 +278,20 @@ def open_set(engine: Any, fixtures: Sequence[Path], config: EvalConfig) -> dict[
 
 
 # -- sweeps --------------------------------------------------------------------------
+#: Augmentation switches turned off one at a time in the ablation (AugmentOptions overrides).
+ABLATION: dict[str, dict[str, Any]] = {
+    "peak positions (strain, displacement, zero)": {"strain_iso": 0.0, "strain_aniso": 0.0, "displacement_mm": 0.0,
+                                                    "zero_shift_deg": 0.0},
+    "peak widths (crystallite size)": {"size_broadening": 0.0, "instrument_fwhm_scale": (1.0, 1.0)},
+    "intensities (jitter, texture, pore solvent)": {"intensity_jitter": 0.0, "preferred_orientation": 0.0,
+                                                    "low_angle_scale_log": (1.0, 1.0)},
+    "K-alpha2 doublet": {"kalpha2": 0.0},
+    "background (humps, air scatter)": {"amorphous": 0.0, "air_scatter": 0.0, "flat_background": (0.0, 0.0)},
+    "noise (counting and real baseline)": {"poisson": 0.0, "bank_noise": 0.0},
+    "coverage (cropped scans)": {"crop": 0.0},
+}
+ABLATION_SIZE = (189, 12, 6)  # classes, spectra per class, epochs
+
 SWEEPS = {
     # (classes, per_class, epochs): reduced runs in minutes on 2 CPU cores; full = the default recipe.
     "reduced": {"library_size": ([189, 500, 1012], 12, 6), "per_class": (189, [4, 12, 36], 8)},
@@ -288,16 +304,17 @@ def sweeps(library: Any, heldout: Any, sets: list[TestSet], config: EvalConfig, 
     from xrd_agent.model.artifact import subset_library
     from xrd_agent.model.train import TrainConfig, train
 
-    plan = SWEEPS.get(config.sweep)
-    if not plan:
+    plan = SWEEPS.get(config.sweep, {})
+    if not plan and not config.ablation:
         return {}
     realistic = next(ts for ts in sets if ts.name == "realistic")
-    out: dict[str, Any] = {"plan": config.sweep, "library_size": [], "per_class": []}
+    out: dict[str, Any] = {"plan": config.sweep, "library_size": [], "per_class": [], "ablation": []}
 
-    def run(n_classes: int, per_class: int, epochs: int) -> dict[str, Any]:
+    def run(n_classes: int, per_class: int, epochs: int, augment: dict[str, Any] | None = None) -> dict[str, Any]:
         sub = subset_library(library, n_classes)
         t = time.perf_counter()
-        result = train(sub, TrainConfig(per_class=per_class, epochs=epochs, seed=config.seed, patience=3),
+        result = train(sub, TrainConfig(per_class=per_class, epochs=epochs, seed=config.seed, patience=3,
+                                        augment_preset=config.augment_preset, augment=augment or {}),
                        None, progress=False, emit=lambda s: None, command="evaluate sweep")
         keep = realistic.y < len(sub)
         probs = result.model.predict(realistic.X[keep][..., None], batch_size=256, verbose=0)
@@ -309,12 +326,18 @@ def sweeps(library: Any, heldout: Any, sets: list[TestSet], config: EvalConfig, 
              f"top5 {acc['top5']:.3f} ({row['seconds']}s)")
         return row
 
-    sizes, per, epochs = plan["library_size"]
-    for n in sizes:
-        out["library_size"].append(run(min(n, len(library)), per, epochs))
-    n, pers, epochs = plan["per_class"]
-    for p in pers:
-        out["per_class"].append(run(min(n, len(library)), p, epochs))
+    if plan:
+        sizes, per, epochs = plan["library_size"]
+        for n in sizes:
+            out["library_size"].append(run(min(n, len(library)), per, epochs))
+        n, pers, epochs = plan["per_class"]
+        for p in pers:
+            out["per_class"].append(run(min(n, len(library)), p, epochs))
+    if config.ablation:
+        n, per, epochs = ABLATION_SIZE
+        out["ablation"].append({"switch": "all on", **run(min(n, len(library)), per, epochs)})
+        for name, off in ABLATION.items():
+            out["ablation"].append({"switch": f"{name} off", **run(min(n, len(library)), per, epochs, off)})
     return out
 
 
@@ -460,6 +483,14 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {r['classes']} | {r['per_class']} | {r['epochs']} | {r['n_test']} | "
                              f"{_pct(r['top1'])} | {_pct(r['top5'])} | {_pct(r['cosine']['top1'])} | "
                              f"{_pct(r['cosine']['top5'])} | {r['seconds']} |")
+    if sw.get("ablation"):
+        base = sw["ablation"][0]
+        lines += ["", f"## What each augmentation switch buys ({base['classes']} classes, {base['per_class']}/class, "
+                      f"{base['epochs']} epochs, realistic held-out of those classes)", "",
+                  "| training augmentation | Top-1 | Top-5 | change in Top-1 |", "| --- | ---: | ---: | ---: |"]
+        for r in sw["ablation"]:
+            lines.append(f"| {r['switch']} | {_pct(r['top1'])} | {_pct(r['top5'])} | "
+                         f"{100 * (r['top1'] - base['top1']):+.1f} |")
     return "\n".join(lines) + "\n"
 
 
