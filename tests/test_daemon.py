@@ -394,3 +394,17 @@ def test_polling_mode_from_the_command_line(tmp_path, library_dir):
         site.d8.export("P-1.brml", site.d8.measure("P-1", ["TSTMOF04"]))
         _wait(lambda: site.ledger_scans(), what="the scan found by polling")
         assert site.agent.stop() == 0
+
+
+def test_a_named_pipe_in_the_folder_is_rejected_without_hanging_anything(tmp_path, library_dir):
+    site = Site(tmp_path, library_dir)
+    with site.agent:
+        site.agent.start()
+        os.mkfifo(site.export / "S-1.raw")  # opening it to read would block for ever
+        site.d8.export("S-2.raw", site.d8.measure("S-2", ["TSTMOF05"]))
+        _wait(lambda: len(site.ledger_scans()) == 2, what="both files have an outcome")
+        assert site.agent.stop() == 0
+    outcomes = {Path(s["path"]).name: s["outcome"] for s in site.ledger_scans()}
+    assert outcomes == {"S-1.raw": "rejected", "S-2.raw": "identified"}
+    (rejected,) = [m for m in site.ledger_messages() if m["topic"] == messages.REJECTED]
+    assert rejected["error"] == "not_a_file" and "named pipe" in rejected["reason"]

@@ -15,6 +15,7 @@ rules are tested without sleeping.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -131,8 +132,12 @@ class Debouncer:
             return False
         if stable_s >= self.incomplete_timeout_s:
             return True  # give up waiting: the reader will say what is wrong
-        if path.is_symlink():
-            return True  # never followed; the pipeline rejects it
+        try:
+            mode = self._stat(path).st_mode
+        except OSError:
+            return False
+        if not stat.S_ISREG(mode):
+            return True  # a symlink (never followed) or a FIFO/socket/device (never opened): rejected
         fmt = self._classify(path)
         if fmt is None or fmt in HEADERLESS:
             # No header promises anything (plain text, or a profile that says "settle"), or no

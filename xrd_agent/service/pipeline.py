@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -82,9 +83,14 @@ class Settings:
 
 
 def _sha256_file(path: Path, limit: int = 256 * 2**20) -> str | None:
+    """sha256 of a regular file's bytes; None for anything else (a FIFO would block the worker)."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        with os.fdopen(fd, "rb") as f:
             remaining = limit
             while remaining > 0 and (chunk := f.read(min(1 << 20, remaining))):
                 h.update(chunk)
@@ -382,6 +388,12 @@ class Pipeline:
         if sig != due.signature or self.ledger.seen(str(path), sig.size, sig.mtime_ns):
             return None  # changed since it became due (it will be due again), or already done
         self.counters.scans_seen += 1
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            exc = NotAScanFile("not a regular file (a named pipe, socket or device); only scan files are read", path)
+            digest = hashlib.sha256(b"special:" + os.fsencode(path)).hexdigest()
+            self._record_rejection(due, FileKey(str(path), sig.size, sig.mtime_ns, digest), exc, None, scan_id=None)
+            return None
         if path.is_symlink():
             target = os.readlink(path)
             where = "outside the export folder" if not _inside(path, self.root) else "inside the export folder"
