@@ -280,3 +280,17 @@ def test_an_expected_refcode_accepts_another_determination_of_the_same_material(
     assert judge(ident, Expectation("S", ("Cu-BTC",), 1), aliases=aliases) == []
     (missing,) = judge(ident, Expectation("S", ("GITTOT",), 2), aliases=aliases)
     assert missing.reason == "expected_phase_missing" and missing.evidence["found"] == ["DOTSOV", "OFERUN"]
+
+
+def test_a_file_name_that_is_not_utf8_is_processed_not_a_crash(tmp_path, engine):
+    rig = Rig(tmp_path, engine)
+    good = rig.d8.export("L-1.raw", rig.d8.measure("L-1", ["TSTMOF07"]))
+    latin1 = Path(os.fsdecode(os.fsencode(rig.folder) + b"/Probe-\xe9.raw"))  # 'é' from an old Windows share
+    os.rename(good.path, latin1)
+    junk = Path(os.fsdecode(os.fsencode(rig.folder) + b"/\xff\xfe.raw"))
+    junk.write_bytes(b"not a scan")
+    out = rig.run(latin1, junk)
+    assert [m["topic"] for m in out] == ["xrd.rejected", "xrd.alert", "xrd.identification"]
+    assert out[2]["path"].endswith("Probe-\\xe9.raw") and out[0]["path"].endswith("\\xff\\xfe.raw")
+    assert rig.ledger.unsent() == []  # all of it went out on the wire
+    assert rig.run(latin1, junk) == []  # and is known in the ledger under the same names

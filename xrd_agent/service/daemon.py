@@ -37,7 +37,7 @@ from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.service.alerts import aliases_of
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
-from xrd_agent.service.ledger import Ledger
+from xrd_agent.service.ledger import Ledger, path_text
 from xrd_agent.service.pipeline import Identity, Pipeline, Settings
 from xrd_agent.service.sdnotify import Notifier
 from xrd_agent.service.watcher import FolderEvent, Watcher, choose_mode
@@ -149,7 +149,7 @@ class Daemon:
             debouncer=debouncer,
             on_ready=lambda due: self.pipeline.submit(due, self._stopping),
             on_folder=self._on_folder,
-            skip=lambda due: self.ledger.seen(str(due.path), due.signature.size, due.signature.mtime_ns),
+            skip=lambda due: self.ledger.seen(path_text(due.path), due.signature.size, due.signature.mtime_ns),
             ignore=self.instrument.ignores,
             mode=mode,
             recursive=config.watch.recursive,

@@ -17,6 +17,7 @@ import structlog
 from xrd_agent.config import Config
 from xrd_agent.errors import ConfigError, ScanError, XrdAgentError
 from xrd_agent.scan import Scan, Wavelength
+from xrd_agent.service.ledger import path_text
 from xrd_agent.service.watcher import DEFAULT_IGNORE, ignore_by_patterns
 
 log = structlog.get_logger("xrd_agent.instrument")
@@ -115,7 +116,7 @@ class Instrument:
         else:
             found = scan.sample_id
         found = str(found).strip() if found else ""
-        return (found or scan.source_path.stem)[:256]
+        return path_text(found or scan.source_path.stem)[:256]
 
 
 def _call(obj: Any, method: str, arg: Any, default: Any) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +71,12 @@ CREATE TABLE IF NOT EXISTS expectations (
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def path_text(path: str | Path) -> str:
+    """A path as text that SQLite and JSON accept: bytes that are not UTF-8 (a file name
+    from an old Windows share) become backslash escapes instead of a crash."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 class LedgerError(XrdAgentError, RuntimeError):

@@ -36,7 +36,7 @@ from xrd_agent.service import alerts as alerts_mod
 from xrd_agent.service.alerts import Alert
 from xrd_agent.service.debounce import Due, Signature
 from xrd_agent.service.expectations import ExpectationBook
-from xrd_agent.service.ledger import FileKey, Ledger, Transaction
+from xrd_agent.service.ledger import FileKey, Ledger, Transaction, path_text
 
 log = structlog.get_logger("xrd_agent.pipeline")
 
@@ -206,7 +206,7 @@ class Pipeline:
         alert = alerts_mod.alert(alerts_mod.UNREADABLE, detail=detail)
 
         def make(tx: Transaction) -> list[dict[str, Any]]:
-            body = {"scan_id": None, "path": str(due.path)[:4096], "sample_id": None,
+            body = {"scan_id": None, "path": path_text(due.path)[:4096], "sample_id": None,
                     "written_at": messages.rfc3339(due.signature.mtime_ns / 1e9),
                     "detected_at": messages.rfc3339(due.detected_at), **self._alert_fields(alert), "result": None}
             self.counters.alerts += 1
@@ -218,10 +218,10 @@ class Pipeline:
         reason = alerts_mod.FOLDER_MISSING if state == "missing" else alerts_mod.FOLDER_RESTORED
         detail = ("the export folder vanished (unmounted share?); watching for it to return"
                   if state == "missing" else "the export folder is back; scans written meanwhile are processed now")
-        alert = alerts_mod.alert(reason, directory=str(directory), detail=detail)
+        alert = alerts_mod.alert(reason, directory=path_text(directory)[:4096], detail=detail)
 
         def make(tx: Transaction) -> list[dict[str, Any]]:
-            body = {"scan_id": None, "path": str(directory), "sample_id": None, "written_at": None,
+            body = {"scan_id": None, "path": path_text(directory)[:4096], "sample_id": None, "written_at": None,
                     "detected_at": messages.rfc3339(), **self._alert_fields(alert), "result": None}
             self.counters.alerts += 1
             return [tx.build(lambda seq: self._build(messages.ALERT, seq, body))]
@@ -385,14 +385,14 @@ class Pipeline:
             sig = Signature.of(os.lstat(path))
         except OSError:
             return None  # gone again (moved away, deleted): nothing to do
-        if sig != due.signature or self.ledger.seen(str(path), sig.size, sig.mtime_ns):
+        if sig != due.signature or self.ledger.seen(path_text(path), sig.size, sig.mtime_ns):
             return None  # changed since it became due (it will be due again), or already done
         self.counters.scans_seen += 1
         mode = os.lstat(path).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             exc = NotAScanFile("not a regular file (a named pipe, socket or device); only scan files are read", path)
             digest = hashlib.sha256(b"special:" + os.fsencode(path)).hexdigest()
-            self._record_rejection(due, FileKey(str(path), sig.size, sig.mtime_ns, digest), exc, None, scan_id=None)
+            self._record_rejection(due, FileKey(path_text(path), sig.size, sig.mtime_ns, digest), exc, None, scan_id=None)
             return None
         if path.is_symlink():
             target = os.readlink(path)
@@ -400,7 +400,7 @@ class Pipeline:
             exc = NotAScanFile(f"a symbolic link to {target} ({where}); links are not followed, "
                                "export the scan file itself", path)
             digest = hashlib.sha256(b"symlink:" + os.fsencode(target)).hexdigest()
-            self._record_rejection(due, FileKey(str(path), sig.size, sig.mtime_ns, digest), exc, None,
+            self._record_rejection(due, FileKey(path_text(path), sig.size, sig.mtime_ns, digest), exc, None,
                                    scan_id=None)
             return None
         if not os.access(path, os.R_OK):
@@ -417,14 +417,14 @@ class Pipeline:
             scan = self._read(path, self._wavelength_for(path))
         except ScanError as exc:
             digest = _sha256_file(path)
-            key = FileKey(str(path), sig.size, sig.mtime_ns, digest or "")
+            key = FileKey(path_text(path), sig.size, sig.mtime_ns, digest or "")
             self._record_rejection(due, key, exc, None, scan_id=digest)
             return None
         except Exception as exc:  # a reader bug: never crash the service, never lose the file silently
             log.exception("reader failed", path=str(path))
             digest = _sha256_file(path)
             err = ScanError(f"the reader failed on this file ({type(exc).__name__}); see the agent's log", path)
-            self._record_rejection(due, FileKey(str(path), sig.size, sig.mtime_ns, digest or ""), err, None,
+            self._record_rejection(due, FileKey(path_text(path), sig.size, sig.mtime_ns, digest or ""), err, None,
                                    scan_id=digest)
             return None
         try:
@@ -433,13 +433,13 @@ class Pipeline:
             return None
         if after != sig:
             return None  # rewritten while being read: the watcher offers the new version
-        return _Read(due, FileKey(str(path), sig.size, sig.mtime_ns, scan.sha256), scan)
+        return _Read(due, FileKey(path_text(path), sig.size, sig.mtime_ns, scan.sha256), scan)
 
     # -- recording -----------------------------------------------------------------------
     def _scan_fields(self, due: Due, key: FileKey, scan_id: str | None, sample_id: str | None) -> dict[str, Any]:
         return {
             "scan_id": scan_id,
-            "path": str(due.path)[:4096],
+            "path": path_text(due.path)[:4096],
             "sample_id": sample_id,
             "written_at": messages.rfc3339(key.mtime_ns / 1e9),
             "detected_at": messages.rfc3339(due.detected_at),
@@ -454,7 +454,7 @@ class Pipeline:
         if scan_id == "":
             scan_id = key.sha256 or None
         fields = self._scan_fields(due, key, scan_id, sample_id)
-        reason = (exc.reason or str(exc))[:2000]
+        reason = path_text(exc.reason or str(exc))[:2000]
         rejected = {**fields, "reason": reason, "error": exc.code}
         alert = alerts_mod.alert(alerts_mod.UNREADABLE, detail=reason)
         with self.ledger.transaction() as tx:
