@@ -23,8 +23,9 @@ import numpy as np
 from xrd_agent.profile import PeakProfile, broaden
 from xrd_agent.testing.formats import WRITERS, Measurement
 
-#: The instrument's scan: 2-theta 4-52 deg in 0.02 deg steps (covers the model's 5-50 deg).
-SCAN_START, SCAN_STOP, SCAN_STEP = 4.0, 52.0, 0.02
+#: The instrument's scan: 2-theta 4-52 deg in 0.01 deg steps (covers the model's 5-50 deg;
+#: the real D8 exports in the fixtures step 0.008-0.0105 deg with a LynxEye detector).
+SCAN_START, SCAN_STOP, SCAN_STEP = 4.0, 52.0, 0.01
 
 
 def scan_axis(start: float = SCAN_START, stop: float = SCAN_STOP, step: float = SCAN_STEP) -> np.ndarray:
@@ -100,13 +101,13 @@ class SimulatedD8:
     """Writes exports into ``folder`` like the instrument software (staged, then renamed)."""
 
     def __init__(self, folder: str | Path, library: Any, *, seed: int = 7, stage_delay_s: float = 0.05,
-                 stages: int = 4) -> None:
+                 stages: int = 4, step: float = SCAN_STEP) -> None:
         self.folder = Path(folder)
         self.library = library
         self.rng = np.random.default_rng(seed)
         self.stage_delay_s = stage_delay_s
         self.stages = max(1, stages)
-        self.tt = scan_axis()
+        self.tt = scan_axis(step=step)
 
     # -- measuring ------------------------------------------------------------------------
     def measure(self, sample_id: str, refcodes: list[str] | None = None, *, kind: str = "crystalline",
@@ -120,7 +121,8 @@ class SimulatedD8:
             w = weights or [1.0] * len(idx)
             counts = crystalline_counts(self.tt, [(*_sticks_of(self.library, i), wi) for i, wi in zip(idx, w)],
                                         self.rng)
-        return Measurement(start=float(self.tt[0]), step=SCAN_STEP, counts=counts, sample_id=sample_id)
+        return Measurement(start=float(self.tt[0]), step=float(self.tt[1] - self.tt[0]), counts=counts,
+                           sample_id=sample_id)
 
     # -- exporting ------------------------------------------------------------------------
     def write_bytes(self, name: str, data: bytes, *, mode: str = "rename") -> Path:
