@@ -408,3 +408,22 @@ def test_a_named_pipe_in_the_folder_is_rejected_without_hanging_anything(tmp_pat
     assert outcomes == {"S-1.raw": "rejected", "S-2.raw": "identified"}
     (rejected,) = [m for m in site.ledger_messages() if m["topic"] == messages.REJECTED]
     assert rejected["error"] == "not_a_file" and "named pipe" in rejected["reason"]
+
+
+def test_every_real_instrument_export_gets_exactly_one_outcome(tmp_path, library_dir, fixtures_dir):
+    import shutil
+
+    site = Site(tmp_path, library_dir, service={"default_anode": "Cu"})
+    files = sorted(p for p in fixtures_dir.iterdir() if p.name not in {"README.md", "expected.json"})
+    with site.agent:
+        site.agent.start()
+        for f in files:
+            shutil.copyfile(f, site.export / f.name)
+        _wait(lambda: len(site.ledger_scans()) == len(files), timeout=120, what="an outcome for every fixture")
+        assert site.agent.stop() == 0
+    outcomes = Counter(Path(s["path"]).name for s in site.ledger_scans())
+    assert outcomes == Counter({f.name: 1 for f in files})
+    idents = {Path(m["path"]).name: m for m in site.ledger_messages() if m["topic"] == messages.IDENTIFICATION}
+    assert "Si-Std_SRM640d_D8D_20-97_7_16hm.brml" in idents and "TwoTheta_scan_scrambled.raw" in idents
+    # none of these standards and alloys is a MOF of the library: none may be named with trust
+    assert all({"unknown_phase", "amorphous"} & set(m["result"]["flags"]) for m in idents.values())
