@@ -294,3 +294,41 @@ def test_a_file_name_that_is_not_utf8_is_processed_not_a_crash(tmp_path, engine)
     assert out[2]["path"].endswith("Probe-\\xe9.raw") and out[0]["path"].endswith("\\xff\\xfe.raw")
     assert rig.ledger.unsent() == []  # all of it went out on the wire
     assert rig.run(latin1, junk) == []  # and is known in the ledger under the same names
+
+
+def test_a_stuck_engine_makes_the_worker_unhealthy_until_it_moves_again(tmp_path, engine):
+    """What the daemon's watchdog pings key on: a hung identification stops them."""
+    import threading
+
+    release = threading.Event()
+
+    class StuckEngine:  # the real engine, held up the way a wedged accelerator would hold it
+        model_version, library_version = engine.model_version, engine.library_version
+
+        def identify_many(self, scans):
+            release.wait(30)
+            return engine.identify_many(scans)
+
+    rig = Rig(tmp_path, engine)
+    rig.pipeline.engine = StuckEngine()
+    rig.pipeline.start()
+    try:
+        assert _eventually(lambda: rig.pipeline.healthy(max_silence_s=0.5))
+        p = rig.d8.export("W-1.raw", rig.d8.measure("W-1", ["TSTMOF01"])).path
+        rig.pipeline.submit(Due(p, Signature.of(os.lstat(p)), time.time()))
+        assert _eventually(lambda: not rig.pipeline.healthy(max_silence_s=0.5))
+        release.set()
+        assert _eventually(lambda: rig.pipeline.healthy(max_silence_s=0.5))
+        assert _eventually(lambda: rig.wire.topic(messages.IDENTIFICATION))
+    finally:
+        release.set()
+        rig.pipeline.stop(timeout=30)
+
+
+def _eventually(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
