@@ -67,6 +67,30 @@ class ServiceHostileResult:
         return out
 
 
+def _wait_outcomes(site: Site, wanted: set[str], timeout_s: float, stall_s: float) -> float:
+    """Wait until every wanted path has an outcome; give up after ``timeout_s``, or after
+    ``stall_s`` without any new outcome (a wedged agent). Returns the stall length, 0 if none."""
+    deadline = time.monotonic() + timeout_s
+    last_count, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        seen = {_relative(r.message["path"], site.export) for r in list(site.receiver.items)
+                if r.topic in OUTCOME_TOPICS}
+        if wanted <= seen:
+            return 0.0
+        if len(seen) != last_count:
+            last_count, last_change = len(seen), time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            return time.monotonic() - last_change
+        time.sleep(0.5)
+    return 0.0
+
+
+def _as_published(name: str) -> str:
+    """A file name as messages carry it: undecodable bytes become backslash escapes
+    (JSON must be UTF-8), so ``b"\\xe9"`` in a name reads ``\\xe9``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _relative(path: str, export: Path) -> str:
     try:
         return os.path.relpath(path, export)
@@ -74,14 +98,12 @@ def _relative(path: str, export: Path) -> str:
         return path
 
 
-def run(corpus: Corpus, args: argparse.Namespace | None = None, *, workdir: Path | None = None,
-        engine: str | None = None, batch: int = 100, pause_s: float = 0.3, timeout_s: float = 600.0,
-        exclude: frozenset[str] = frozenset(), stop_timeout_s: float = 60.0, log=print) -> tuple[bool, dict[str, object]] | ServiceHostileResult:
-    """Command entry (``args`` given: returns (ok, data)) and test entry (returns the result).
-
-    ``exclude``: case names left out (to look past one known defect for the next)."""
-    workdir = Path(workdir or (args.workdir if args and args.workdir else tempfile.mkdtemp(prefix="xrd-svc-")))
-    engine = engine or (getattr(args, "engine", None) if args else None) or "cnn"
+def run(corpus: Corpus, *, workdir: Path | None = None, engine: str = "cnn", batch: int = 100,
+        pause_s: float = 0.3, timeout_s: float = 600.0, exclude: frozenset[str] = frozenset(),
+        stop_timeout_s: float = 60.0, stall_s: float = 60.0, log=print) -> ServiceHostileResult:
+    """Drop the corpus (less ``exclude``: names left out to look past one known defect) into a
+    running agent with good scans interleaved, and judge every outcome."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="xrd-svc-"))
     choice = service_engine(workdir, engine)
     site = Site(workdir / "service-site", engine=choice.engine, model_dir=choice.model_dir,
                 library_dir=choice.library_dir,
@@ -96,14 +118,12 @@ def run(corpus: Corpus, args: argparse.Namespace | None = None, *, workdir: Path
     # Which outcome path each case will have once moved (top-level entries move as a whole).
     expected: dict[str, object] = {}
     for case in cases:
-        if case.kind == "dir":
-            expected[f"{case.name}/inside.raw"] = case
-        else:
-            expected[case.name] = case
+        key = _as_published(case.name)
+        expected[f"{key}/inside.raw" if case.kind == "dir" else key] = case
     tops = list(dict.fromkeys(c.name.split("/", 1)[0] for c in cases))
     log(f"engine: {choice.description}; {len(cases)} hostile entries ({len(tops)} top-level) + {len(good)} good scans")
     t0 = time.monotonic()
-    alive, stopped = False, False
+    alive, stopped, stalled_for = False, False, 0.0
     with site.agent:
         try:
             site.start()
@@ -114,9 +134,7 @@ def run(corpus: Corpus, args: argparse.Namespace | None = None, *, workdir: Path
                     bench_scans.drop(site.export, name, data)
                 time.sleep(pause_s)
             wanted = set(expected) | {name for name, _ in good}
-            site.receiver.wait_for(lambda: wanted <= {_relative(r.message["path"], site.export)
-                                                      for r in site.receiver.items if r.topic in OUTCOME_TOPICS},
-                                   timeout_s, "all outcomes")
+            stalled_for = _wait_outcomes(site, wanted, timeout_s, stall_s)
             time.sleep(2.0)
             alive = site.agent.proc is not None and site.agent.proc.poll() is None
             stopped = site.stop_or_kill(stop_timeout_s)  # False: SIGTERM did not drain in time (a hang)
@@ -125,6 +143,9 @@ def run(corpus: Corpus, args: argparse.Namespace | None = None, *, workdir: Path
                 if os.path.lexists(site.export / top):
                     os.rename(site.export / top, corpus.root / top)
     result = ServiceHostileResult(len(cases), len(good), time.monotonic() - t0, choice.description, alive)
+    if stalled_for:
+        result.internal_errors.append(f"the agent stopped publishing: no new outcome for {stalled_for:.0f} s "
+                                      "while files were still waiting")
     if not stopped:
         result.internal_errors.append(f"the agent did not stop within {stop_timeout_s:g} s of SIGTERM (killed)")
     got: dict[str, list] = {}
@@ -160,8 +181,12 @@ def run(corpus: Corpus, args: argparse.Namespace | None = None, *, workdir: Path
     log_text = site.agent.log_file.read_text(errors="replace") if site.agent.log_file.exists() else ""
     result.internal_errors = [line[:300] for line in log_text.splitlines()
                               if "Traceback" in line or '"exception"' in line or "Error:" in line][:50]
-    if args is None:
-        return result
+    return result
+
+
+def main(corpus: Corpus, args: argparse.Namespace) -> tuple[bool, dict[str, object]]:
+    """``xrd-agent bench hostile --service``."""
+    result = run(corpus, workdir=args.workdir, engine=args.engine or "cnn")
     for line in result.lines():
         print(line)
     return result.ok, asdict(result)

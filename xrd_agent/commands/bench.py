@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 RUNS = ("latency", "throughput", "soak", "burst", "crash", "hostile")
@@ -92,7 +91,7 @@ def _hostile(args: argparse.Namespace) -> tuple[bool, dict[str, object]]:
     if args.service:
         from xrd_agent.bench import service_hostile
 
-        s_ok, s_data = service_hostile.run(corpus, args)
+        s_ok, s_data = service_hostile.main(corpus, args)
         data["service"] = s_data
         ok &= s_ok
     return ok, data
@@ -115,6 +114,3 @@ _RUNNERS = {
     "burst": _lazy("burst"),
     "crash": _lazy("crash"),
 }
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)
