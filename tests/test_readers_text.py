@@ -209,3 +209,88 @@ def test_every_text_failure_is_a_scan_error(tmp_path: Path) -> None:
                 _scan(tmp_path, data[:end], name)
             except ScanError:
                 pass
+
+
+# --------------------------------------------------------------------------- the one-call fast path
+# parse() hands a regular data block to numpy in one call and everything else to the
+# line-by-line reference parser; these tests pin that the two never disagree.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_NUMBER = st.one_of(
+    st.integers(-10**6, 10**6).map(str),
+    st.floats(-1e6, 1e6, allow_nan=False).map(repr),
+    st.floats(1e-3, 1e3).map(lambda v: f"{v:.4E}"),
+    st.sampled_from(["-0", ".5", "5.", "+1", "1e400", "007", "1_0", "inf", "nan", "1e", "--1", ""]),
+)
+_SEPARATOR = st.sampled_from([" ", "\t", "  ", " \t", ",", ", ", ";", " ; "])
+
+
+@st.composite
+def _row(draw) -> str:
+    numbers = draw(st.lists(_NUMBER, min_size=1, max_size=4))
+    sep = draw(_SEPARATOR)
+    if sep.strip() == ";" and draw(st.booleans()):
+        numbers = [n.replace(".", ",") for n in numbers]  # decimal comma
+    pad = draw(st.sampled_from(["", " ", "\t"]))
+    return pad + sep.join(numbers) + draw(st.sampled_from(["", " ", ",", ";"]))
+
+
+_LINE = st.one_of(
+    _row(),
+    st.sampled_from(["", "   ", "\t", "# comment", "; note", "! x", "% y", "// z", "2Theta,Counts",
+                     "Winkel;Intensität", "ERROR detector", "3", "5 0.01 50", ";", ",", "e", "1e5e"]),
+)
+
+
+@st.composite
+def _text(draw) -> str:
+    header = draw(st.lists(_LINE, max_size=3))
+    rows = [draw(_row())] * draw(st.integers(1, 3))  # a regular block, as instruments write...
+    rows += draw(st.lists(st.one_of(_LINE, st.just(rows[0])), max_size=6))  # ...then anything
+    ending = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    return ending.join(header + rows) + draw(st.sampled_from(["", ending]))
+
+
+def _outcome(fn, arg):
+    try:
+        table = fn(arg)
+    except CorruptScan as exc:
+        return ("error", str(exc))
+    return ("table", table.shape, table.tobytes())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_text())
+def test_fast_path_agrees_with_line_by_line(content: str) -> None:
+    """Same array, bit for bit, or the same CorruptScan message, whichever path runs."""
+    assert _outcome(text.parse, content) == _outcome(text._parse_lines, content.splitlines())
+
+
+def test_fast_path_takes_regular_files_and_gives_the_same_bits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    angles = np.linspace(5.0, 50.0, 4501)
+    counts = rng.poisson(300, angles.size) + rng.random(angles.size)
+    layouts = {
+        "scan.xy": ("# 2theta counts\n", "{:.4f} {!r}\n"),
+        "scan.xye": ("", "{:.4f}\t{!r}\t1.5e1\r\n"),
+        "scan.csv": ("2Theta,Counts\n", "{:.4f},{!r}\n"),
+        "german.csv": ("Winkel;Intensität\n", "{:.4f};{!r}\n"),
+    }
+    for name, (header, row) in layouts.items():
+        body = header + "".join(row.format(a, float(c)) for a, c in zip(angles, counts))
+        if name == "german.csv":
+            body = header + body[len(header):].replace(".", ",")
+        lines = body.splitlines()
+        fast = text._parse_block(lines)
+        assert fast is not None, name  # the fast path really runs on instrument-like files
+        assert fast.tobytes() == text._parse_lines(lines).tobytes(), name
+        scan = _scan(tmp_path, body, name)
+        np.testing.assert_array_equal(scan.intensity, counts)
+
+
+def test_irregular_blocks_leave_the_fast_path() -> None:
+    for content in ("10 1\n# a comment\n11 2\n", "10 1\n11 2 3\n", "10 1\n11 inf\n", "10;1\n;5;6\n",
+                    "10,1\n  \n11,2\n", "10 1\nEND\n", "10 1\n11\u00a02\n"):
+        assert text._parse_block(content.splitlines()) is None, content

@@ -10,6 +10,7 @@ caller's wavelength applies.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,67 @@ def parse(text: str) -> np.ndarray:
     Lines before the first row of 2 or 3 numbers are a header, even numeric ones (some
     programs write a count or a start/step line first); after it, every line must match.
     """
+    lines = text.splitlines()
+    table = _parse_block(lines)
+    return table if table is not None else _parse_lines(lines)
+
+
+#: Characters a plain data block may hold for the one-call fast path (with the line's
+#: separator added): digits, sign, point, exponent, spaces. Anything else (comments,
+#: inf/nan, underscores, other white space) takes the line-by-line path.
+_PLAIN = b"0123456789.eE+- \t\n"
+
+
+def _parse_block(lines: list[str]) -> np.ndarray | None:
+    """The data block parsed in one numpy call, or None where the line-by-line path must decide.
+
+    Profiling showed the per-line Python loop was ~75% of a text read. Here the header is
+    found exactly as :func:`_parse_lines` finds it; the rest is handed to numpy's C reader
+    only when every character is plain (see ``_PLAIN``) and every row has the first data
+    row's width, so anything irregular, and so every error message, goes to the slow path.
+    numpy's reader converts with ``PyOS_string_to_double``, the routine ``float()`` uses, so
+    the values are bit-identical.
+    """
+    start = -1
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(COMMENT_PREFIXES):
+            continue
+        values = _numbers(stripped)
+        if values is not None and len(values) in COLUMNS:
+            start, width = index, len(values)
+            break
+    if start < 0:
+        return None
+    first = lines[start]
+    block = "\n".join(lines[start:])
+    if ";" in first:
+        delimiter: str | None = ";"
+        allowed = _PLAIN + b";,"
+        block = block.replace(",", ".")  # the decimal comma, as _fields reads it
+    elif "," in first:
+        delimiter, allowed = ",", _PLAIN + b","
+    else:
+        delimiter, allowed = None, _PLAIN
+    try:
+        if block.encode("ascii").translate(None, allowed):
+            return None
+        if delimiter == ";" and re.search(r"(?m)^[ \t]*;", block):
+            return None  # a ';' comment line inside the data
+        rows = block.splitlines() if delimiter == ";" else lines[start:]
+        table = np.loadtxt(rows, dtype=np.float64, delimiter=delimiter,
+                           comments=None, ndmin=2)
+    except (UnicodeEncodeError, ValueError):
+        return None
+    return table if table.shape[1] == width else None
+
+
+def _parse_lines(lines: list[str]) -> np.ndarray:
+    """The reference parser, line by line: every irregular file and every error comes here."""
     rows: list[list[float]] = []
     width = 0
     odd_widths: set[int] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith(COMMENT_PREFIXES):
             continue
