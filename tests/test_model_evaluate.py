@@ -31,7 +31,7 @@ def test_evaluate_writes_tables_and_figures(tmp_path, fixtures_dir):
           tmp_path / "model", progress=False, emit=lambda s: None)
     engine = Engine(tmp_path / "model", library, device="cpu").load()
     config = ev.EvalConfig(repeats=2, baseline_per_class=4, baselines=("naive_bayes", "knn"), sweep="none",
-                           amorphous=4)
+                           amorphous=4, rerank_grid=True)
     fixtures = [fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml", fixtures_dir / "format1.raw"]
     results = ev.evaluate(engine, library, tmp_path / "out", config, fixtures=fixtures, command="pytest",
                           emit=lambda s: None)
@@ -46,6 +46,8 @@ def test_evaluate_writes_tables_and_figures(tmp_path, fixtures_dir):
     assert results["open_set"]["amorphous"]["flagged_amorphous"] == 1.0
     assert 0 < results["mixture"]["n"] and 0.0 <= results["mixture"]["flagged_mixture"] <= 1.0
     assert [r["file"] for r in results["open_set"]["fixtures"]] == [f.name for f in fixtures]
+    grid = results["rerank_grid"]["rows"]
+    assert grid[0]["depth"] == 1 and len(grid) == 1 + 3 * 4 and all(0 <= r["top1"] <= r["top5"] <= 1 for r in grid)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| cnn | realistic/same_phase | 10 |" in md and "Command: `pytest`" in md
     assert json.loads((tmp_path / "out" / "results.json").read_text())["model_version"] == engine.manifest_.version

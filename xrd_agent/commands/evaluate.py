@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="retraining sweeps over library size and spectra per class")
     parser.add_argument("--ablation", action="store_true",
                         help="also retrain with each augmentation switch off (7 small trainings)")
+    parser.add_argument("--rerank-grid", action="store_true",
+                        help="also tabulate rerank depth x power on realistic spectra of the library's own "
+                             "entries (how the engine's RERANK_DEPTH/RERANK_POWER were chosen)")
     parser.add_argument("--fixtures", type=Path, nargs="*", default=None, metavar="FILE",
                         help="non-MOF scans for the open-set table (default: the silicon and corundum "
                              "standards of the test fixtures, if present)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         b.strip() for b in args.baselines.split(",") if b.strip())
     config = EvalConfig(repeats=args.repeats, seed=args.seed, baseline_per_class=args.baseline_per_class,
                         baselines=baselines, sweep=args.sweep,
-                        ablation=args.ablation)
+                        ablation=args.ablation, rerank_grid=args.rerank_grid)
     library = Library.load(args.library)
     engine = Engine(args.model, library).load()
     fixtures = args.fixtures

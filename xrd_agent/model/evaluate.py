@@ -38,6 +38,7 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("naive_bayes", "knn", "logistic_regression", "random_forest", "svm")
     sweep: str = "reduced"  # none | reduced | full
     ablation: bool = False  # retrain with each augmentation switch off (reduced size)
+    rerank_grid: bool = False  # the depth x power table the engine's rerank was chosen from
     augment_preset: str = "realistic"  # the preset sweeps and ablations train with (as the shipped model)
     amorphous: int = 40  # synthetic amorphous scans for the open-set table
 
@@ -169,7 +170,9 @@ def score_methods(engine: Any, library: Any, sets: list[TestSet], config: EvalCo
             results["timing_s"][name] = round(time.perf_counter() - t, 1)
             emit(f"baseline {name}: fit {fit_s:.0f}s")
         results["baseline_training"] = {"per_class": config.baseline_per_class, "samples": int(len(yb)),
-                                        "features": int(F.shape[1])}
+                                        "features": int(F.shape[1]),
+                                        "models": {n: repr(m) for n, m in baseline_models(config.baselines,
+                                                                                          config.seed).items()}}
     return results
 
 
@@ -277,6 +280,50 @@ def open_set(engine: Any, fixtures: Sequence[Path], config: EvalConfig) -> dict[
     }
 
 
+def restricted_sizes(engine: Any, realistic: TestSet, sizes: Sequence[int] = (189, 300, 500, 750, 1012)) -> list[dict]:
+    """The shipped network with its softmax restricted to the first N classes (no retraining):
+    how much a smaller candidate list alone helps, on the held-out scans of those classes."""
+    P = engine.predict_proba(realistic.X)
+    rows = []
+    for n in sizes:
+        n = min(n, P.shape[1])
+        keep = realistic.y < n
+        rows.append({"classes": n, "n_test": int(keep.sum()), **topk_accuracy(P[keep][:, :n], realistic.y[keep]),
+                     "cosine": topk_accuracy(cosine_scores(realistic.X[keep], engine.library_.patterns[:n]),
+                                             realistic.y[keep])})
+    return rows
+
+
+def rerank_grid(engine: Any, library: Any, seed: int, per_class: int = 2,
+                depths: Sequence[int] = (5, 10, 20), powers: Sequence[int] = (1, 2, 3, 4)) -> dict[str, Any]:
+    """Top-1/Top-5 of softmax x score**power over the network's ``depth`` best, on realistic
+    spectra of the library's OWN entries (never the held-out set): how the engine's
+    RERANK_DEPTH and RERANK_POWER were chosen."""
+    from xrd_agent.model import flags
+    from xrd_agent.model.augment import AugmentOptions
+    from xrd_agent.model.dataset import synthesize
+
+    X, y = synthesize(library, per_class, seed=seed, options=AugmentOptions.realistic())
+    P = engine.predict_proba(X)
+    deepest = max(depths)
+    probs, scores, hits = [], [], []
+    for i, pat in enumerate(_patterns(X)):
+        order = np.argsort(-P[i])[:deepest]
+        found = flags.find_peaks(pat.intensity, pat.mask, min_height=engine.policy.weak_peak)
+        scores.append([flags.match_peaks(found, engine.reference_peaks(int(j)), pat.coverage.first,
+                                         pat.coverage.last, engine.policy).score for j in order])
+        probs.append(P[i][order])
+        hits.append(order == y[i])
+    probs, scores, hits = np.array(probs), np.array(scores), np.array(hits)
+    rows = [{"depth": 1, "power": 0, "top1": float(hits[:, 0].mean()), "top5": float(hits[:, :5].any(1).mean())}]
+    for d in depths:
+        for a in powers:
+            rank = np.argsort(-(probs[:, :d] * scores[:, :d] ** a), axis=1, kind="stable")
+            h = np.take_along_axis(hits[:, :d], rank, axis=1)
+            rows.append({"depth": d, "power": a, "top1": float(h[:, 0].mean()), "top5": float(h[:, :5].any(1).mean())})
+    return {"n": int(len(y)), "per_class": per_class, "seed": seed, "rows": rows}
+
+
 # -- sweeps --------------------------------------------------------------------------
 #: Augmentation switches turned off one at a time in the ablation (AugmentOptions overrides).
 ABLATION: dict[str, dict[str, Any]] = {
@@ -293,9 +340,10 @@ ABLATION: dict[str, dict[str, Any]] = {
 ABLATION_SIZE = (189, 12, 6)  # classes, spectra per class, epochs
 
 SWEEPS = {
-    # (classes, per_class, epochs): reduced runs in minutes on 2 CPU cores; full = the default recipe.
-    "reduced": {"library_size": ([189, 500, 1012], 12, 6), "per_class": (189, [4, 12, 36], 8)},
-    "full": {"library_size": ([189, 500, 1012], 50, 40), "per_class": (1012, [10, 25, 50, 100], 40)},
+    # library_size: (class counts, per class, epochs); per_class: (classes, per-class counts, epochs).
+    # "reduced" fits the 2-CPU session (~15 min); "full" is the shipped recipe, hours on 2 CPUs.
+    "reduced": {"library_size": ([189], 12, 6), "per_class": (189, [6, 18], 6)},
+    "full": {"library_size": ([189, 500, 1012], 80, 40), "per_class": (1012, [10, 20, 40, 80], 40)},
 }
 
 
@@ -400,7 +448,8 @@ def cam_figure(engine: Any, library: Any, realistic: TestSet, path: Path, seed: 
     plt.close(fig)
 
 
-def sweep_figure(sweep: dict[str, Any], history: dict[str, list[float]] | None, path: Path) -> None:
+def sweep_figure(sweep: dict[str, Any], history: dict[str, list[float]] | None, path: Path,
+                 restricted: list[dict[str, Any]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -414,6 +463,11 @@ def sweep_figure(sweep: dict[str, Any], history: dict[str, list[float]] | None, 
             ax.plot(x, [r[metric] for r in rows], style, label=f"CNN {metric}")
         if key == "library_size":
             ax.plot(x, [r["cosine"]["top1"] for r in rows], "x:", label="cosine top1")
+            if restricted:
+                xr = [r["classes"] for r in restricted]
+                ax.plot(xr, [r["top1"] for r in restricted], "o-", color="grey", label="shipped, restricted top1")
+                ax.plot(xr, [r["top5"] for r in restricted], "s--", color="grey", label="shipped, restricted top5")
+                ax.plot(xr, [r["cosine"]["top1"] for r in restricted], "x:", color="grey", label="cosine top1")
         ax.set(xlabel=xlabel, ylabel="held-out accuracy", ylim=(0, 1.01))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -483,6 +537,21 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {r['classes']} | {r['per_class']} | {r['epochs']} | {r['n_test']} | "
                              f"{_pct(r['top1'])} | {_pct(r['top5'])} | {_pct(r['cosine']['top1'])} | "
                              f"{_pct(r['cosine']['top5'])} | {r['seconds']} |")
+    if results.get("restricted"):
+        lines += ["", "## Library size without retraining: the shipped network's softmax restricted to the first N "
+                      "classes (realistic held-out scans of those classes)", "",
+                  "| classes | n test | Top-1 | Top-5 | cosine Top-1 | cosine Top-5 |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in results["restricted"]:
+            lines.append(f"| {r['classes']} | {r['n_test']} | {_pct(r['top1'])} | {_pct(r['top5'])} | "
+                         f"{_pct(r['cosine']['top1'])} | {_pct(r['cosine']['top5'])} |")
+    if results.get("rerank_grid"):
+        g = results["rerank_grid"]
+        lines += ["", f"## Choosing the rerank (realistic spectra of the library's own entries, {g['per_class']} per class, "
+                      f"seed {g['seed']}, n={g['n']}; not the held-out set)", "",
+                  "| reordered candidates | power of the match score | Top-1 | Top-5 |", "| ---: | ---: | ---: | ---: |"]
+        for r in g["rows"]:
+            label = "network alone" if r["depth"] == 1 else str(r["depth"])
+            lines.append(f"| {label} | {r['power'] if r['depth'] > 1 else '–'} | {_pct(r['top1'])} | {_pct(r['top5'])} |")
     if sw.get("ablation"):
         base = sw["ablation"][0]
         lines += ["", f"## What each augmentation switch buys ({base['classes']} classes, {base['per_class']}/class, "
@@ -522,8 +591,8 @@ def evaluate(engine: Any, library: Any, out: str | Path, config: EvalConfig = Ev
     results["confidence"] = [confidence_table(engine, ts, identified[ts.name]) for ts in sets]
     results["mixture"] = mixture_table(engine, next(ts for ts in sets if ts.name == "realistic"), config.seed)
     results["open_set"] = open_set(engine, fixtures, config)
-    emit("open set done")
     realistic = next(ts for ts in sets if ts.name == "realistic")
+    emit("open set done")
     figures = {}
     try:
         nca_figure(engine, library, realistic, out / "nca.png", config.seed)
@@ -532,6 +601,10 @@ def evaluate(engine: Any, library: Any, out: str | Path, config: EvalConfig = Ev
         emit(f"NCA figure failed: {exc}")
     cam_figure(engine, library, realistic, out / "cam.png", config.seed)
     figures["cam"] = "cam.png"
+    if config.rerank_grid:
+        results["rerank_grid"] = rerank_grid(engine, library, seed=555)
+        emit("rerank grid done")
+    results["restricted"] = restricted_sizes(engine, realistic)
     results["sweeps"] = sweeps(library, heldout, sets, config, emit)
     history = None
     model_dir = Path(engine.model_dir) if engine.model_dir else None
@@ -541,8 +614,8 @@ def evaluate(engine: Any, library: Any, out: str | Path, config: EvalConfig = Ev
         model_dir = default_model_path()
     if (model_dir / "history.json").is_file():
         history = json.loads((model_dir / "history.json").read_text())
-    if results["sweeps"] or history:
-        sweep_figure(results["sweeps"], history, out / "sweeps.png")
+    if results["sweeps"] or history or results.get("restricted"):
+        sweep_figure(results["sweeps"], history, out / "sweeps.png", results.get("restricted"))
         figures["sweeps"] = "sweeps.png"
     results["figures"] = figures
     results["seconds"] = round(time.perf_counter() - t0, 1)

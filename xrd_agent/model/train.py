@@ -264,7 +264,7 @@ def plot_history(history: dict[str, list[float]], path: str | Path, title: str =
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for key, ax in (("loss", ax_loss), ("top1", ax_acc), ("top5", ax_acc)):
-        for prefix, style in (("", "-"), ("val_", "--")):
+        for prefix, style in (("", "-"), ("val_", "--"), ("heldout_", ":")):
             if prefix + key in history:
                 ax.plot(epochs, history[prefix + key], style, label=prefix + key)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log")
