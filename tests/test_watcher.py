@@ -297,3 +297,95 @@ def test_settle_times_come_from_the_profiles_and_can_be_capped():
     assert not plain.settle_only(Path("S-1.brml"))
     capped = Instrument(merge(Config(), {"watch": {"max_settle_s": 0.5}}))
     assert capped.settle_for(Path("S-1.xy")) == 0.5
+
+
+# -- the fast path: files renamed into place ---------------------------------------------------
+
+
+def test_a_renamed_complete_file_is_due_at_the_first_check_without_the_quiet_period(tmp_path):
+    clock = Clock()
+    deb = _debouncer(clock)
+    raw = tmp_path / "S-1.raw"
+    raw.write_bytes(raw4_bytes(_measurement()))
+    xy = tmp_path / "S-2.xy"
+    xy.write_bytes(xy_bytes(_measurement()))
+    deb.offer(raw, renamed=True)
+    deb.offer(xy, renamed=True)  # no header to ask: the rename is the "finished" signal
+    assert sorted(d.path.name for d in deb.due()) == ["S-1.raw", "S-2.xy"]
+    assert len(deb) == 0
+
+
+def test_files_written_in_place_keep_the_quiet_period_and_the_settle_time(tmp_path):
+    clock = Clock()
+    deb = _debouncer(clock)
+    raw = tmp_path / "S-1.raw"
+    raw.write_bytes(raw4_bytes(_measurement()))
+    xy = tmp_path / "S-2.xy"
+    xy.write_bytes(xy_bytes(_measurement()))
+    deb.offer(raw, renamed=True)
+    deb.offer(raw, renamed=False)  # written to after the rename: back to the ordinary rules
+    deb.offer(xy)
+    deb.offer(xy, renamed=None)  # a rescan says nothing about how it got there
+    assert deb.due() == []
+    clock.now += 0.3
+    assert [d.path for d in deb.due()] == [raw]
+    assert deb.due() == []
+    clock.now += 2.0
+    assert [d.path for d in deb.due()] == [xy]
+
+
+def test_a_renamed_but_incomplete_scan_waits_for_the_rest_under_the_ordinary_rules(tmp_path):
+    clock = Clock()
+    deb = _debouncer(clock)
+    data = raw4_bytes(_measurement())
+    path = tmp_path / "S-1.raw"
+    path.write_bytes(data[: len(data) // 2])  # renamed into place mid-measurement
+    deb.offer(path, renamed=True)
+    assert deb.due() == []
+    with open(path, "ab") as f:
+        f.write(data[len(data) // 2 :])
+    assert deb.due() == []  # complete now, but not yet quiet
+    clock.now += 0.3
+    (due,) = deb.due()
+    assert due.signature.size == len(data)
+
+
+def test_a_renamed_symlink_is_not_taken_on_the_fast_path(tmp_path):
+    clock = Clock()
+    deb = _debouncer(clock)
+    target = tmp_path / "target.raw"
+    target.write_bytes(raw4_bytes(_measurement()))
+    link = tmp_path / "link.raw"
+    link.symlink_to(target)
+    deb.offer(link, renamed=True)
+    assert deb.due() == []
+    clock.now += 0.3
+    assert [d.path for d in deb.due()] == [link]  # then rejected by the reader, as before
+
+
+def test_the_watcher_hands_over_renamed_scans_at_once_and_in_place_writes_after_the_quiet_period(tmp_path):
+    """A 60 s quiet period: only the fast path can deliver within the test's lifetime."""
+    sink = Sink()
+    done: set[Path] = set()
+    deb = Debouncer(settle_s=60.0, incomplete_timeout_s=600.0, quiet_s=60.0, is_complete=readers.is_complete,
+                    classify=signature_format)
+
+    def on_ready(due: Due) -> None:
+        done.add(due.path)
+        sink.ready.put(due)
+
+    w = Watcher(tmp_path, debouncer=deb, on_ready=on_ready, skip=lambda due: due.path in done,
+                mode="inotify", rescan_interval_s=1.0)
+    w.start()
+    try:
+        in_place = tmp_path / "S-0.raw"
+        in_place.write_bytes(raw4_bytes(_measurement()))
+        names = {"S-1.brml": brml_bytes(_measurement()), "S-2.raw": raw4_bytes(_measurement()),
+                 "S-3.xy": xy_bytes(_measurement())}
+        paths = {_write_staged(tmp_path, name, data) for name, data in names.items()}
+        got = {sink.take().path for _ in paths}
+        assert got == paths
+        assert sink.nothing_more(within=2.5)  # rescans ran: still once each, and S-0 still quiet
+        assert len(deb) == 1
+    finally:
+        w.stop()

@@ -8,6 +8,14 @@ holds everything its headers promise (``is_complete``), or — where no reader c
 aborted measurement) is handed over after ``incomplete_timeout_s`` so the reader can
 reject it with a reason instead of it waiting for ever.
 
+Fast path: a file that *arrived by an atomic rename* into the folder (``offer(path,
+renamed=True)``) is due at the first check, without the quiet period, when it is a regular
+file, stays unchanged across the check, and either its reader says it is complete or it has
+no completeness header (plain text, settle-only profiles, unrecognised files): the rename is
+the writer's "finished" signal. A renamed file that fails the check (the header promises
+more, or it changed meanwhile) and any file written in place (``renamed=False``) take the
+quiet-period path above, unchanged.
+
 Pure bookkeeping: the clock, ``stat`` and the completeness checks are injected, so the
 rules are tested without sleeping.
 """
@@ -58,6 +66,7 @@ class _Pending:
     signature: Signature
     since: float  # clock time the signature was first seen
     detected_at: float
+    renamed: bool = False  # arrived by an atomic rename, not yet checked on the fast path
 
 
 class Debouncer:
@@ -92,11 +101,18 @@ class Debouncer:
         with self._lock:
             return len(self._pending)
 
-    def offer(self, path: Path) -> None:
-        """Start (or keep) tracking ``path``; a changed file restarts its quiet period on the next check."""
+    def offer(self, path: Path, *, renamed: bool | None = None) -> None:
+        """Start (or keep) tracking ``path``; a changed file restarts its quiet period on the next check.
+
+        ``renamed``: True when the path arrived by an atomic rename (fast path), False when it
+        is being written in place (created/modified: back to the quiet period, even if a rename
+        came first), None when the event says nothing about writing (a rescan): no change."""
         with self._lock:
-            if path not in self._pending:
-                self._pending[path] = _Pending(Signature(-1, -1), self._clock(), self._wall())
+            state = self._pending.get(path)
+            if state is None:
+                self._pending[path] = _Pending(Signature(-1, -1), self._clock(), self._wall(), bool(renamed))
+            elif renamed is not None:
+                state.renamed = renamed
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -115,6 +131,11 @@ class Debouncer:
             except OSError:
                 gone.append(path)
                 continue
+            if state.renamed:
+                state.renamed = False  # one try: after that, the quiet-period rules
+                if self._complete_on_arrival(path, sig):
+                    ready.append(Due(path, sig, state.detected_at))
+                    continue
             if sig != state.signature:
                 state.signature, state.since = sig, now
                 continue
@@ -126,6 +147,22 @@ class Debouncer:
             for item in ready:
                 self._pending.pop(item.path, None)
         return ready
+
+    def _complete_on_arrival(self, path: Path, sig: Signature) -> bool:
+        """A renamed-in regular file that needs no quiet period: complete by its header, or
+        headerless (the rename says finished), and unchanged while we looked."""
+        try:
+            if not stat.S_ISREG(self._stat(path).st_mode):
+                return False  # links and special files: the ordinary rules reject them
+        except OSError:
+            return False
+        fmt = self._classify(path)
+        if fmt is not None and fmt not in HEADERLESS and not self._is_complete(path):
+            return False  # the header promises more than is there (e.g. renamed mid-measurement)
+        try:
+            return Signature.of(self._stat(path)) == sig  # a writer still at work: no shortcut
+        except OSError:
+            return False
 
     def _ready(self, path: Path, stable_s: float) -> bool:
         if stable_s < self.quiet_s:

@@ -12,8 +12,10 @@ Three sources feed one event queue of immutable :class:`FileEvent` values:
 
 One dispatcher thread drains the queue into the :class:`~xrd_agent.service.debounce.Debouncer`
 and hands due files to ``on_ready`` — which may block: that is the backpressure from the
-bounded work queue. Files the ledger already holds (same path, size, mtime) are skipped
-before any byte is read.
+bounded work queue. It wakes on the first queued event (and every ``TICK_S`` while files sit
+in their quiet period), so a file renamed into place, which the debouncer takes on its fast
+path, is handed over in the same wake-up as its event. Files the ledger already holds (same
+path, size, mtime) are skipped before any byte is read.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ NETWORK_FS = frozenset({"cifs", "smb3", "smbfs", "nfs", "nfs4", "fuse.sshfs", "9
 #: How often the dispatcher looks at pending files, and the folder check runs (seconds).
 TICK_S = 0.1
 FOLDER_CHECK_S = 1.0
+#: What each event says about how the file got there (see ``Debouncer.offer``): an atomic
+#: rename into place, or writes in place; other kinds (rescan, closed, attrib) say neither.
+RENAMED = {"moved": True, "created": False, "modified": False}
 #: Events waiting for the dispatcher before new ones are dropped (a rescan recovers them).
 EVENT_QUEUE_SIZE = 100_000
 
@@ -318,7 +323,7 @@ class Watcher:
                 if event.kind == "deleted":
                     self.debouncer.forget(event.path)
                 elif not self._known(event.path):
-                    self.debouncer.offer(event.path)
+                    self.debouncer.offer(event.path, renamed=RENAMED.get(event.kind))
             for due in self.debouncer.due():
                 if self._stop.is_set():
                     return
