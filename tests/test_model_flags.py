@@ -107,3 +107,21 @@ def test_peak_finder_reads_a_prepared_scan():
     s = LIB.sticks(6)
     true = s.two_theta[np.argmax(s.intensity)] + 0.03
     assert abs(strongest - true) < 0.1
+
+
+@pytest.mark.parametrize("step", [0.02, 0.03, 0.05])
+def test_crystallinity_measures_noise_at_the_scans_own_step(step):
+    """A scan coarser than the 0.01 deg grid is interpolated onto it; the noise estimate
+    must not collapse there, or a failed (amorphous) synthesis is never flagged."""
+    from xrd_agent.preprocess import prepare_arrays_raw
+
+    coarse = np.arange(5.0, 50.0 + step / 2, step)
+    fine_hump = amorphous_scan(2)
+    fine_crystal = counts_scan(LIB, 2, seed=2)
+    policy = flags.FlagPolicy()
+    hump_pattern, hump_raw = prepare_arrays_raw(coarse, np.interp(coarse, MODEL_GRID, fine_hump))
+    hump = flags.crystallinity(hump_raw, hump_pattern.mask)
+    crystal_pattern, crystal_raw = prepare_arrays_raw(coarse, np.interp(coarse, MODEL_GRID, fine_crystal))
+    crystal = flags.crystallinity(crystal_raw, crystal_pattern.mask)
+    assert hump.snr < policy.amorphous_snr
+    assert crystal.snr > policy.amorphous_snr

@@ -149,6 +149,29 @@ _BG_POINTS = 201
 _SHARP_MAX_WIDTH = 100  # points (1 deg): anything wider is hump, not reflection
 
 
+def _native_lag(v: np.ndarray) -> int:
+    """Grid points per measured step: a scan coarser than the grid was linearly
+    interpolated onto it, and the second differences at interpolated points are zero
+    (k - 1 of every k). Noise must be measured at the scan's own step, or it vanishes."""
+    d2 = np.abs(np.diff(v, 2))
+    if d2.size == 0:
+        return 1
+    tol = 1e-9 * (float(np.abs(v).max()) + 1.0)
+    zero_share = float(np.mean(d2 <= tol))
+    return int(min(max(round(1.0 / max(1.0 - zero_share, 1e-3)), 1), 16))
+
+
+def _noise_sigma(v: np.ndarray, k: int) -> float:
+    """Robust noise sigma from the MAD of second differences taken at the native step ``k``."""
+    if v.size <= 2 * k:
+        return 0.0
+    d2 = v[2 * k:] - 2.0 * v[k:-k] + v[: -2 * k]
+    # Only the phase that sits on measured points carries the full noise; between them
+    # interpolation has averaged it down. That phase is the one with the largest spread.
+    return max(1.4826 * float(np.median(np.abs(p - np.median(p)))) / np.sqrt(6.0)
+               for p in (d2[o::k] for o in range(k)) if p.size)
+
+
 def crystallinity(values: np.ndarray, mask: np.ndarray) -> Crystallinity:
     """How clearly sharp reflections stand out of noise and background in raw counts.
 
@@ -159,9 +182,9 @@ def crystallinity(values: np.ndarray, mask: np.ndarray) -> Crystallinity:
     v = np.asarray(values, np.float64)[np.asarray(mask, bool)]
     if v.size < 2 * _BG_POINTS:
         return Crystallinity(snr=float("inf"), relative=1.0)  # too little to judge: don't cry wolf
-    d2 = np.diff(v, 2)
-    sigma = 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6.0)
-    smooth = ndimage.uniform_filter1d(v, 3, mode="nearest")
+    k = _native_lag(v)
+    sigma = _noise_sigma(v, k)
+    smooth = ndimage.uniform_filter1d(v, 3 * k, mode="nearest")
     bg = ndimage.grey_opening(smooth, size=_BG_POINTS, mode="nearest")
     bg = ndimage.uniform_filter1d(bg, _BG_POINTS, mode="nearest")
     resid = smooth - bg
