@@ -332,3 +332,33 @@ def _eventually(condition, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+import numpy as np  # noqa: E402  (appended with the cosine test)
+
+
+@pytest.mark.parametrize("case", ["random", "one run", "full", "empty", "edges"])
+def test_cosine_scores_equal_the_straightforward_masked_computation(engine, case):
+    """The engine's matrix-vector cosines (no masked copy of the library) equal cosines
+    computed the plain way on the masked columns, in float64."""
+    rng = np.random.default_rng(5)
+    patterns = engine.library_.patterns.astype(np.float64)
+    n = patterns.shape[1]
+    mask = {
+        "random": rng.random(n) < 0.6,
+        "one run": (np.arange(n) >= 300) & (np.arange(n) < 3200),
+        "full": np.ones(n, bool),
+        "empty": np.zeros(n, bool),
+        "edges": (np.arange(n) < 40) | (np.arange(n) >= n - 7) | (np.arange(n) == 2000),
+    }[case]
+    intensity = rng.random(n).astype(np.float32)
+    intensity[~mask] = rng.choice([0.0, 5.0, np.inf, np.nan], size=int((~mask).sum()))  # never seen
+    refs, x = patterns[:, mask], intensity[mask].astype(np.float64)
+    norms = np.linalg.norm(refs, axis=1) * (np.linalg.norm(x) or 1.0)
+    expected = (refs @ x) / np.where(norms > 0, norms, 1.0)
+    got = engine._cosines(intensity, mask)
+    assert got.shape == expected.shape and np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    if case != "empty":
+        assert expected.max() > 0.1  # not a vacuous all-zero comparison
+        assert list(np.argsort(-got)[:3]) == list(np.argsort(-expected)[:3])

@@ -166,6 +166,12 @@ class CosineEngine:
         lib_dir = self.config.model.library_dir or None
         self.library_ = Library.load(lib_dir)
         self._patterns = self.library_.patterns  # float32 (n, 4501)
+        # Running sums of the squared patterns (float64, so differences of them lose
+        # nothing), once: a scan's reference norms over its mask are then a few column
+        # differences per run of covered points, not a copy of the whole library per scan.
+        squares = np.square(self._patterns, dtype=np.float64)
+        self._square_sums = np.zeros((squares.shape[0], squares.shape[1] + 1))
+        np.cumsum(squares, axis=1, out=self._square_sums[:, 1:])
         self.library_version = self.library_.version
         log.info("library loaded", classes=len(self.library_), version=self.library_version)
         return self
@@ -192,12 +198,24 @@ class CosineEngine:
             out.append(self._identify(scan, pattern))
         return out
 
+    def _cosines(self, intensity: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Cosine of the scan with every reference over the covered points ``mask``.
+
+        One matrix-vector product over the whole library, never a masked copy of it:
+        zeroing the scan outside the mask restricts the dot products, and the references'
+        squared norms over the mask are sums over its runs of the precomputed running sums.
+        """
+        x = np.where(mask, intensity, np.float32(0))
+        edges = np.flatnonzero(np.diff(mask, prepend=False, append=False))
+        starts, ends = edges[0::2], edges[1::2]  # each run of covered points is [start, end)
+        squared = (self._square_sums[:, ends] - self._square_sums[:, starts]).sum(axis=1)
+        ref_norms = np.sqrt(squared).astype(np.float32)
+        norms = ref_norms * (np.linalg.norm(x) or 1.0)
+        return (self._patterns @ x) / np.where(norms > 0, norms, 1.0)
+
     def _identify(self, scan: Scan, pattern: Any) -> Identification:
         mask = np.asarray(pattern.mask, bool)
-        x = np.asarray(pattern.intensity, np.float32)[mask]
-        refs = self._patterns[:, mask]
-        norms = np.linalg.norm(refs, axis=1) * (np.linalg.norm(x) or 1.0)
-        cos = (refs @ x) / np.where(norms > 0, norms, 1.0)
+        cos = self._cosines(np.asarray(pattern.intensity, np.float32), mask)
         order = np.argsort(-cos)[: self.config.model.top_k]
         logits = (cos - cos.max()) / COSINE_TEMPERATURE
         prob = np.exp(logits) / np.exp(logits).sum()
