@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from xrd_agent.commands import _wavelength
 from xrd_agent.errors import ScanError
 
 
@@ -33,8 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="library folder the model was trained on (default: the shipped library)")
     parser.add_argument("--png", type=Path, default=None, metavar="FILE",
                         help="plot scan, best reference and CAM regions (one file per scan when several)")
-    parser.add_argument("--wavelength", metavar="ANODE_OR_ANGSTROM",
-                        help="radiation for files that do not say (Cu, Co, Mo, ... or K-alpha1 in angstrom)")
+    _wavelength.add_argument(parser)
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="xrd-agent TOML configuration")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     parser.set_defaults(func=run)
@@ -42,15 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xrd_agent.config import load_config
-    from xrd_agent.readers import parse_wavelength, read_scan
+    from xrd_agent.readers import read_scan
 
-    wavelength = None
-    if args.wavelength:
-        try:
-            wavelength = parse_wavelength(args.wavelength)
-        except ScanError as exc:
-            print(f"--wavelength {args.wavelength}: {exc.reason}", file=sys.stderr)
-            return 2
+    try:
+        wavelength = _wavelength.from_args(args)
+    except ScanError as exc:
+        print(exc.reason, file=sys.stderr)
+        return 2
     if args.top is not None and not 1 <= args.top <= 50:
         print("--top must be between 1 and 50", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from xrd_agent.commands import _wavelength
 from xrd_agent.errors import ScanError
 
 if TYPE_CHECKING:
@@ -31,24 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--json", action="store_true", help="one JSON object per line per file")
-    parser.add_argument(
-        "--wavelength",
-        metavar="ANODE_OR_ANGSTROM",
-        help="radiation for files that do not say (Cu, Co, Mo, ... or K-alpha1 in angstrom)",
-    )
+    _wavelength.add_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from xrd_agent.readers import parse_wavelength, read_scan
+    from xrd_agent.readers import read_scan
 
-    wavelength = None
-    if args.wavelength:
-        try:
-            wavelength = parse_wavelength(args.wavelength)
-        except ScanError as exc:
-            print(f"--wavelength {args.wavelength}: {exc.reason}", file=sys.stderr)
-            return 2
+    try:
+        wavelength = _wavelength.from_args(args)
+    except ScanError as exc:
+        print(exc.reason, file=sys.stderr)
+        return 2
     render: Callable[[Scan, TextIO], None] = _print_json if args.json else _print_text
     failed = 0
     try:
