@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--service", action="store_true",
                         help="hostile: also drop the corpus into a running service (slow)")
     parser.add_argument("--scans", type=int, default=None,
-                        help="scans per format (latency, default 500), in all (throughput/burst, default 10000)")
+                        help="latency: per format (default 500); throughput: per format (10000); "
+                             "burst: in all (10000); crash: in all (2000)")
     parser.add_argument("--kills", type=int, default=20, help="crash: kill -9 this many times")
     parser.add_argument("--minutes", type=float, default=30.0, help="soak: duration")
     parser.add_argument("--formats", default="raw4,brml,xy", help="comma-separated: raw4,brml,xy")
@@ -63,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     for name in runs:
         ref = reference()
         print(f"== {name} ==  ({ref.line()})", flush=True)
-        ok, data = _RUNNERS[name](args)
+        run_args = argparse.Namespace(**vars(args))
+        if args.workdir is not None and len(runs) > 1:  # one folder per run: their sites must not mix
+            run_args.workdir = args.workdir / name
+        ok, data = _RUNNERS[name](run_args)
         data["reference"] = ref.to_dict()
         results[name] = data
         failed |= not ok
@@ -76,6 +80,9 @@ def _hostile(args: argparse.Namespace) -> tuple[bool, dict[str, object]]:
     from xrd_agent.bench import hostile
 
     fixtures = args.fixtures or _default_fixtures()
+    if not Path(fixtures).is_dir():
+        print(f"no fixture folder at {fixtures}: give the real instrument exports with --fixtures DIR")
+        return False, {"error": f"no fixtures at {fixtures}"}
     corpus, report = hostile.run(fixtures, seed=args.seed, workdir=args.workdir, workers=args.workers,
                                  timeout_s=args.timeout)
     print(f"corpus: {len(corpus.cases)} files under {corpus.root} (seed {corpus.seed}); "
