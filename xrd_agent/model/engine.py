@@ -270,8 +270,8 @@ class Engine:
         from xrd_agent import preprocess
 
         self._require()
-        pattern = preprocess.prepare_arrays(two_theta_cu, intensity, self.gate)
-        return self.identify_patterns([pattern], [_raw_grid(two_theta_cu, intensity)])[0]
+        pattern, raw = preprocess.prepare_arrays_raw(two_theta_cu, intensity, self.gate)
+        return self.identify_patterns([pattern], [raw])[0]
 
     def identify_many(self, scans: Sequence[Any], wavelength: float | None = None) -> list[Identification | ScanError]:
         """One result per scan, in order: an Identification, or the ScanError that stopped it."""
@@ -284,8 +284,9 @@ class Engine:
         raws: list[np.ndarray] = []
         for i, scan in enumerate(scans):
             try:
-                patterns.append(preprocess.prepare(scan, self.gate, wavelength=wavelength))
-                raws.append(_raw_grid(_cu_two_theta(scan, wavelength), scan.intensity))
+                pattern, raw = preprocess.prepare_raw(scan, self.gate, wavelength=wavelength)
+                patterns.append(pattern)
+                raws.append(raw)
                 ready.append(i)
             except ScanError as exc:
                 out[i] = exc
@@ -302,25 +303,3 @@ class Engine:
             raise result
         return result
 
-
-def _cu_two_theta(scan: Any, wavelength: float | None) -> np.ndarray:
-    from xrd_agent.scan import CU_KALPHA1, to_cu_two_theta
-
-    lam = wavelength if wavelength is not None else (scan.wavelength.primary if scan.wavelength else None)
-    if lam is None or abs(lam - CU_KALPHA1) <= 1e-5:
-        return scan.two_theta
-    return to_cu_two_theta(scan.two_theta, lam)
-
-
-def _raw_grid(two_theta_cu: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-    """Despiked intensities on MODEL_GRID before any scaling (for the crystallinity test)."""
-    from xrd_agent import preprocess
-
-    tt = np.asarray(two_theta_cu, float)
-    y = np.asarray(intensity, float)
-    keep = np.isfinite(tt) & np.isfinite(y)
-    tt, y = tt[keep], y[keep]
-    order = np.argsort(tt, kind="stable")
-    y, _ = preprocess.despike(y[order])
-    values, _ = preprocess.to_grid(tt[order], y)
-    return values
