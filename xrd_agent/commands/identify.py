@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from xrd_agent.commands import _wavelength
+from xrd_agent.commands._scanfiles import ScanFiles, add_wavelength_argument, wavelength_from_args
 from xrd_agent.errors import ScanError
 
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="library folder the model was trained on (default: the shipped library)")
     parser.add_argument("--png", type=Path, default=None, metavar="FILE",
                         help="plot scan, best reference and CAM regions (one file per scan when several)")
-    _wavelength.add_argument(parser)
+    add_wavelength_argument(parser)
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="xrd-agent TOML configuration")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     parser.set_defaults(func=run)
@@ -42,28 +42,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xrd_agent.config import load_config
-    from xrd_agent.readers import read_scan
-
     try:
-        wavelength = _wavelength.from_args(args)
+        wavelength = wavelength_from_args(args)
     except ScanError as exc:
         print(exc.reason, file=sys.stderr)
         return 2
     if args.top is not None and not 1 <= args.top <= 50:
         print("--top must be between 1 and 50", file=sys.stderr)
         return 2
-    failed = 0
-    scans, paths = [], []
-    for path in args.files:
-        try:
-            scans.append(read_scan(path, wavelength=wavelength))
-            paths.append(path)
-        except ScanError as exc:
-            failed += 1
-            print(f"{path}: {exc.reason}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - a reader bug must not hide the other files
-            failed += 1
-            print(f"{path}: unexpected {type(exc).__name__} while reading ({exc}); please report", file=sys.stderr)
+    files = ScanFiles(args.files, wavelength)
+    read = list(files)
+    paths, scans = [p for p, _ in read], [s for _, s in read]
+    failed = files.failed
     if not scans:
         return 1
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from xrd_agent.commands import _wavelength
+from xrd_agent.commands._scanfiles import ScanFiles, add_wavelength_argument, wavelength_from_args
 from xrd_agent.errors import ScanError
 
 if TYPE_CHECKING:
@@ -32,42 +32,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--json", action="store_true", help="one JSON object per line per file")
-    _wavelength.add_argument(parser)
+    add_wavelength_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from xrd_agent.readers import read_scan
-
     try:
-        wavelength = _wavelength.from_args(args)
+        wavelength = wavelength_from_args(args)
     except ScanError as exc:
         print(exc.reason, file=sys.stderr)
         return 2
     render: Callable[[Scan, TextIO], None] = _print_json if args.json else _print_text
-    failed = 0
+    files = ScanFiles(args.files, wavelength, hint=True)
     try:
-        for path in args.files:
-            try:
-                scan = read_scan(path, wavelength=wavelength)
-            except ScanError as exc:
-                failed += 1
-                hint = ""
-                if exc.code == "unknown_wavelength":
-                    hint = " (here: --wavelength Cu or --wavelength 1.5406)"
-                print(f"{path}: {exc.reason}{hint}", file=sys.stderr)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a reader bug must not hide the other files
-                failed += 1
-                reason = f"unexpected {type(exc).__name__} while reading ({exc}); please report"
-                print(f"{path}: {reason}", file=sys.stderr)
-                continue
+        for _, scan in files:
             render(scan, sys.stdout)
             sys.stdout.flush()
     except BrokenPipeError:  # `xrd-agent inspect ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 1 if failed else 0
+    return 1 if files.failed else 0
 
 
 def _print_json(scan: Scan, out: TextIO) -> None:
