@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "scans"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "fixtures" / "scans"
 
 
 def _per_call(fn, repeat: int) -> tuple[float, float]:

@@ -1,4 +1,8 @@
-"""Shared test fixtures: the real instrument exports in ../shared/fixtures/scans."""
+"""Shared test fixtures: real instrument exports and measured scans copied into tests/data.
+
+The copies carry their attribution and licences (tests/data/fixtures/scans/README.md,
+tests/data/real-scans/README.md); no test reads outside the repository.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "scans"
+DATA = REPO / "tests" / "data"
+FIXTURES = DATA / "fixtures" / "scans"
+REAL_SCANS = DATA / "real-scans"
 
 
 def fixture_files() -> list[Path]:

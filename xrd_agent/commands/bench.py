@@ -15,12 +15,8 @@ RUNS = ("latency", "throughput", "soak", "burst", "crash", "hostile")
 
 
 def _default_fixtures() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "fixtures" / "scans"
-        if candidate.is_dir():
-            return candidate
-    return Path("shared/fixtures/scans")
+    """The repository's copy of the real instrument exports (tests/data), when run from a checkout."""
+    return Path(__file__).resolve().parents[2] / "tests" / "data" / "fixtures" / "scans"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(args.model, library).load()
     fixtures = args.fixtures
     if fixtures is None:
-        here = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "scans"
+        here = Path(__file__).resolve().parents[2] / "tests" / "data" / "fixtures" / "scans"
         fixtures = sorted(p for p in here.glob("*") if p.suffix.lower() in {".brml", ".raw", ".uxd", ".xrdml"})
     command = shlex.join(["xrd-agent", *sys.argv[1:]])
     evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,
