@@ -64,23 +64,23 @@ class Instrument:
             return self.profiles[0]
         return found
 
-    def settle_for(self, path: Path) -> float:
+    def settle_for(self, path: Path, format: str | None = None) -> float:
         """How long a file without a completeness test must stay unchanged: its profile's
         settle time, else ``watch.settle_s``; never more than ``watch.max_settle_s`` if set."""
-        profile = self.profile_for(path)
+        profile = self.profile_for(path, format)
         settle = float(profile.settle_s or self.settle_s) if profile else self.settle_s
         return min(settle, self.max_settle_s) if self.max_settle_s > 0 else settle
 
-    def settle_only(self, path: Path) -> bool:
+    def settle_only(self, path: Path, format: str | None = None) -> bool:
         """The file's profile says its files are finished when quiet, whatever the reader says."""
-        profile = self.profile_for(path)
+        profile = self.profile_for(path, format)
         return profile is not None and profile.completeness == "settle"
 
-    def wavelength_for(self, path: Path) -> Wavelength | None:
+    def wavelength_for(self, path: Path, format: str | None = None) -> Wavelength | None:
         """The configured default anode first, else the matching profile's default."""
         if self._default_wavelength is not None:
             return self._default_wavelength
-        profile = self.profile_for(path)
+        profile = self.profile_for(path, format)
         if profile is None:
             return None
         try:
