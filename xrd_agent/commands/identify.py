@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=None, metavar="DIR",
                         help="model folder (default: the model shipped with xrd-agent)")
     parser.add_argument("--library", type=Path, default=None, metavar="DIR",
-                        help="library folder the model was trained on (default: the shipped library)")
+                        help="library folder the model was trained on (default: the one its model folder "
+                             "records: its copy, else its path, else the shipped library)")
     parser.add_argument("--png", type=Path, default=None, metavar="FILE",
                         help="plot scan, best reference and CAM regions (one file per scan when several)")
     add_wavelength_argument(parser)

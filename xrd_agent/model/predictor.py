@@ -74,6 +74,8 @@ class NetworkPredictor:
 
         manifest = artifact.read_manifest(self.model_dir)
         library = self.library
+        if library is None:  # the model folder knows its library (a copy, a path, or the shipped one)
+            library = artifact.library_dir_for(self.model_dir, manifest)
         if library is None or isinstance(library, (str, Path)):
             library = Library.load(library or None)
         library = artifact.check_library(manifest, library)
