@@ -460,7 +460,7 @@ def _bind_retrying(new: Any, old: Any, what: str, attempts: int = 50) -> Any:
 
 def run_service(config_path: str | None, overrides: Mapping[str, Any]) -> int:
     """Entry point of ``xrd-agent run`` after argument parsing."""
-    from xrd_agent.service import logging as service_logging
+    from xrd_agent.service import logs as service_logging
 
     config = load_config(config_path, overrides)
     service_logging.configure(config.service.log_level)
