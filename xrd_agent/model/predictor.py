@@ -31,7 +31,9 @@ def select_device(preference: str = "auto") -> str:
     Memory growth must be set before TensorFlow initialises the GPU, so this runs
     before any model is built or loaded.
     """
-    import tensorflow as tf
+    from xrd_agent.tfimport import import_tensorflow
+
+    tf = import_tensorflow()
 
     if preference not in ("auto", "cpu", "gpu"):
         raise ModelError(f"device must be auto, cpu or gpu, not {preference!r}")
@@ -67,7 +69,9 @@ class NetworkPredictor:
 
     def load(self) -> NetworkPredictor:
         """Read the model and its library, check they belong together, warm every batch size."""
-        import tensorflow as tf
+        from xrd_agent.tfimport import import_tensorflow
+
+        tf = import_tensorflow()
 
         from xrd_agent.library.artifact import Library
         from xrd_agent.model import artifact

@@ -172,6 +172,9 @@ def train(
     ``synthesize(library, per_class, seed=..., options=..., workers=...) -> (X, y)`` makes the
     training spectra; the default is :func:`xrd_agent.model.dataset.synthesize`.
     """
+    from xrd_agent.tfimport import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     from xrd_agent.model.network import build
