@@ -58,19 +58,9 @@ def parse_wavelength(text: str) -> Wavelength:
 
 
 @cache
-def _module(name: str) -> ModuleType | None:
-    """Import one reader module; None if it is not part of this installation yet."""
-    qualified = f"{__name__}.{name}"
-    try:
-        return importlib.import_module(qualified)
-    except ModuleNotFoundError as exc:
-        if exc.name == qualified:
-            return None
-        raise
-
-
 def _modules() -> list[ModuleType]:
-    return [m for m in (_module(name) for name in READERS) if m is not None]
+    """The reader modules, imported on first use, in sniffing priority."""
+    return [importlib.import_module(f"{__name__}.{name}") for name in READERS]
 
 
 def formats() -> dict[str, tuple[str, ...]]:
