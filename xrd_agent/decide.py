@@ -15,7 +15,6 @@ Pure functions from values to values: no sockets, no ledger, no TensorFlow.
 
 Alert rules (``docs/service.md`` explains them for users):
 
-
 =========================  ========  ===================================================
 reason                     severity  when
 =========================  ========  ===================================================
@@ -78,11 +77,6 @@ class Rules:
     rerank: bool = True  # reorder the network's best by softmax x peak-match score^RERANK_POWER
     rerank_depth: int = RERANK_DEPTH  # how many of the network's best the peak match may reorder
     policy: FlagPolicy = FlagPolicy()
-
-    @property
-    def evidence_depth(self) -> int:
-        """How many of the best candidates need a peak match."""
-        return self.rerank_depth if self.rerank else 1
 
 
 def network_flags(p_top: float, match: Match, cryst: Crystallinity | None, coverage_fraction: float,
