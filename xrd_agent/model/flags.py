@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
-from xrd_agent.identification import Flag
 from xrd_agent.pattern import GRID_START, GRID_STEP
 
 
