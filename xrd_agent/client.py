@@ -205,9 +205,22 @@ class ControlClient:
     def status(self) -> dict[str, Any]:
         return self.request({"op": "status"})
 
-    def expect(self, sample_id: str, phases: Iterable[str], top_k: int = 5) -> dict[str, Any]:
-        """Tell the agent which phases ``sample_id`` should contain (an alert fires when not)."""
-        return self.request({"op": "expect", "sample_id": sample_id, "phases": list(phases), "top_k": top_k})
+    def expect(self, sample_id: str, phases: Iterable[str], top_k: int = 5,
+               elements: Iterable[str] | None = None) -> dict[str, Any]:
+        """Tell the agent which phases ``sample_id`` should contain (an alert fires when not),
+        and optionally which elements it was made from."""
+        request: dict[str, Any] = {"op": "expect", "sample_id": sample_id, "phases": list(phases), "top_k": top_k}
+        if elements is not None:
+            request["elements"] = list(elements)
+        return self.request(request)
+
+    def by_sample(self, sample_id: str, limit: int = 100) -> dict[str, Any]:
+        """Every stored message of ``sample_id`` (identifications, alerts, rejections, reviews), newest first."""
+        return self.request({"op": "by_sample", "sample_id": sample_id, "limit": limit})
+
+    def health(self) -> dict[str, Any]:
+        """State, ``healthy`` and, when not, the ``reasons``."""
+        return self.request({"op": "health"})
 
     def replay_page(self, since_seq: int, limit: int = REPLAY_PAGE) -> dict[str, Any]:
         return self.request({"op": "replay", "since_seq": since_seq, "limit": limit})

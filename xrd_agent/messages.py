@@ -111,6 +111,7 @@ AlertReason = Literal["expected_phase_missing", "amorphous", "unknown_phase", "m
 Severity = Literal["info", "warning", "critical"]
 ServiceState = Literal["starting", "ready", "reloading", "draining", "stopped", "degraded"]
 Count = Annotated[int, doc("A running total.", minimum=0)]
+ElementSymbol = Annotated[str, doc("A chemical element symbol (e.g. Zn, Cu, N).", pattern=r"^[A-Z][a-z]?$")]
 RequestId = Annotated[str, doc("Optional correlation id chosen by the client; the reply echoes it.",
                                maxLength=64)]
 
@@ -323,6 +324,28 @@ class ExpectRequest(TypedDict):
                                          "expectation.", maxItems=50)]
     top_k: NotRequired[Annotated[int, doc("An expected phase must rank within this many (default 5).",
                                           minimum=1, maximum=50)]]
+    elements: NotRequired[Annotated[list[ElementSymbol], doc(
+        "Chemical elements the sample was made from (the synthesis' metals and linker atoms); "
+        "identification may use them to rule out phases that need other elements.",
+        maxItems=50, uniqueItems=True)]]
+
+
+class BySampleRequest(TypedDict):
+    """Ask for every stored result of one sample (identifications, alerts, rejections, reviews)."""
+
+    op: Annotated[Literal["by_sample"], doc("The operation.")]
+    id: NotRequired[RequestId]
+    sample_id: Annotated[str, doc("Sample name as the instrument writes it into the scan file.",
+                                  minLength=1, maxLength=256, pattern=_NAME_PATTERN)]
+    limit: NotRequired[Annotated[int, doc("Most messages in one reply (default 100), newest first.",
+                                          minimum=1, maximum=1000)]]
+
+
+class HealthRequest(TypedDict):
+    """Ask whether the agent is fit to identify scans now, and if not, why."""
+
+    op: Annotated[Literal["health"], doc("The operation.")]
+    id: NotRequired[RequestId]
 
 
 class PingRequest(TypedDict):
@@ -383,6 +406,47 @@ class ExpectReply(TypedDict):
     sample_id: Annotated[str, doc("The sample.", maxLength=256)]
     phases: Annotated[list[Refcode], doc("Expected phases now recorded (empty: forgotten).", maxItems=50)]
     top_k: Annotated[int, doc("Rank an expected phase must reach.", minimum=1, maximum=50)]
+    elements: NotRequired[Annotated[list[ElementSymbol], doc("Elements recorded with the request, "
+                                                             "when it gave any.", maxItems=50)]]
+
+
+class BySampleReply(TypedDict):
+    """Every stored message that names the sample, newest first."""
+
+    ok: Annotated[Literal[True], doc("True: the request succeeded.")]
+    op: Annotated[Literal["by_sample"], doc("The operation answered.")]
+    id: NotRequired[RequestId]
+    sample_id: Annotated[str, doc("The sample asked for.", maxLength=256)]
+    messages: Annotated[list[dict[str, Any]], doc("Messages exactly as published (identification, alert, "
+                                                  "rejected, review), newest (highest seq) first.",
+                                                  maxItems=1000)]
+    more: Annotated[bool, doc("True when older messages of the sample were left out (raise limit).")]
+
+
+class HealthReply(TypedDict):
+    """Whether the agent can identify scans now; ``reasons`` says why not."""
+
+    ok: Annotated[Literal[True], doc("True: the request succeeded.")]
+    op: Annotated[Literal["health"], doc("The operation answered.")]
+    id: NotRequired[RequestId]
+    state: Annotated[ServiceState, doc("Current service state (see xrd.status).")]
+    healthy: Annotated[bool, doc("True when state is ready and nothing in reasons: scans are being "
+                                 "identified as they arrive.")]
+    reasons: Annotated[list[Annotated[str, doc("One problem, in a sentence a person can act on.",
+                                               maxLength=500)]],
+                       doc("Why the agent is not healthy (empty when it is): the export folder is "
+                           "missing, the worker is silent or stopped, the queue is nearly full, the "
+                           "model is not loaded.", maxItems=20)]
+    queue_depth: Annotated[int, doc("Scans waiting to be identified.", minimum=0)]
+    queue_size: Annotated[int, doc("Capacity of the queue (config `watch.queue_size`).", minimum=0)]
+    last_scan_age_s: Annotated[float | None, doc("Seconds since the newest scan outcome was recorded "
+                                                 "(also across restarts); null before the first scan.",
+                                                 minimum=0)]
+    worker_silent_s: Annotated[float, doc("Seconds since the worker thread last turned.", minimum=0)]
+    last_seq: Annotated[int, doc("Newest seq in the ledger.", minimum=0)]
+    uptime_s: Annotated[float, doc("Seconds since the service started.", minimum=0)]
+    model_version: ModelVersion
+    library_version: LibraryVersion
 
 
 class PingReply(TypedDict):
@@ -403,9 +467,11 @@ MESSAGE_TYPES: dict[str, type] = {
     HEARTBEAT: HeartbeatMessage,
 }
 REQUEST_TYPES: dict[str, type] = {"replay": ReplayRequest, "status": StatusRequest,
-                                  "expect": ExpectRequest, "ping": PingRequest}
+                                  "expect": ExpectRequest, "ping": PingRequest,
+                                  "by_sample": BySampleRequest, "health": HealthRequest}
 REPLY_TYPES: dict[str, type] = {"replay": ReplayReply, "status": StatusReply,
-                                "expect": ExpectReply, "ping": PingReply, "error": ErrorReply}
+                                "expect": ExpectReply, "ping": PingReply,
+                                "by_sample": BySampleReply, "health": HealthReply, "error": ErrorReply}
 #: Control operations, for clients and the server.
 OPS: tuple[str, ...] = tuple(REQUEST_TYPES)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import inspect
 import json
 import os
 import select
@@ -25,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from xrd_agent.config import Config, load_config
 from xrd_agent.errors import ConfigError, XrdAgentError
 from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.service.alerts import aliases_of
+from xrd_agent.service import health as health_mod
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger, path_text
@@ -119,7 +122,8 @@ class Daemon:
         from xrd_agent.service.control import replay_handler
 
         return {"replay": replay_handler(self.ledger.replay, self.ledger.last_seq),
-                "status": self._status_reply, "expect": self._expect}
+                "status": self._status_reply, "expect": self._expect,
+                "by_sample": self._by_sample, "health": self.health}
 
     def _write_endpoints(self) -> None:
         data = {"pub": self.publisher.endpoint, "control": self.control.endpoint, "pid": os.getpid()}
@@ -182,13 +186,60 @@ class Daemon:
         }
 
     def _expect(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not hasattr(self, "expectations"):
+            raise ConfigError("the agent is still starting; send the expectation again in a few seconds")
+        elements = request.get("elements")
+        extra: dict[str, Any] = {}
+        if elements is not None and "elements" in inspect.signature(self.expectations.expect).parameters:
+            extra["elements"] = elements  # the identification side uses them where it knows how
         try:
             exp = self.expectations.expect(request["sample_id"], request["phases"],
-                                           request.get("top_k", self.config.model.top_k))
+                                           request.get("top_k", self.config.model.top_k), **extra)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k)
-        return {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
+        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k,
+                 elements=elements)
+        reply = {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
+        if elements is not None:
+            reply["elements"] = list(getattr(exp, "elements", None) or elements)
+        return reply
+
+    def _by_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        found, more = self.ledger.by_sample(request["sample_id"], int(request.get("limit", 100)))
+        return {"sample_id": request["sample_id"], "messages": found, "more": more}
+
+    def observe(self) -> health_mod.Observed:
+        """What the agent sees of itself now (for ``health``; any thread)."""
+        pipeline = getattr(self, "pipeline", None)
+        watcher = getattr(self, "watcher", None)
+        interval = self.notifier.watchdog_interval_s
+        error = None if pipeline is None or pipeline.error is None else repr(pipeline.error)[:200]
+        return health_mod.Observed(
+            state=self.state,
+            folder=str(watcher.directory) if watcher is not None else str(self.config.watch.directory),
+            folder_present=bool(watcher.present) if watcher is not None else True,
+            worker_alive=pipeline is not None and pipeline.alive,
+            worker_error=error,
+            worker_silent_s=max(0.0, time.monotonic() - pipeline.beat) if pipeline is not None else 0.0,
+            max_silence_s=interval * 2 if interval else DEFAULT_MAX_SILENCE_S,
+            queue_depth=pipeline.depth if pipeline is not None else 0,
+            queue_size=self.config.watch.queue_size,
+            model_loaded=bool(getattr(self, "engine_version", "") or getattr(self, "library_version", "")),
+        )
+
+    def health(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``health`` op's fields (also served as HTTP ``/health``)."""
+        seen = self.observe()
+        why = health_mod.reasons(seen)
+        state = "degraded" if seen.state == "ready" and why else seen.state
+        last = self.ledger.last_scan_at()
+        age = None if last is None else round(max(0.0, (datetime.now(UTC) - last).total_seconds()), 3)
+        return {"state": state, "healthy": state == "ready" and not why, "reasons": why,
+                "queue_depth": seen.queue_depth, "queue_size": seen.queue_size, "last_scan_age_s": age,
+                "worker_silent_s": round(seen.worker_silent_s, 3), "last_seq": self.ledger.last_seq(),
+                "uptime_s": round(time.monotonic() - self.started, 3),
+                "model_version": str(getattr(self, "engine_version", "") or ""),
+                "library_version": str(getattr(self, "library_version", "") or "")}
 
     # -- the service -----------------------------------------------------------------------------
     def _publish_direct(self, state: str, detail: str) -> None:
