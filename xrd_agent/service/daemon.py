@@ -38,6 +38,7 @@ from xrd_agent.errors import ConfigError, XrdAgentError
 from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.service.alerts import aliases_of
 from xrd_agent.service import health as health_mod
+from xrd_agent.service import startup
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger, path_text
@@ -107,13 +108,19 @@ class Daemon:
         from xrd_agent.service.publisher import Publisher
 
         self.curve = security.server_keys(config.publish)
-        self.publisher = Publisher(self.context, config.publish.pub_endpoint,
-                                   high_water_mark=config.publish.high_water_mark, curve=self.curve)
+        try:
+            self.publisher = Publisher(self.context, config.publish.pub_endpoint,
+                                       high_water_mark=config.publish.high_water_mark, curve=self.curve)
+        except zmq.ZMQError as exc:
+            raise _bind_error(exc, config.publish.pub_endpoint, "publish.pub_endpoint", "--pub") from None
         try:
             self.control = ControlServer(self.context, config.publish.control_endpoint, self._handlers(),
                                          curve=self.curve)
             self.control.start()
-        except (zmq.ZMQError, RuntimeError):
+        except zmq.ZMQError as exc:
+            self.publisher.close()
+            raise _bind_error(exc, config.publish.control_endpoint, "publish.control_endpoint", "--control") from None
+        except RuntimeError:
             self.publisher.close()
             raise
         self._write_endpoints()
@@ -289,8 +296,7 @@ class Daemon:
         config = self.config
         self.started = time.monotonic()
         self.state, self.detail = "starting", ""
-        self.state_dir = Path(config.service.state_dir).absolute()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = startup.prepare_state_dir(Path(config.service.state_dir).absolute())
         self._lock_state(self.state_dir)
         wake = self._install_signals()
         self.notifier.status("starting: binding sockets")
@@ -489,6 +495,19 @@ class Daemon:
         self.curve = curve
         self._write_endpoints()
         log.info("sockets re-bound", pub=self.publisher.endpoint, control=self.control.endpoint)
+
+
+def _bind_error(exc: Any, endpoint: str, setting: str, flag: str) -> XrdAgentError:
+    """A failed bind as one line that says what to do."""
+    import zmq
+
+    if exc.errno == zmq.EADDRINUSE:
+        return startup.address_in_use(endpoint, setting, flag)
+    if exc.errno == zmq.EADDRNOTAVAIL:
+        return startup.StartupError(f"cannot listen on {endpoint}: this machine has no such address; "
+                                    f"set {setting} or {flag} to one of its addresses (or 127.0.0.1)")
+    return startup.StartupError(f"cannot listen on {endpoint} ({exc.strerror}); check {setting} / {flag} "
+                                "(e.g. tcp://127.0.0.1:5556)")
 
 
 def _bind_retrying(new: Any, old: Any, what: str, attempts: int = 50) -> Any:
