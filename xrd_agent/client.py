@@ -103,6 +103,19 @@ class HeartbeatEvent(Event):
     queue_depth: int
 
 
+@dataclass(frozen=True)
+class ReviewEvent(Event):
+    """A chemist's decision on the identification ``of_seq`` (review page)."""
+
+    of_seq: int
+    sample_id: str | None
+    scan_id: str
+    decision: str  # confirmed | corrected | failed | unknown
+    refcode: str | None
+    name: str | None
+    reviewer: str
+
+
 def to_event(message: Mapping[str, Any]) -> Event:
     """The typed event for a validated message."""
     topic, seq = message["topic"], message["seq"]
@@ -123,6 +136,10 @@ def to_event(message: Mapping[str, Any]) -> Event:
     if topic == messages.STATUS:
         return StatusEvent(seq, topic, message, state=message["state"], detail=message["detail"],
                            counters=message["counters"])
+    if topic == messages.REVIEW:
+        return ReviewEvent(seq, topic, message, of_seq=message["of_seq"], sample_id=message["sample_id"],
+                           scan_id=message["scan_id"], decision=message["decision"], refcode=message["refcode"],
+                           name=message["name"], reviewer=message["reviewer"])
     return HeartbeatEvent(seq, topic, message, last_seq=message["last_seq"], uptime_s=message["uptime_s"],
                           queue_depth=message["queue_depth"])
 

@@ -139,5 +139,10 @@ def describe(message: dict) -> str:
         counters = " ".join(f"{k}={v}" for k, v in message["counters"].items())
         detail = f": {message['detail']}" if message["detail"] else ""
         return f"#{seq} status {message['state']}{detail}" + (f" ({counters})" if counters else "")
+    if topic == messages.REVIEW:
+        what = f"{message['name']} ({message['refcode']})" if message["refcode"] else ""
+        who = f" by {message['reviewer']}" if message["reviewer"] else ""
+        return (f"#{seq} review of #{message['of_seq']} {_sample(message)}: {message['decision']} {what}".rstrip()
+                + who + (f": {message['comment']}" if message["comment"] else ""))
     return (f"heartbeat last_seq={message['last_seq']} uptime={message['uptime_s']:.0f}s "
             f"queue={message['queue_depth']}")

@@ -123,6 +123,17 @@ class Daemon:
         except RuntimeError:
             self.publisher.close()
             raise
+        self.http = None
+        if config.http.enabled:
+            from xrd_agent.service.webapi import HttpServer
+
+            try:
+                self.http = HttpServer(config.http)
+                self.http.bind()
+            except XrdAgentError:
+                self.control.stop()
+                self.publisher.close()
+                raise
         self._write_endpoints()
 
     def _handlers(self) -> dict[str, Any]:
@@ -132,8 +143,41 @@ class Daemon:
                 "status": self._status_reply, "expect": self._expect,
                 "by_sample": self._by_sample, "health": self.health}
 
+    def _serve_http(self) -> None:
+        """The read-only HTTP API and review page, in a thread of its own (``[http]``)."""
+        from xrd_agent.service.webapi import Backend
+
+        backend = Backend(state_dir=self.state_dir, health=lambda: self.health(None),
+                          submit_review=self.pipeline.notify_review, load_pattern=self._load_pattern,
+                          reference=self._reference, review_below=lambda: self.config.http.review_below)
+        self.http.serve(backend)
+        log.info("http ready", url=self.http.url)
+
+    def _load_pattern(self, path: str) -> Any:
+        """The scan at ``path`` (from the ledger, never from a request) prepared as the model saw it."""
+        from xrd_agent import readers
+        from xrd_agent.preprocess import prepare
+
+        scan_path = Path(path)
+        if not scan_path.is_file():
+            return None
+        scan = readers.read_scan(scan_path, wavelength=self.instrument.wavelength_for(scan_path))
+        return prepare(scan, self.config.gate)
+
+    def _reference(self, refcode: str) -> Any:
+        library = getattr(getattr(self, "engine", None), "library_", None)
+        if library is None:
+            return None
+        try:
+            index = library.refcodes.index(refcode)
+        except ValueError:
+            return None
+        return library.patterns16[index].astype("float32")
+
     def _write_endpoints(self) -> None:
         data = {"pub": self.publisher.endpoint, "control": self.control.endpoint, "pid": os.getpid()}
+        if getattr(self, "http", None) is not None:
+            data["http"] = self.http.url
         tmp = self.state_dir / (ENDPOINTS_FILE + ".tmp")
         tmp.write_text(json.dumps(data) + "\n")
         os.replace(tmp, self.state_dir / ENDPOINTS_FILE)
@@ -339,6 +383,9 @@ class Daemon:
         self.pipeline.start()
         self.watcher = self._make_watcher(config)
         self.watcher.start()
+        self.engine = engine
+        if self.http is not None:
+            self._serve_http()
         self.state = "ready" if self.watcher.present else "degraded"
         self.detail = f"watching {self.watcher.directory} ({self.watcher.mode})"
         self.pipeline.notify_status(self.state, self.detail)
@@ -387,6 +434,8 @@ class Daemon:
         self.state = "draining"
         self._stopping.set()
         self.watcher.stop()
+        if self.http is not None:
+            self.http.stop()
         self.pipeline.notify_status("draining", f"{self.pipeline.depth} scan(s) queued")
         self.pipeline.stop(drain=True)
         self.state = "stopped"
