@@ -70,7 +70,7 @@ class Flood(threading.Thread):
         return self.sent / max(1e-9, self.ended_at - self.started_at)
 
 
-def phase(site: Site, items: list, fmt: str, tag: str, interval_s: float) -> dict[str, float]:
+def phase(site: Site, items: list, fmt: str, tag: str, interval_s: float) -> tuple[dict[str, float], list[float]]:
     sent: dict[str, float] = {}
     next_at = time.monotonic()
     for i, m in enumerate(items):
@@ -87,12 +87,14 @@ def phase(site: Site, items: list, fmt: str, tag: str, interval_s: float) -> dic
     latencies = [outcomes[n][0].at - t for n, t in sent.items() if n in outcomes]
     stats = percentiles(latencies)
     stats["missing"] = len(names) - len(latencies)
-    return stats
+    return stats, latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scans", type=int, default=200, help="scans per phase (default 200)")
+    parser.add_argument("--scans", type=int, default=200, help="scans per condition (default 200)")
+    parser.add_argument("--blocks", type=int, default=10,
+                        help="quiet and flooded blocks per condition, alternating (default 10)")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between scans (default 0.25)")
     parser.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second (default 200)")
     parser.add_argument("--connections", type=int, default=4,
@@ -112,32 +114,48 @@ def main() -> None:
     library = bench_scans.library_for_scans(choice.library_dir)
     items = bench_scans.measurements(2 * args.scans + args.warmup, library, seed=1, tag="flood")
     warm, items = items[:args.warmup], items[args.warmup:]
-    print(f"engine: {choice.description}; {args.scans} {args.format} scans per phase, one every "
+    print(f"engine: {choice.description}; {args.scans} {args.format} scans per condition in {args.blocks} blocks each, one every "
           f"{args.interval:g} s", flush=True)
     with site.agent:
         site.start()
         url = site.agent.endpoints["http"]
         if warm:
             phase(site, warm, args.format, "warmup", args.interval)
-        quiet = phase(site, items[:args.scans], args.format, "quiet", args.interval)
-        print(f"quiet:  {fmt_ms(quiet)} (missing {int(quiet['missing'])})", flush=True)
         first = min(r.seq for r in site.receiver.items)
         sample = site.receiver.items[0].message.get("sample_id") or "x"
         paths = ["/health", f"/results?sample_id={sample}", f"/results/{first}", "/results?sample_id=nobody"]
-        floods = [Flood(url, args.rate / args.connections, paths) for _ in range(args.connections)]
-        for f in floods:
-            f.start()
-        time.sleep(1.0)
-        loaded = phase(site, items[args.scans:], args.format, "flood", args.interval)
-        for f in floods:
-            f.stop_event.set()
-        for f in floods:
-            f.join(15)
-        achieved = sum(f.achieved for f in floods)
-        codes = sum((f.codes for f in floods), Counter())
-        print(f"flood:  {fmt_ms(loaded)} (missing {int(loaded['missing'])})", flush=True)
-        print(f"flood client: {sum(f.sent for f in floods)} requests over {args.connections} connections at "
-              f"{achieved:.0f}/s achieved (asked {args.rate:g}/s); status codes {dict(codes)}", flush=True)
+        # quiet and flooded blocks alternate, so that the other load on the machine, which drifts,
+        # falls on both conditions alike
+        per_block = max(1, args.scans // args.blocks)
+        lat: dict[str, list[float]] = {"quiet": [], "flood": []}
+        missing = Counter()
+        sent_requests, flood_time, codes = 0, 0.0, Counter()
+        for block in range(2 * args.blocks):
+            kind = "flood" if block % 2 else "quiet"
+            chunk = items[block * per_block:(block + 1) * per_block]
+            floods = [Flood(url, args.rate / args.connections, paths) for _ in range(args.connections)] \
+                if kind == "flood" else []
+            for f in floods:
+                f.start()
+            if floods:
+                time.sleep(0.5)
+            stats, values = phase(site, chunk, args.format, f"{kind}{block:02d}", args.interval)
+            lat[kind] += values
+            missing[kind] += int(stats["missing"])
+            for f in floods:
+                f.stop_event.set()
+            for f in floods:
+                f.join(15)
+                sent_requests += f.sent
+                flood_time += (f.ended_at - f.started_at) / len(floods)
+                codes += f.codes
+        achieved = sent_requests / max(flood_time, 1e-9)
+        quiet, loaded = percentiles(lat["quiet"]), percentiles(lat["flood"])
+        print(f"quiet:  {fmt_ms(quiet)} (missing {missing['quiet']})", flush=True)
+        print(f"flood:  {fmt_ms(loaded)} (missing {missing['flood']})", flush=True)
+        print(f"flood client: {sent_requests} requests over {args.connections} connections at "
+              f"{achieved:.0f}/s achieved while flooding (asked {args.rate:g}/s); status codes {dict(codes)}",
+              flush=True)
         site.stop()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(json.dumps({"quiet": quiet, "flood": loaded, "flood_rate": achieved, "codes": dict(codes)}))

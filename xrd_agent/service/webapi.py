@@ -26,6 +26,7 @@ import hmac
 import html
 import ipaddress
 import json
+import os
 import socket
 import threading
 import time
@@ -56,6 +57,22 @@ from xrd_agent.service.startup import StartupError, address_in_use
 log = structlog.get_logger("xrd_agent.http")
 
 REVIEW_WAIT_S = 30.0  # a review waits this long for the worker to record it
+#: Linux scheduling niceness of the HTTP threads (event loop and handler pool): on a busy lab PC
+#: the worker thread, which identifies scans, wins the CPU over a client flooding the API.
+HTTP_THREAD_NICE = 10
+_lowered = threading.local()
+
+
+def lower_thread_priority() -> None:
+    """Make the calling thread nicer (Linux schedules threads one by one); once per thread."""
+    if getattr(_lowered, "done", False):
+        return
+    _lowered.done = True
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, max(current, HTTP_THREAD_NICE)))
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the process's priority
+        pass
 _SAMPLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _SCHEMAS: dict[str, type] = {
     "HealthReply": messages.HealthReply,
@@ -156,6 +173,7 @@ def build_app(backend: Backend, token: str = "") -> Any:
     @app.get("/health", responses=_responses(_ref("HealthReply"), 401, 503))
     def health() -> Any:
         """200 when the agent is ready and healthy, 503 otherwise; the body says why."""
+        lower_thread_priority()
         body = {"ok": True, "op": "health", **backend.health()}
         return _json(body, 200 if body["healthy"] else 503)
 
@@ -164,6 +182,7 @@ def build_app(backend: Backend, token: str = "") -> Any:
                                          description="Sample id as the instrument writes it."),
                   limit: int = Query(100, ge=1, le=1000, description="Most messages, newest first.")) -> Any:
         """Every stored message of a sample (identifications, alerts, rejections, reviews), newest first."""
+        lower_thread_priority()
         found, more = ledger.by_sample(sample_id, limit)
         if not found:
             return _error(404, f"no results for sample {sample_id!r}")
@@ -174,6 +193,7 @@ def build_app(backend: Backend, token: str = "") -> Any:
         401, 404, 422))
     def one(seq: int = PathParam(ge=1, description="The message's seq.")) -> Any:
         """One stored message, exactly as published."""
+        lower_thread_priority()
         found = ledger.message(seq)
         return _json(found) if found is not None else _error(404, f"there is no result with seq {seq}")
 
@@ -181,6 +201,7 @@ def build_app(backend: Backend, token: str = "") -> Any:
                                                               media="image/png"))
     def plot(seq: int = PathParam(ge=1)) -> Any:
         """The scan, the first candidate's reference pattern (drawn downwards) and the CAM regions."""
+        lower_thread_priority()
         found = ledger.message(seq)
         if found is None or found.get("result") is None:
             return _error(404, f"there is no identification with seq {seq}")
@@ -190,6 +211,7 @@ def build_app(backend: Backend, token: str = "") -> Any:
     @app.get("/review", response_class=HTMLResponse)
     def review_page(request: Request) -> Any:
         """Results that need a person, newest first."""
+        lower_thread_priority()
         stored = ledger.recent((messages.IDENTIFICATION, messages.ALERT, messages.REVIEW), 2000)
         items = review_mod.pending(stored, backend.review_below())
         return HTMLResponse(_page(items, request.query_params.get("token", "")))
@@ -219,6 +241,7 @@ def build_app(backend: Backend, token: str = "") -> Any:
 
 
 def _record_review(ledger: Ledger, backend: Backend, seq: int, body: dict[str, Any]) -> Any:
+    lower_thread_priority()
     try:
         fields = review_mod.review_body(ledger.message(seq), seq, body)
         messages.build(messages.REVIEW, 1, fields, agent_id="check", instrument_id="check")  # refuse before queueing
@@ -384,6 +407,7 @@ class HttpServer:
         self._server = uvicorn.Server(config)
 
         def run() -> None:
+            lower_thread_priority()
             try:
                 self._server.run(sockets=[sock])
             except BaseException:  # noqa: BLE001 - the agent keeps identifying without its HTTP API
