@@ -36,7 +36,7 @@ from xrd_agent import messages
 from xrd_agent.config import Config, load_config
 from xrd_agent.errors import ConfigError, XrdAgentError
 from xrd_agent.service.debounce import Debouncer, signature_format
-from xrd_agent.service.alerts import aliases_of
+from xrd_agent.decide import aliases_of
 from xrd_agent.service import health as health_mod
 from xrd_agent.service import startup
 from xrd_agent.service.expectations import ExpectationBook
