@@ -26,8 +26,8 @@ import queue
 import stat
 import threading
 import time
-from concurrent.futures import Future
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
