@@ -31,4 +31,4 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".[dev,eval,library,http]"
+.venv/bin/python -m pip install -q -e ".[agent,dev,eval,library]"

@@ -11,7 +11,7 @@ from xrd_agent.identification import Flag
 from xrd_agent.model import cam, flags
 from xrd_agent.pattern import MODEL_GRID
 from xrd_agent.preprocess import prepare_arrays
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 
 LIB = tiny_library()
 

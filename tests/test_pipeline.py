@@ -11,14 +11,15 @@ import pytest
 
 from xrd_agent import messages, readers
 from xrd_agent.config import Config, merge
+from xrd_agent.decide import aliases_of
 from xrd_agent.identification import Flag
 from xrd_agent.service.debounce import Due, Signature
 from xrd_agent.service.engines import CosineEngine
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger
-from xrd_agent.decide import aliases_of
 from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.service.readings import Readings
 from xrd_agent.testing.library import save_tiny_library
 from xrd_agent.testing.simulated_d8 import SimulatedD8
 
@@ -64,7 +65,7 @@ class Rig:
         self.pipeline = Pipeline(
             ledger=self.ledger, engine=engine, send=self.wire, expectations=self.book,
             identity=Identity("test-agent", "d8"), root=self.folder,
-            read=lambda p, wl: readers.read_scan(p, wavelength=wl),
+            read=readers.read_file,
             wavelength_for=instrument.wavelength_for, sample_id_of=instrument.sample_id,
             settings=Settings(aliases=aliases_of(engine.library_)),
         )
@@ -234,7 +235,7 @@ def test_the_queue_is_bounded_and_submit_waits(tmp_path, engine):
 
     rig = Rig(tmp_path, engine)
     small = Pipeline(ledger=rig.ledger, engine=engine, send=rig.wire, expectations=rig.book,
-                     identity=Identity("a", "b"), root=rig.folder, read=lambda p, wl: readers.read_scan(p),
+                     identity=Identity("a", "b"), root=rig.folder, read=readers.read_file,
                      queue_size=1)
     p = rig.d8.export("B-1.raw", rig.d8.measure("B-1", ["TSTMOF01"])).path
     due = Due(p, Signature.of(os.lstat(p)), time.time())
@@ -363,3 +364,67 @@ def test_cosine_scores_equal_the_straightforward_masked_computation(engine, case
     if case != "empty":
         assert expected.max() > 0.1  # not a vacuous all-zero comparison
         assert list(np.argsort(-got)[:3]) == list(np.argsort(-expected)[:3])
+
+
+# -- one read per file version --------------------------------------------------------------
+
+
+class CountingReads:
+    """The real reader, counted: how often a file was opened and parsed."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def __call__(self, path: Path) -> readers.Reading:
+        self.paths.append(Path(path))
+        return readers.read_file(path)
+
+
+@pytest.mark.parametrize("name", ["Si-Std_SRM640d_D8D_20-97_7_16hm.brml", "TwoTheta_scan_scrambled.raw"])
+def test_the_completeness_check_the_read_and_the_hash_are_one_parse(tmp_path, engine, fixtures_dir, name):
+    import hashlib
+    import shutil
+
+    rig = Rig(tmp_path, engine)
+    path = rig.folder / name
+    shutil.copyfile(fixtures_dir / name, path)
+    reads = CountingReads()
+    readings = Readings(reads)
+    rig.pipeline._read = readings.get
+    assert readings.complete(path)  # the debouncer's question, on the dispatcher thread
+    assert readings.complete(path)  # asked again at the next check: not read again
+    ident = rig.run(path)[0]  # (and its alerts)
+    assert ident["topic"] == messages.IDENTIFICATION
+    assert ident["scan_id"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert reads.paths == [path]
+
+
+def test_a_rejected_file_is_hashed_from_the_bytes_it_was_parsed_from(tmp_path, engine, fixtures_dir):
+    import hashlib
+
+    rig = Rig(tmp_path, engine)
+    path = rig.folder / "cut.brml"
+    path.write_bytes((fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml").read_bytes()[:3000])
+    reads = CountingReads()
+    readings = Readings(reads)
+    rig.pipeline._read = readings.get
+    assert not readings.complete(path)
+    rejected, alert = rig.run(path)
+    assert rejected["topic"] == messages.REJECTED and alert["reason"] == "unreadable"
+    assert rejected["scan_id"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert reads.paths == [path]
+
+
+def test_a_new_version_of_a_file_is_read_again(tmp_path, fixtures_dir):
+    import shutil
+
+    path = tmp_path / "S-1.brml"
+    shutil.copyfile(fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml", path)
+    reads = CountingReads()
+    readings = Readings(reads)
+    first = readings.get(path)
+    st = os.lstat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # re-exported: same bytes, new mtime
+    second = readings.get(path)
+    assert second is not first and len(reads.paths) == 2 and second.sha256 == first.sha256
+    assert readings.get(path) is second and len(reads.paths) == 2

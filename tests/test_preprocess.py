@@ -24,7 +24,7 @@ from xrd_agent.preprocess import (
     prepare_raw,
     to_grid,
 )
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 from xrd_agent.readers import read_scan
 from xrd_agent.scan import ANODE_LINES, Scan, ScanRange, Wavelength, to_cu_two_theta
 

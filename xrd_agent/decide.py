@@ -42,6 +42,7 @@ import numpy as np
 
 from xrd_agent.evidence import Evidence
 from xrd_agent.identification import Candidate, Flag, Identification
+from xrd_agent.messages import AlertReason, Severity
 from xrd_agent.model import cam as _cam
 from xrd_agent.model.flags import Crystallinity, FlagPolicy, Match
 from xrd_agent.predict import Prediction
@@ -179,16 +180,18 @@ def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> 
 
 # -- alerts ----------------------------------------------------------------------------
 
-AMORPHOUS = "amorphous"
-EXPECTED_PHASE_MISSING = "expected_phase_missing"
-UNKNOWN_PHASE = "unknown_phase"
-MIXTURE = "mixture"
-LOW_COVERAGE = "low_coverage"
-UNREADABLE = "unreadable"
-FOLDER_MISSING = "folder_missing"
-FOLDER_RESTORED = "folder_restored"
+# Reasons and severities are the contract's (messages.AlertReason, messages.Severity); a test
+# checks that this table covers exactly those reasons with those severities.
+AMORPHOUS: AlertReason = "amorphous"
+EXPECTED_PHASE_MISSING: AlertReason = "expected_phase_missing"
+UNKNOWN_PHASE: AlertReason = "unknown_phase"
+MIXTURE: AlertReason = "mixture"
+LOW_COVERAGE: AlertReason = "low_coverage"
+UNREADABLE: AlertReason = "unreadable"
+FOLDER_MISSING: AlertReason = "folder_missing"
+FOLDER_RESTORED: AlertReason = "folder_restored"
 
-SEVERITY = {
+SEVERITY: dict[AlertReason, Severity] = {
     AMORPHOUS: "critical",
     EXPECTED_PHASE_MISSING: "critical",
     UNKNOWN_PHASE: "warning",

@@ -77,7 +77,9 @@ def peak_evidence(pattern: Pattern, prediction: Prediction, references: Referenc
     scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=policy.weak_peak)
     cov = pattern.coverage
     first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
-    matches = {int(j): _flags.match_peaks(scan_peaks, references(int(j)), first, last, policy) for j in order}
+    candidates = [int(j) for j in order]
+    found = _flags.match_many(scan_peaks, [references(j) for j in candidates], first, last, policy)
+    matches = dict(zip(candidates, found))
     cryst = _flags.crystallinity(pattern.values, pattern.mask) if pattern.values is not None else None
     return Evidence(pattern=pattern, matches=matches, crystallinity=cryst)
 

@@ -5,40 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from xrd_agent.pattern import Coverage, GateDecision
+from xrd_agent.messages import CamRegion, Candidate, Coverage
+from xrd_agent.pattern import GateDecision
+
+__all__ = ["CamRegion", "Candidate", "Flag", "Identification"]
 
 
 class Flag(str, Enum):
-    """Warnings a chemist or robot should act on."""
+    """Warnings a chemist or robot should act on: exactly ``messages.PhaseFlag`` (a test checks)."""
 
     UNKNOWN_PHASE = "unknown_phase"  # nothing in the library explains the scan
     AMORPHOUS = "amorphous"  # no crystalline product: the failed-synthesis case
     MIXTURE = "mixture"  # a second phase is likely
     LOW_COVERAGE = "low_coverage"  # the scan measured too little of 5-50 deg
-
-
-@dataclass(frozen=True)
-class Candidate:
-    rank: int
-    refcode: str
-    name: str
-    probability: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {"rank": self.rank, "refcode": self.refcode, "name": self.name,
-                "probability": round(float(self.probability), 6)}
-
-
-@dataclass(frozen=True)
-class CamRegion:
-    """A 2-theta interval whose class activation drove the top decision."""
-
-    start: float
-    end: float
-    weight: float  # share of the positive activation inside the interval, 0..1
-
-    def to_dict(self) -> dict[str, float]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "weight": round(self.weight, 4)}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The public message contract: what xrd-agent publishes and what its control socket accepts.
 
-One source, one generated copy. The TypedDicts below are the source: each field carries
-its description and constraints in ``Annotated[..., doc(...)]``. ``python -m
+One source, one generated copy. The TypedDicts below are the source, and so are the frozen
+dataclasses for the values the code itself passes around (:class:`Candidate`,
+:class:`Coverage`, :class:`CamRegion`: the identification holds these very objects). Each
+field carries its description and constraints in ``Annotated[..., doc(...)]``. ``python -m
 xrd_agent.messages`` writes the JSON Schemas in ``xrd_agent/schemas/`` from them; those
 files are what validation uses at run time and what other labs' code reads, and
 ``tests/test_messages.py`` regenerates them and fails on drift (event-model's habit).
@@ -20,6 +22,7 @@ newest durable seq (``last_seq``), so a subscriber can tell that it missed the t
 changes only when a field changes meaning or disappears.
 """
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -117,7 +120,8 @@ RequestId = Annotated[str, doc("Optional correlation id chosen by the client; th
                                maxLength=64)]
 
 
-class Candidate(TypedDict):
+@dataclass(frozen=True)
+class Candidate:
     """One ranked phase of the Top-k."""
 
     rank: Annotated[int, doc("1 for the most probable phase.", minimum=1)]
@@ -126,6 +130,10 @@ class Candidate(TypedDict):
                              "has none.", maxLength=256)]
     probability: Annotated[float, doc("Softmax probability the model gives this phase.",
                                       minimum=0, maximum=1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "refcode": self.refcode, "name": self.name,
+                "probability": round(float(self.probability), 6)}
 
 
 class Gate(TypedDict):
@@ -138,21 +146,29 @@ class Gate(TypedDict):
     cutoff_bins: Annotated[int, doc("Cut-off in frequency bins (config `gate.cutoff_bins`).", minimum=0)]
 
 
-class Coverage(TypedDict):
+@dataclass(frozen=True)
+class Coverage:
     """How much of the model grid (2-theta 5-50 deg, Cu K-alpha1 scale) the scan measured."""
 
     first: Annotated[float, doc("First covered 2-theta on the model grid (deg, Cu K-alpha1 scale).")]
     last: Annotated[float, doc("Last covered 2-theta on the model grid (deg, Cu K-alpha1 scale).")]
     fraction: Annotated[float, doc("Covered share of the 5-50 deg grid.", minimum=0, maximum=1)]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "fraction": self.fraction}
 
-class CamRegion(TypedDict):
+
+@dataclass(frozen=True)
+class CamRegion:
     """A 2-theta interval whose class activation drove the top decision."""
 
     start: Annotated[float, doc("Interval start (deg 2-theta, Cu K-alpha1 scale).")]
     end: Annotated[float, doc("Interval end (deg 2-theta, Cu K-alpha1 scale).")]
     weight: Annotated[float, doc("Share of the positive activation inside the interval.",
                                  minimum=0, maximum=1)]
+
+    def to_dict(self) -> dict[str, float]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "weight": round(self.weight, 4)}
 
 
 class IdentificationResult(TypedDict):
@@ -576,7 +592,7 @@ def _to_schema(tp: Any) -> dict[str, Any]:
         out = {"type": "array", "items": _to_schema(get_args(tp)[0])}
     elif origin is dict:
         out = {"type": "object", "additionalProperties": _to_schema(get_args(tp)[1])}
-    elif is_typeddict(tp):
+    elif is_typeddict(tp) or dataclasses.is_dataclass(tp):
         out = _object_schema(tp)
     else:  # pragma: no cover - a contract author's mistake, caught by the drift test
         raise TypeError(f"no JSON Schema mapping for {tp!r}")
@@ -590,7 +606,12 @@ def _object_schema(cls: type) -> dict[str, Any]:
     hints = get_type_hints(cls, include_extras=True)
     names = sorted(hints, key=lambda n: (_FIRST_KEYS.index(n) if n in _FIRST_KEYS else len(_FIRST_KEYS)))
     properties = {name: _to_schema(hints[name]) for name in names}
-    required = [name for name in names if name in cls.__required_keys__]  # type: ignore[attr-defined]
+    if dataclasses.is_dataclass(cls):  # a value the code also uses (Candidate, Coverage, CamRegion): all required
+        hints = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        names = [n for n in names if n in hints]
+        required = list(names)
+    else:
+        required = [name for name in names if name in cls.__required_keys__]  # type: ignore[attr-defined]
     out: dict[str, Any] = {"type": "object", "description": " ".join((cls.__doc__ or "").split()),
                            "properties": properties}
     if required:

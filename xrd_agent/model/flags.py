@@ -105,36 +105,84 @@ def match_peaks(scan: Peaks, reference: Peaks, first: float, last: float,
     maximum inside the measured span, so a partial scan is judged on what it measured.
     All zero shifts are tried at once (one array per shift), the best product wins.
     """
-    inside = (reference.position >= first) & (reference.position <= last)
-    if not inside.any() or scan.position.size == 0:
-        return Match(0.0, 0.0, 0.0, tuple(float(p) for p in scan.above(policy.strong_peak).position[:10]))
-    ref = Peaks(reference.position[inside], reference.height[inside] / reference.height[inside].max())
-    ref = _strongest(ref.above(policy.weak_peak), 80)
+    return match_many(scan, [reference], first, last, policy)[0]
+
+
+def match_many(scan: Peaks, references: list[Peaks], first: float, last: float,
+               policy: FlagPolicy = FlagPolicy()) -> list[Match]:
+    """:func:`match_peaks` of one scan against several references (the network's best
+    candidates) at once. Only peak pairs within reach of each other (tolerance plus the
+    largest zero shift) are compared at every shift, for all candidates in one array; the
+    full (shift x scan peak x reference peak) cube per candidate was the cost. Same numbers,
+    bit for bit, as comparing everything (tests/test_match_many.py)."""
     found = _strongest(scan, 60)
     strong = found.above(policy.strong_peak)
-    ref_strong = ref.above(policy.reference_peak)
-    if strong.position.size == 0 or ref_strong.position.size == 0:
-        return Match(0.0, 0.0, 0.0, tuple(float(p) for p in strong.position[:10]))
+    out: list[Match | None] = [None] * len(references)
+    usable: list[tuple[int, Peaks, Peaks]] = []
+    for i, reference in enumerate(references):
+        inside = (reference.position >= first) & (reference.position <= last)
+        if not inside.any() or scan.position.size == 0:
+            out[i] = Match(0.0, 0.0, 0.0, tuple(float(p) for p in scan.above(policy.strong_peak).position[:10]))
+            continue
+        ref = Peaks(reference.position[inside], reference.height[inside] / reference.height[inside].max())
+        ref = _strongest(ref.above(policy.weak_peak), 80)
+        ref_strong = ref.above(policy.reference_peak)
+        if strong.position.size == 0 or ref_strong.position.size == 0:
+            out[i] = Match(0.0, 0.0, 0.0, tuple(float(p) for p in strong.position[:10]))
+            continue
+        usable.append((i, ref, ref_strong))
+    if not usable:
+        return out  # type: ignore[return-value]
+    n, width, strong_width = len(usable), max(r.position.size for _, r, _ in usable), \
+        max(rs.position.size for _, _, rs in usable)
+    ref_pos, ref_h = np.zeros((n, width)), np.zeros((n, width))
+    ref_ok = np.zeros((n, width), bool)
+    rs_pos, rs_h = np.zeros((n, strong_width)), np.zeros((n, strong_width))
+    rs_ok = np.zeros((n, strong_width), bool)
+    for c, (_, ref, ref_strong) in enumerate(usable):
+        m, q = ref.position.size, ref_strong.position.size
+        ref_pos[c, :m], ref_h[c, :m], ref_ok[c, :m] = ref.position, ref.height, True
+        rs_pos[c, :q], rs_h[c, :q], rs_ok[c, :q] = ref_strong.position, ref_strong.height, True
     ratio = policy.intensity_ratio
-    shifts = np.arange(-policy.max_zero_shift, policy.max_zero_shift + 1e-9, 0.02)[:, None, None]
-    # scan -> reference: (shifts, strong scan peaks, reference peaks)
-    d_s = np.abs(strong.position[None, :, None] - shifts - ref.position[None, None, :])
-    ok_s = (d_s <= tolerance(strong.position)[None, :, None]) & (ref.height[None, None, :] >= ratio * strong.height[None, :, None])
-    hit_s = ok_s.any(axis=2)
-    explained = (hit_s * strong.height).sum(axis=1) / strong.height.sum()
-    # reference -> scan: (shifts, strong reference peaks, scan peaks)
-    d_r = np.abs(ref_strong.position[None, :, None] + shifts - found.position[None, None, :])
-    ok_r = (d_r <= tolerance(ref_strong.position)[None, :, None]) & (found.height[None, None, :] >= ratio * ref_strong.height[None, :, None])
-    recovered = (ok_r.any(axis=2) * ref_strong.height).sum(axis=1) / ref_strong.height.sum()
+    shifts = np.arange(-policy.max_zero_shift, policy.max_zero_shift + 1e-9, 0.02)
+    nk = shifts.size
+    reach = policy.max_zero_shift + 1e-6  # no shift moves a peak further than this
+    # scan -> reference, (candidate, shift, strong scan peak): only the (peak, reference peak)
+    # pairs close enough to match at some shift are compared, shift by shift, with the very
+    # arithmetic of the full comparison; all other pairs could never be within tolerance.
+    tol_s = tolerance(strong.position)
+    near = (np.abs(strong.position[None, :, None] - ref_pos[:, None, :]) <= (tol_s + reach)[None, :, None]) & ref_ok[:, None, :]
+    near &= ref_h[:, None, :] >= ratio * strong.height[None, :, None]
+    pc, ps, pr = np.nonzero(near)
+    d_s = np.abs(strong.position[ps][:, None] - shifts[None, :] - ref_pos[pc, pr][:, None])  # (pairs, shifts)
+    ok_s = d_s <= tol_s[ps][:, None]
+    at_s = (pc[:, None], np.arange(nk)[None, :], ps[:, None])
+    hit_s = np.zeros((n, nk, strong.position.size), bool)
+    np.logical_or.at(hit_s, at_s, ok_s)
+    nearest = np.full(hit_s.shape, np.inf)
+    np.minimum.at(nearest, at_s, np.where(ok_s, d_s, np.inf))
+    explained = (hit_s * strong.height).sum(axis=2) / strong.height.sum()
+    # reference -> scan, (candidate, shift, strong reference peak)
+    tol_r = tolerance(rs_pos)
+    near_r = (np.abs(rs_pos[:, :, None] - found.position[None, None, :]) <= (tol_r + reach)[:, :, None]) & rs_ok[:, :, None]
+    near_r &= found.height[None, None, :] >= ratio * rs_h[:, :, None]
+    qc, qq, qf = np.nonzero(near_r)
+    d_r = np.abs(rs_pos[qc, qq][:, None] + shifts[None, :] - found.position[qf][:, None])
+    hit_r = np.zeros((n, nk, strong_width), bool)
+    np.logical_or.at(hit_r, (qc[:, None], np.arange(nk)[None, :], qq[:, None]), d_r <= tol_r[qc, qq][:, None])
     # Among equally good shifts, the one that puts the matched peaks closest wins.
-    nearest = np.where(ok_s, d_s, np.inf).min(axis=2)
-    residual = np.where(hit_s, nearest * strong.height, 0.0).sum(axis=1) / np.maximum((hit_s * strong.height).sum(axis=1), 1e-12)
-    best = int(np.lexsort((residual, -np.round(explained * recovered, 9)))[0])
-    miss = ~hit_s[best]
-    missing = np.argsort(-strong.height[miss])[:10]  # the strongest few are what a chemist checks
-    return Match(float(explained[best]), float(recovered[best]), round(float(shifts[best, 0, 0]), 3),
-                 tuple(float(p) for p in strong.position[miss][missing]),
-                 tuple(float(h) for h in strong.height[miss][missing]))
+    residual = (np.where(hit_s, nearest * strong.height, 0.0).sum(axis=2)
+                / np.maximum((hit_s * strong.height).sum(axis=2), 1e-12))
+    for c, (i, _, ref_strong) in enumerate(usable):
+        q = ref_strong.position.size  # per-candidate sums over its own peaks: the same numbers as alone
+        recovered = (hit_r[c, :, :q] * ref_strong.height).sum(axis=1) / ref_strong.height.sum()
+        best = int(np.lexsort((residual[c], -np.round(explained[c] * recovered, 9)))[0])
+        miss = ~hit_s[c, best]
+        missing = np.argsort(-strong.height[miss])[:10]  # the strongest few are what a chemist checks
+        out[i] = Match(float(explained[c, best]), float(recovered[best]), round(float(shifts[best]), 3),
+                       tuple(float(p) for p in strong.position[miss][missing]),
+                       tuple(float(h) for h in strong.height[miss][missing]))
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

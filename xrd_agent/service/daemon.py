@@ -35,14 +35,15 @@ import structlog
 from xrd_agent import messages
 from xrd_agent.config import Config, load_config
 from xrd_agent.errors import ConfigError, XrdAgentError
-from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.decide import aliases_of
 from xrd_agent.service import health as health_mod
 from xrd_agent.service import startup
+from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger, path_text
 from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.service.readings import Readings
 from xrd_agent.service.sdnotify import Notifier
 from xrd_agent.service.watcher import FolderEvent, Watcher, choose_mode
 
@@ -183,18 +184,17 @@ class Daemon:
         os.replace(tmp, self.state_dir / ENDPOINTS_FILE)
 
     def _make_watcher(self, config: Config) -> Watcher:
-        from xrd_agent import readers
-
         directory = Path(config.watch.directory).absolute()
         instrument = self.instrument
 
         def classify(path: Path) -> str | None:
-            return None if instrument.settle_only(path) else signature_format(path)
+            fmt = signature_format(path)  # one look at the header serves both questions
+            return None if instrument.settle_only(path, fmt) else fmt
 
         debouncer = Debouncer(
             settle_s=instrument.settle_s,
             incomplete_timeout_s=config.watch.incomplete_timeout_s,
-            is_complete=readers.is_complete,
+            is_complete=self.readings.complete,  # the worker reuses this read of the file version
             classify=classify,
             settle_for=instrument.settle_for,
         )
@@ -334,7 +334,6 @@ class Daemon:
     def run(self) -> int:
         import zmq
 
-        from xrd_agent import readers
         from xrd_agent.service.engines import make_engine
 
         config = self.config
@@ -365,6 +364,7 @@ class Daemon:
                  library_version=engine.library_version, load_s=round(time.monotonic() - t0, 2))
 
         self.instrument = Instrument(config)
+        self.readings = Readings()  # one read per file version, shared by the debouncer and the worker
         self.expectations = ExpectationBook(config.service.expectations, config.model.top_k, self.ledger)
         self.pipeline = Pipeline(
             ledger=self.ledger,
@@ -373,7 +373,7 @@ class Daemon:
             expectations=self.expectations,
             identity=Identity(config.service.agent_id, config.service.instrument_id),
             root=Path(config.watch.directory),
-            read=lambda path, wl: readers.read_scan(path, wavelength=wl),
+            read=self.readings.get,
             wavelength_for=self.instrument.wavelength_for,
             sample_id_of=self.instrument.sample_id,
             queue_size=config.watch.queue_size,
@@ -579,7 +579,7 @@ def _bind_retrying(new: Any, old: Any, what: str, attempts: int = 50) -> Any:
 
 def run_service(config_path: str | None, overrides: Mapping[str, Any]) -> int:
     """Entry point of ``xrd-agent run`` after argument parsing."""
-    from xrd_agent.service import logging as service_logging
+    from xrd_agent.service import logs as service_logging
 
     config = load_config(config_path, overrides)
     service_logging.configure(config.service.log_level)

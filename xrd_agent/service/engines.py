@@ -39,7 +39,9 @@ COSINE_VERSION = "cosine-search-match-1"
 COSINE_TEMPERATURE = 0.02
 
 
-class Engine(Protocol):
+class ServiceEngine(Protocol):
+    """What the service's worker needs of an engine (the CNN or the cosine fallback)."""
+
     model_version: str
     library_version: str
 
@@ -65,7 +67,7 @@ def choose(config: Config) -> str:
     return "cnn" if (model_dir_of(config) / "manifest.json").is_file() else "cosine"
 
 
-def make_engine(config: Config) -> Engine:
+def make_engine(config: Config) -> ServiceEngine:
     """Build (not load) the configured engine."""
     kind = choose(config)
     if kind == "cosine":
@@ -76,7 +78,7 @@ def make_engine(config: Config) -> Engine:
     return _cnn_engine(config)
 
 
-def _cnn_engine(config: Config) -> Engine:
+def _cnn_engine(config: Config) -> ServiceEngine:
     return CnnEngine(config)
 
 

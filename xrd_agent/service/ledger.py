@@ -261,12 +261,6 @@ class Ledger:
             "SELECT 1 FROM scans WHERE path = ? AND size = ? AND mtime_ns = ? LIMIT 1", (path, size, mtime_ns)
         ))
 
-    def has(self, key: FileKey) -> bool:
-        return bool(self._query(
-            "SELECT 1 FROM scans WHERE path = ? AND size = ? AND mtime_ns = ? AND sha256 = ? LIMIT 1",
-            (key.path, key.size, key.mtime_ns, key.sha256),
-        ))
-
     def original(self, sha256: str) -> Original | None:
         """The first identification of this content, if any (for ``duplicate_of``)."""
         rows = self._query(

@@ -38,6 +38,7 @@ from xrd_agent import decide
 from xrd_agent import messages
 from xrd_agent.decide import Alert
 from xrd_agent.errors import NotAScanFile, ScanError
+from xrd_agent.readers import Reading
 from xrd_agent.identification import Identification
 from xrd_agent.scan import Scan
 from xrd_agent.service.debounce import Due, Signature
@@ -126,8 +127,8 @@ class Pipeline:
         expectations: ExpectationBook,
         identity: Identity,
         root: Path,
-        read: Callable[[Path, Any], Scan],
-        wavelength_for: Callable[[Path], Any] = lambda p: None,
+        read: Callable[[Path], Reading],
+        wavelength_for: Callable[..., Any] = lambda path, format=None: None,
         sample_id_of: Callable[[Scan], str] = lambda s: s.sample_id or s.source_path.stem,
         queue_size: int = 256,
         settings: Settings | None = None,
@@ -252,7 +253,7 @@ class Pipeline:
         """Publish through ``send`` from now on (call in the worker: see :meth:`call_in_worker`)."""
         self._send = send
 
-    def use_instrument(self, wavelength_for: Callable[[Path], Any], sample_id_of: Callable[[Scan], str]) -> None:
+    def use_instrument(self, wavelength_for: Callable[..., Any], sample_id_of: Callable[[Scan], str]) -> None:
         """New default wavelengths and sample-id rules (a reloaded configuration)."""
         self._wavelength_for, self._sample_id_of = wavelength_for, sample_id_of
 
@@ -442,16 +443,20 @@ class Pipeline:
                 self.notify_unreadable(due, "the agent has no permission to read this file; it retries "
                                             "until it can (check the export folder's permissions)")
             return None
+        # The debouncer's reading of this version when it has one: one open, one parse, one hash.
+        reading = self._read(path)
+        digest = reading.sha256 if (reading.size, reading.mtime_ns) == (sig.size, sig.mtime_ns) else None
         try:
-            scan = self._read(path, self._wavelength_for(path))
+            fmt = reading.scan.format if reading.scan is not None else None
+            scan = reading.scan_with(self._wavelength_for(path, fmt))
         except ScanError as exc:
-            digest = _sha256_file(path)
+            digest = digest or _sha256_file(path)
             key = FileKey(path_text(path), sig.size, sig.mtime_ns, digest or "")
             self._record_rejection(due, key, exc, None, scan_id=digest)
             return None
         except Exception as exc:  # a reader bug: never crash the service, never lose the file silently
             log.exception("reader failed", path=str(path))
-            digest = _sha256_file(path)
+            digest = digest or _sha256_file(path)
             err = ScanError(f"the reader failed on this file ({type(exc).__name__}); see the agent's log", path)
             self._record_rejection(due, FileKey(path_text(path), sig.size, sig.mtime_ns, digest or ""), err, None,
                                    scan_id=digest)
