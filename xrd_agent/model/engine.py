@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from xrd_agent import crystallinity
 from xrd_agent.config import Config, GateConfig
 from xrd_agent.errors import CorruptScan, ModelError, NotFittedError, ScanError
 from xrd_agent.identification import Candidate, Identification
 from xrd_agent.model import cam as _cam
 from xrd_agent.model import flags as _flags
-from xrd_agent.pattern import GRID_POINTS, Pattern
+from xrd_agent.pattern import GRID_POINTS, MODEL_GRID, Pattern
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class Engine:
     @classmethod
     def from_config(cls, config: Config, *, library: Any = None, **overrides: Any) -> Engine:
         m = config.model
-        policy = _flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
+        policy = _flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage,
+                                   amorphous_below=m.amorphous_below,
+                                   low_crystallinity_below=m.low_crystallinity_below)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
                        batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy)
         options.update(overrides)
@@ -214,8 +217,11 @@ class Engine:
         return peaks
 
     def identify_patterns(self, patterns: Sequence[Pattern],
-                          raw: Sequence[np.ndarray | None] | None = None) -> list[Identification]:
-        """Identify preprocessed patterns; ``raw`` (grid values before scaling) enables the amorphous test."""
+                          raw: Sequence[np.ndarray | None] | None = None,
+                          points: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None) -> list[Identification]:
+        """Identify preprocessed patterns. The crystallinity estimate reads ``points`` (the
+        scan's own 2-theta on the Cu scale and raw intensities), else ``raw`` (grid values
+        before scaling, covered points only); with neither there is no amorphous test."""
         self._require()
         if not patterns:
             return []
@@ -223,13 +229,16 @@ class Engine:
         probs, cams = self._run(X, explain=self.cam)
         results = []
         for i, pattern in enumerate(patterns):
-            values = raw[i] if raw is not None else None
+            given = points[i] if points is not None else None
+            if given is None and raw is not None and raw[i] is not None:
+                given = (MODEL_GRID[pattern.mask], np.asarray(raw[i])[pattern.mask])
+            cryst = crystallinity.estimate(*given) if given is not None else None
             cam_row = cams[i] if cams is not None else None
-            results.append(self._judge(pattern, probs[i], cam_row, values))
+            results.append(self._judge(pattern, probs[i], cam_row, cryst))
         return results
 
     def _judge(self, pattern: Pattern, probs: np.ndarray, cam_row: np.ndarray | None,
-               values: np.ndarray | None) -> Identification:
+               cryst: crystallinity.Crystallinity | None) -> Identification:
         lib = self.library_
         k = min(self.top_k, probs.size)
         reorder = min(self.rerank_depth if self.rerank else 1, probs.size)
@@ -247,8 +256,8 @@ class Engine:
         top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[j], name=lib.names[j],
                               probability=float(probs[j])) for r, j in enumerate(order))
         match = matches[int(order[0])]
-        cryst = _flags.crystallinity(values, pattern.mask) if values is not None else None
-        confidence, flags = _flags.decide(float(probs[order[0]]), match, cryst, cov.fraction, self.policy)
+        verdict = _flags.crystallinity_verdict(cryst, cov, self.policy)
+        confidence, flags = _flags.decide(float(probs[order[0]]), match, verdict, cov.fraction, self.policy)
         regions: tuple = ()
         if cam_row is not None:
             regions = _cam.regions(_cam.to_grid(cam_row, self.centres_)[0], pattern.mask)
@@ -259,11 +268,9 @@ class Engine:
                       "score": round(match.score, 4), "shift": match.shift,
                       "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
         }
-        if cryst is not None:
-            extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
         return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                               coverage=cov, cam_regions=regions, model_version=self.manifest_.version,
-                              library_version=lib.version, extra=extra)
+                              library_version=lib.version, extra=extra, crystallinity=cryst)
 
     def identify_arrays(self, two_theta_cu: np.ndarray, intensity: np.ndarray) -> Identification:
         """Measured points on the Cu K-alpha1 scale -> Identification (raises ScanError)."""
@@ -271,7 +278,7 @@ class Engine:
 
         self._require()
         pattern, raw = preprocess.prepare_arrays_raw(two_theta_cu, intensity, self.gate)
-        return self.identify_patterns([pattern], [raw])[0]
+        return self.identify_patterns([pattern], [raw], [preprocess.measured_points(two_theta_cu, intensity)])[0]
 
     def identify_many(self, scans: Sequence[Any], wavelength: float | None = None) -> list[Identification | ScanError]:
         """One result per scan, in order: an Identification, or the ScanError that stopped it."""
@@ -282,9 +289,11 @@ class Engine:
         ready: list[int] = []
         patterns: list[Pattern] = []
         raws: list[np.ndarray] = []
+        points: list[tuple[np.ndarray, np.ndarray]] = []
         for i, scan in enumerate(scans):
             try:
                 pattern, raw = preprocess.prepare_raw(scan, self.gate, wavelength=wavelength)
+                points.append(preprocess.measured_points(preprocess.cu_two_theta(scan, wavelength), scan.intensity))
                 patterns.append(pattern)
                 raws.append(raw)
                 ready.append(i)
@@ -293,7 +302,7 @@ class Engine:
             except (ValueError, FloatingPointError, IndexError) as exc:  # one odd scan must not sink the batch
                 out[i] = CorruptScan(f"the scan could not be put on the model grid ({exc})",
                                      getattr(scan, "source_path", None))
-        for i, result in zip(ready, self.identify_patterns(patterns, raws)):
+        for i, result in zip(ready, self.identify_patterns(patterns, raws, points)):
             out[i] = result
         return out  # type: ignore[return-value]
 

@@ -184,10 +184,11 @@ class Daemon:
     def _expect(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
             exp = self.expectations.expect(request["sample_id"], request["phases"],
-                                           request.get("top_k", self.config.model.top_k))
+                                           request.get("top_k", self.config.model.top_k), request)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k)
+        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k,
+                 amorphous_below=exp.amorphous_below, low_crystallinity_below=exp.low_crystallinity_below)
         return {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
 
     # -- the service -----------------------------------------------------------------------------

@@ -32,10 +32,6 @@ COSINE_VERSION = "cosine-search-match-1"
 COSINE_UNKNOWN = 0.6
 #: Softmax temperature turning cosines into a ranking distribution.
 COSINE_TEMPERATURE = 0.02
-#: A crystalline scan has at least this many sharp peaks standing this many noise sigmas
-#: above a 2-degree running-median background; fewer means nothing crystallised.
-AMORPHOUS_MIN_PEAKS = 3
-PEAK_SIGMAS = 8.0
 #: Share of the scan's strong-peak height the top reference must explain (pure simulated
 #: scans 1.0, 60:40 mixtures 0.68-0.87 on the tiny test library), below which
 #: a second phase is likely.
@@ -119,22 +115,6 @@ class CnnEngine:
         if self._engine is None:
             raise NotFittedError("CnnEngine.load() must run before identify")
         return list(self._engine.identify_many(scans))
-
-
-def _sharp_peaks(two_theta: np.ndarray, intensity: np.ndarray) -> int:
-    """How many sharp peaks stand well above the local background and its noise."""
-    from scipy import ndimage, signal
-
-    if intensity.size < 20:
-        return 0
-    step = float(np.median(np.diff(two_theta))) or 0.01
-    window = max(5, int(round(2.0 / step)) | 1)
-    background = ndimage.median_filter(intensity, size=window, mode="nearest")
-    residual = intensity - background
-    mad = float(np.median(np.abs(residual - np.median(residual)))) * 1.4826
-    noise = max(mad, float(np.sqrt(max(np.median(background), 1.0))) * 0.5, 1e-9)
-    peaks, _ = signal.find_peaks(residual, height=PEAK_SIGMAS * noise, width=(1, max(2, 0.8 / step)))
-    return int(peaks.size)
 
 
 def _explained_share(y: np.ndarray, ref: np.ndarray, mask: np.ndarray, tolerance_deg: float = 0.3) -> float:
@@ -227,8 +207,18 @@ class CosineEngine:
         flags: set[Flag] = set()
         if pattern.coverage.fraction < self.config.model.min_coverage:
             flags.add(Flag.LOW_COVERAGE)
-        if _sharp_peaks(scan.two_theta, scan.intensity) < AMORPHOUS_MIN_PEAKS:
-            flags.add(Flag.AMORPHOUS)
+        from xrd_agent import crystallinity, preprocess
+        from xrd_agent.model.flags import FlagPolicy, crystallinity_verdict
+
+        m = self.config.model
+        cryst = crystallinity.estimate(*preprocess.measured_points(preprocess.cu_two_theta(scan), scan.intensity))
+        verdict = crystallinity_verdict(cryst, pattern.coverage, FlagPolicy(
+            min_coverage=m.min_coverage, amorphous_below=m.amorphous_below,
+            low_crystallinity_below=m.low_crystallinity_below))
+        if verdict is not None:
+            flags.add(verdict)
+        if verdict is Flag.AMORPHOUS:
+            pass  # an amorphous product names no phase: neither unknown nor mixture
         elif best < COSINE_UNKNOWN:
             flags.add(Flag.UNKNOWN_PHASE)
         else:
@@ -244,4 +234,5 @@ class CosineEngine:
             model_version=self.model_version,
             library_version=self.library_version,
             extra={"cosine": round(best, 4)},
+            crystallinity=cryst,
         )
