@@ -7,6 +7,7 @@ import pytest
 from test_model_support import counts_scan, tiny_library
 
 from xrd_agent.crystallinity import Crystallinity
+from xrd_agent.decide import network_flags
 from xrd_agent.identification import Flag
 from xrd_agent.model import cam, flags
 from xrd_agent.pattern import MODEL_GRID, Coverage
@@ -47,7 +48,7 @@ def test_decide_flags_a_second_phase_as_mixture():
     a, b = LIB.sticks(2), LIB.sticks(7)
     mixed = broaden(a.two_theta, a.intensity) + 0.8 * broaden(b.two_theta, b.intensity)
     m = flags.match_peaks(flags.find_peaks(mixed), flags.find_peaks(LIB.patterns[2]), 5.0, 50.0)
-    confidence, fl = flags.decide(0.95, m, None, 1.0)
+    confidence, fl = network_flags(0.95, m, None, 1.0)
     assert Flag.MIXTURE in fl and Flag.UNKNOWN_PHASE not in fl
     assert 0.0 < confidence <= 1.0
     assert m.unexplained  # it names the unexplained reflections
@@ -55,14 +56,14 @@ def test_decide_flags_a_second_phase_as_mixture():
 
 def test_decide_flags_a_poor_match_unknown_whatever_the_softmax():
     m = flags.match_peaks(_peaks(5), flags.find_peaks(LIB.patterns[3]), 5.0, 50.0)
-    confidence, fl = flags.decide(0.999, m, None, 1.0)
+    confidence, fl = network_flags(0.999, m, None, 1.0)
     assert Flag.UNKNOWN_PHASE in fl and confidence < 0.8
 
 
 def test_low_coverage_is_flagged():
     m = flags.match_peaks(_peaks(3), flags.find_peaks(LIB.patterns[3]), 5.0, 50.0)
-    assert Flag.LOW_COVERAGE in flags.decide(0.9, m, None, 0.44)[1]
-    assert Flag.LOW_COVERAGE not in flags.decide(0.9, m, None, 0.9)[1]
+    assert Flag.LOW_COVERAGE in network_flags(0.9, m, None, 0.44)[1]
+    assert Flag.LOW_COVERAGE not in network_flags(0.9, m, None, 0.9)[1]
 
 
 def _cryst(fraction: float, uncertainty: float = 0.02) -> Crystallinity:
@@ -72,13 +73,12 @@ def _cryst(fraction: float, uncertainty: float = 0.02) -> Crystallinity:
 FULL = Coverage(5.0, 50.0, 1.0)
 
 
-def test_crystallinity_verdict_follows_the_thresholds_and_the_uncertainty():
+def test_crystallinity_verdict_follows_the_thresholds():
     policy = flags.FlagPolicy(amorphous_below=0.2, low_crystallinity_below=0.4)
     assert flags.crystallinity_verdict(_cryst(0.05), FULL, policy) is Flag.AMORPHOUS
     assert flags.crystallinity_verdict(_cryst(0.3), FULL, policy) is Flag.LOW_CRYSTALLINITY
     assert flags.crystallinity_verdict(_cryst(0.8), FULL, policy) is None
-    # the upper end of the 1-sigma interval must be below the line: an uncertain 0.15 is not amorphous
-    assert flags.crystallinity_verdict(_cryst(0.15, 0.1), FULL, policy) is Flag.LOW_CRYSTALLINITY
+    assert flags.crystallinity_verdict(_cryst(0.41, 0.1), FULL, policy) is None
     # per-sample thresholds replace the policy's
     assert flags.crystallinity_verdict(_cryst(0.3), FULL, policy, amorphous_below=0.35) is Flag.AMORPHOUS
 
@@ -95,13 +95,13 @@ def test_crystallinity_verdict_needs_coverage_from_low_angles():
 
 def test_amorphous_decision_sets_confidence_to_zero():
     m = flags.Match(1.0, 1.0, 0.0, ())
-    confidence, fl = flags.decide(0.99, m, Flag.AMORPHOUS, 1.0)
+    confidence, fl = network_flags(0.99, m, Flag.AMORPHOUS, 1.0)
     assert fl == {Flag.AMORPHOUS} and confidence == 0.0
 
 
 def test_low_crystallinity_keeps_the_identification():
     m = flags.Match(1.0, 1.0, 0.0, ())
-    confidence, fl = flags.decide(0.99, m, Flag.LOW_CRYSTALLINITY, 1.0)
+    confidence, fl = network_flags(0.99, m, Flag.LOW_CRYSTALLINITY, 1.0)
     assert fl == {Flag.LOW_CRYSTALLINITY} and confidence > 0.9
 
 

@@ -40,8 +40,8 @@ class ModelConfig:
     # Crystalline mass fraction (xrd_agent.crystallinity) below which a product is flagged
     # amorphous (critical: failed synthesis) or low_crystallinity (warning); judged only on
     # scans covering >= min_coverage from <= 10 deg. Chosen from the calibration (docs/preprocessing.md).
-    amorphous_below: float = 0.2
-    low_crystallinity_below: float = 0.4
+    amorphous_below: float = 0.25
+    low_crystallinity_below: float = 0.35
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
 

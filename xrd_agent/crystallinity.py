@@ -165,15 +165,14 @@ class Calibration:
     fraction: np.ndarray
     scatter: np.ndarray
 
-    def __call__(self, index: float) -> tuple[float, float, float]:
-        """(fraction, local slope d fraction / d index, calibration scatter) at ``index``."""
+    def __call__(self, index: float, sigma: float = 0.0) -> tuple[float, float, float]:
+        """(fraction, half the fraction range of index +- ``sigma``, calibration scatter) at ``index``."""
         f = float(np.interp(index, self.index, self.fraction))
-        d = 0.02
-        slope = (np.interp(index + d, self.index, self.fraction) - np.interp(index - d, self.index, self.fraction)) / (2 * d)
-        return f, float(slope), float(np.interp(index, self.index, self.scatter))
+        spread = (np.interp(index + sigma, self.index, self.fraction) - np.interp(index - sigma, self.index, self.fraction)) / 2
+        return f, float(spread), float(np.interp(index, self.index, self.scatter))
 
 
-IDENTITY = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([0.0, 0.0]))
+IDENTITY = Calibration(np.array([-1.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0]))
 
 
 @lru_cache(maxsize=1)
@@ -218,11 +217,13 @@ def raw_index(two_theta: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray,
         hump_pt = p.broad - p.baseline
         s = float(np.sum(w * sharp_pt))
         a = float(np.sum(w * np.maximum(hump_pt, 0.0)))
-        total = max(s + a, 1e-12)
-        # Poisson: each bin's mean has variance mean/k; the clip is smooth (its noise is
+        total = max(abs(s) + a, 1e-12)
+        # Poisson: each bin's mean has variance mean/k; the envelope is smooth (its noise is
         # averaged over a window of many bins), so the sharp sum carries the bins' noise.
         var_s = float(np.sum(w * w * np.maximum(mean, 0.0) / k))
-        frac = min(max(s / total, 0.0), 1.0)
+        # Not clipped at 0: after the bias correction a scan with no sharp intensity scatters
+        # around 0 on both sides, and the negative side is what tells 0 % from a few per cent.
+        frac = s / total
         idx.append(frac)
         sig.append(np.sqrt(var_s) * (1.0 - frac) / total if total > 0 else 1.0)
         parts.append((s, a))
@@ -239,9 +240,9 @@ def estimate(two_theta: np.ndarray, intensity: np.ndarray, *, calib: Calibration
     idx, sig, (s, a), n = raw_index(tt, intensity)
     cal = calib if calib is not None else calibration()
     index = float(np.median(idx))
-    fraction, slope, scatter = cal(index)
     method = float(idx.max() - idx.min()) / 2.0
     stat = float(np.median(sig))
-    unc = float(np.sqrt((abs(slope) * stat) ** 2 + (abs(slope) * method) ** 2 + scatter ** 2))
+    fraction, spread, scatter = cal(index, float(np.hypot(stat, method)))
+    unc = float(np.hypot(spread, scatter))
     return Crystallinity(fraction=min(max(fraction, 0.0), 1.0), uncertainty=unc, index=index, sharp=float(s),
                          hump=float(a), span=(float(finite.min()), float(finite.max())), points=n)

@@ -160,7 +160,9 @@ class CrystallinityResult(TypedDict):
     fraction: Annotated[float, doc("Estimated crystalline mass fraction of the product.", minimum=0, maximum=1)]
     uncertainty: Annotated[float, doc("1-sigma uncertainty of the fraction (counting, method, calibration).",
                                       minimum=0)]
-    index: Annotated[float, doc("Uncalibrated sharp share of the diffracted intensity.", minimum=0, maximum=1)]
+    index: Annotated[float, doc("Uncalibrated sharp share of the diffracted intensity after the noise-bias "
+                                "correction (slightly negative when there is no sharp intensity at all).",
+                                minimum=-1, maximum=1)]
     span: Annotated[list[float], doc("2-theta range the estimate read (deg, Cu K-alpha1 scale).",
                                      minItems=2, maxItems=2)]
 

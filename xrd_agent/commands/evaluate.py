@@ -57,12 +57,10 @@ def crystallinity_table(n: int, command: str) -> tuple[dict, str]:
     """The crystallinity table: simulated products with known fractions, and what the measured
     scans in tests/data get (xrd_agent.testing.crystallinity_eval)."""
     from xrd_agent.config import Config
-    from xrd_agent.model.flags import FlagPolicy
+    from xrd_agent.model.flags import policy_from
     from xrd_agent.testing import crystallinity_eval
 
-    m = Config().model
-    policy = FlagPolicy(min_coverage=m.min_coverage, amorphous_below=m.amorphous_below,
-                        low_crystallinity_below=m.low_crystallinity_below)
+    policy = policy_from(Config().model)
     sim = crystallinity_eval.simulated(n, policy=policy)
     root = Path(__file__).resolve().parents[2]
     real = crystallinity_eval.real_scans(crystallinity_eval.default_real_paths(root), policy)

@@ -1,4 +1,4 @@
-"""Honest confidence and the warning flags: pure functions on arrays, no Keras.
+"""Evidence for honest confidence and the warning flags: pure functions on arrays, no Keras.
 
 A softmax always names *some* class, even for a silicon standard or an amorphous
 failed synthesis. So the engine checks the network's answer with powder-diffraction
@@ -13,13 +13,14 @@ evidence that does not come from the network:
   (:mod:`xrd_agent.crystallinity`, on the scan's raw points); :func:`crystallinity_verdict`
   turns it into ``amorphous`` / ``low_crystallinity`` when the scan covers enough to judge.
 
-confidence = softmax_top x match_score, and the flags follow from thresholds in
-:class:`FlagPolicy` (calibrated in docs/model.md).
+The judge (:mod:`xrd_agent.decide`) turns these measurements into confidence and flags
+with the thresholds of :class:`FlagPolicy` (calibrated in docs/model.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import signal
@@ -34,8 +35,8 @@ class FlagPolicy:
     unknown_threshold: float = 0.35  # confidence (softmax x match score) below: unknown_phase
     min_match: float = 0.6  # peak-match score below: unknown_phase, whatever the softmax says
     min_coverage: float = 0.5  # covered share of 5-50 deg below: low_coverage
-    amorphous_below: float = 0.2  # crystalline fraction below: amorphous (docs/preprocessing.md)
-    low_crystallinity_below: float = 0.4  # ... below this (and not amorphous): low_crystallinity
+    amorphous_below: float = 0.25  # crystalline fraction below: amorphous (docs/preprocessing.md)
+    low_crystallinity_below: float = 0.35  # ... below this (and not amorphous): low_crystallinity
     mixture_unexplained: float = 0.25  # share of strong-peak intensity the top phase leaves unexplained
     mixture_min_peaks: int = 2  # ... in at least this many reflections ...
     mixture_peak: float = 0.15  # ... each at least this strong (relative to the scan's max)
@@ -45,6 +46,12 @@ class FlagPolicy:
     reference_peak: float = 0.1  # relative height of a reference peak that must be found
     max_zero_shift: float = 0.3  # deg, common offset tried when matching
     intensity_ratio: float = 0.2  # a matching peak must be at least this share as strong
+
+
+def policy_from(model: Any) -> FlagPolicy:
+    """The policy with the thresholds of a :class:`~xrd_agent.config.ModelConfig` (one place)."""
+    return FlagPolicy(unknown_threshold=model.unknown_threshold, min_coverage=model.min_coverage,
+                      amorphous_below=model.amorphous_below, low_crystallinity_below=model.low_crystallinity_below)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,9 +155,10 @@ def crystallinity_verdict(cryst: Crystallinity | None, coverage: Coverage, polic
                           amorphous_below: float | None = None, low_below: float | None = None) -> Flag | None:
     """``AMORPHOUS``, ``LOW_CRYSTALLINITY`` or None, from the estimate and what the scan covered.
 
-    The upper end of the estimate's 1-sigma interval is compared with the thresholds:
-    a product is called amorphous only when even that is below the line. ``amorphous_below``
-    and ``low_below`` override the policy (per-sample thresholds from ``expect``).
+    The calibrated fraction is compared with the thresholds (its uncertainty is reported,
+    not subtracted: the calibration scatter near 0.2 is ~0.1, and a rule on the upper end of
+    the interval would never call a failed synthesis failed). ``amorphous_below`` and
+    ``low_below`` override the policy (per-sample thresholds from ``expect``).
     """
     if cryst is None or not np.isfinite(cryst.fraction):
         return None
@@ -158,35 +166,9 @@ def crystallinity_verdict(cryst: Crystallinity | None, coverage: Coverage, polic
         return None
     amorphous = policy.amorphous_below if amorphous_below is None else amorphous_below
     low = policy.low_crystallinity_below if low_below is None else low_below
-    upper = cryst.fraction + (cryst.uncertainty if np.isfinite(cryst.uncertainty) else 0.0)
-    if upper < amorphous:
+    if cryst.fraction < amorphous:
         return Flag.AMORPHOUS
-    if upper < low:
+    if cryst.fraction < low:
         return Flag.LOW_CRYSTALLINITY
     return None
 
-
-def decide(p_top: float, match: Match, verdict: Flag | None, coverage_fraction: float,
-           policy: FlagPolicy = FlagPolicy()) -> tuple[float, frozenset[Flag]]:
-    """Combine the softmax and the evidence into (confidence, flags).
-
-    confidence = softmax x match score: on realistic held-out scans it tracks the
-    share of correct names far better than the softmax alone (docs/model.md).
-    ``verdict`` is :func:`crystallinity_verdict`'s: an amorphous product names no phase.
-    """
-    flags: set[Flag] = set()
-    confidence = float(max(p_top, 0.0) * match.score)
-    if coverage_fraction < policy.min_coverage:
-        flags.add(Flag.LOW_COVERAGE)
-    if verdict is Flag.AMORPHOUS:
-        flags.add(Flag.AMORPHOUS)
-        return 0.0, frozenset(flags)
-    if verdict is Flag.LOW_CRYSTALLINITY:
-        flags.add(Flag.LOW_CRYSTALLINITY)
-    if confidence < policy.unknown_threshold or match.score < policy.min_match:
-        flags.add(Flag.UNKNOWN_PHASE)
-    elif (1.0 - match.explained >= policy.mixture_unexplained
-          and sum(h >= policy.mixture_peak for h in match.unexplained_heights) >= policy.mixture_min_peaks
-          and match.recovered >= policy.mixture_min_recovered):
-        flags.add(Flag.MIXTURE)
-    return confidence, frozenset(flags)

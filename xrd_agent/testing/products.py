@@ -260,25 +260,27 @@ def raw_indices(items: list[Product]) -> np.ndarray:
     return np.array([float(np.median(C.raw_index(p.two_theta, p.counts)[0])) for p in items])
 
 
-def fit_calibration(index: np.ndarray, truth: np.ndarray, knots: int = 51) -> dict[str, list[float]]:
-    """Monotone (isotonic) map raw index -> fraction on ``knots`` points, and the RMS scatter."""
+def fit_calibration(index: np.ndarray, truth: np.ndarray, knots: int = 40) -> dict[str, list[float]]:
+    """Monotone (isotonic) map raw index -> fraction, tabulated at ``knots`` quantiles of the
+    index (the index crowds near 0, where failed products sit: quantile knots resolve it), and
+    the RMS scatter of the truth around the map near each knot."""
     from scipy.optimize import isotonic_regression
 
     order = np.argsort(index)
-    fitted = isotonic_regression(truth[order]).x
-    grid = np.linspace(0.0, 1.0, knots)
-    # average the step function over each knot's neighbourhood: a smooth, monotone table
-    frac = np.array([fitted[(index[order] >= g - 0.03) & (index[order] <= g + 0.03)].mean()
-                     if np.any((index[order] >= g - 0.03) & (index[order] <= g + 0.03)) else np.nan for g in grid])
-    ok = np.isfinite(frac)
-    frac = np.interp(grid, grid[ok], frac[ok])
-    frac = np.maximum.accumulate(np.clip(frac, 0.0, 1.0))
-    resid = truth - np.interp(index, grid, frac)
-    scatter = np.array([np.sqrt(np.mean(resid[np.abs(index - g) <= 0.08] ** 2)) if np.any(np.abs(index - g) <= 0.08)
-                        else np.nan for g in grid])
-    ok = np.isfinite(scatter)
-    scatter = np.interp(grid, grid[ok], scatter[ok])
-    return {"index": [round(float(v), 4) for v in grid], "fraction": [round(float(v), 4) for v in frac],
+    x, fitted = index[order], isotonic_regression(truth[order]).x
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, knots + 1)))
+    centre, frac, scatter = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (x >= lo) & (x <= hi)
+        centre.append(float(np.mean(x[inside])))
+        frac.append(float(np.mean(fitted[inside])))
+    centre_a, frac_a = np.array(centre), np.maximum.accumulate(np.clip(frac, 0.0, 1.0))
+    resid = truth[order] - np.interp(x, centre_a, frac_a)
+    for i in range(len(centre)):
+        lo, hi = edges[max(i - 1, 0)], edges[min(i + 2, len(edges) - 1)]
+        inside = (x >= lo) & (x <= hi)
+        scatter.append(float(np.sqrt(np.mean(resid[inside] ** 2))))
+    return {"index": [round(float(v), 6) for v in centre_a], "fraction": [round(float(v), 4) for v in frac_a],
             "scatter": [round(float(v), 4) for v in scatter]}
 
 
