@@ -13,7 +13,7 @@ import numpy as np
 
 from xrd_agent import crystallinity as C
 from xrd_agent.identification import Flag
-from xrd_agent.model.flags import FlagPolicy, crystallinity_verdict
+from xrd_agent.model.flags import VERDICT_FIRST_MAX_DEG, FlagPolicy, crystallinity_verdict
 from xrd_agent.pattern import Coverage
 from xrd_agent.testing import products as P
 
@@ -88,9 +88,11 @@ def real_scans(paths: Iterable[Path], policy: FlagPolicy = FlagPolicy()) -> list
             continue
         e = C.estimate(*preprocess.measured_points(tt, scan.intensity))
         v = crystallinity_verdict(e, pattern.coverage, policy)
+        judged = pattern.coverage.fraction >= policy.min_coverage and pattern.coverage.first <= VERDICT_FIRST_MAX_DEG
         row.update({"span": [round(float(tt.min()), 1), round(float(tt.max()), 1)],
                     "coverage": round(pattern.coverage.fraction, 3), "fraction": round(e.fraction, 3),
-                    "uncertainty": round(e.uncertainty, 3), "verdict": v.value if v else "crystalline"})
+                    "uncertainty": round(e.uncertainty, 3),
+                    "verdict": v.value if v else ("crystalline" if judged else "not judged (coverage)")})
         out.append(row)
     return out
 
