@@ -93,7 +93,9 @@ def lower_envelope(y: np.ndarray, width: int) -> np.ndarray:
     took ~half the height of a 7 deg hump, which then counted as 'sharp'.
     """
     w = int(max(width, 1))
-    opened = ndimage.grey_opening(np.asarray(y, float), size=w, mode="nearest")
+    # grey_opening = maximum of minimum; the 1-D filters skip its n-D wrapper (3x faster here)
+    opened = ndimage.maximum_filter1d(ndimage.minimum_filter1d(np.asarray(y, float), w, mode="nearest"), w,
+                                      mode="nearest")
     return np.minimum(ndimage.uniform_filter1d(opened, w, mode="nearest"), y)
 
 
@@ -144,11 +146,13 @@ class Parts:
     baseline: np.ndarray
 
 
-def decompose(two_theta: np.ndarray, counts: np.ndarray, scale_deg: float) -> Parts:
-    """Split binned counts into broad (clip at ``scale_deg``) and baseline (clip of broad)."""
+def decompose(two_theta: np.ndarray, counts: np.ndarray, scale_deg: float, baseline: bool = True) -> Parts:
+    """Split binned counts into broad (envelope at ``scale_deg``) and baseline (envelope of broad)."""
     h = float(two_theta[1] - two_theta[0])
     smooth = ndimage.uniform_filter1d(counts, max(int(round(SMOOTH_DEG / h)), 1), mode="nearest")
     broad = lower_envelope(smooth, int(round(scale_deg / h)) + 1)
+    if not baseline:
+        return Parts(two_theta, counts, broad, broad)
     # The broad component is smooth: its envelope is taken on a coarser axis, then interpolated back.
     k = max(int(round(0.1 / h)), 1)
     coarse = broad[::k]
@@ -212,7 +216,7 @@ def raw_index(two_theta: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray,
         # envelope the same way, and the shortfall is this scan's bias; without it a
         # low-count amorphous scan shows 'sharp' intensity that is only noise.
         replica = p.broad + noise * np.sqrt(np.maximum(p.broad, 0.0) / k)
-        bias = ndimage.uniform_filter1d(p.broad - decompose(axis, replica, scale).broad, bias_width, mode="nearest")
+        bias = ndimage.uniform_filter1d(p.broad - decompose(axis, replica, scale, baseline=False).broad, bias_width, mode="nearest")
         sharp_pt = mean - (p.broad + bias)
         hump_pt = p.broad - p.baseline
         s = float(np.sum(w * sharp_pt))

@@ -147,8 +147,9 @@ def match_peaks(scan: Peaks, reference: Peaks, first: float, last: float,
 
 #: A crystallinity verdict needs the low angles, where a MOF's strongest reflections are
 #: (a 20-50 deg scan of a large-cell MOF shows only its weak quasi-continuum: it would
-#: look amorphous), and at least ``min_coverage`` of 5-50 deg.
-VERDICT_FIRST_MAX_DEG = 10.0
+#: look amorphous), and at least ``min_coverage`` of 5-50 deg. 10 deg, plus half a degree
+#: for scans that start "at 10" one step late.
+VERDICT_FIRST_MAX_DEG = 10.5
 
 
 def crystallinity_verdict(cryst: Crystallinity | None, coverage: Coverage, policy: FlagPolicy = FlagPolicy(),

@@ -295,6 +295,20 @@ def calibrate(out: Path, n: int = 360, seed: int = 2026) -> dict[str, object]:
     return table
 
 
+def threshold_table(n: int = 360, seed: int = 2026) -> list[dict[str, float]]:
+    """On the calibration products, with the shipped calibration: per amorphous threshold, the
+    share of failed (<= 10 %) products flagged and of crystalline (>= 50 %) ones flagged."""
+    from xrd_agent import crystallinity as C
+
+    items = products(n, seed, exclude=HELD_OUT)
+    fraction = np.array([C.estimate(p.two_theta, p.counts).fraction for p in items])
+    truth = np.array([p.fraction for p in items])
+    failed, crystalline = truth <= 0.10, truth >= 0.50
+    return [{"below": t, "failed_flagged": float(np.mean(fraction[failed] < t)),
+             "crystalline_flagged": float(np.mean(fraction[crystalline] < t))}
+            for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xrd_agent.testing.products")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -303,10 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     cal = sub.add_parser("calibrate", help="rebuild the crystallinity calibration table")
     cal.add_argument("--n", type=int, default=360)
     cal.add_argument("--seed", type=int, default=2026)
+    th = sub.add_parser("thresholds", help="flag rates per amorphous threshold on the calibration products")
+    th.add_argument("--n", type=int, default=360)
+    th.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
     data = Path(__file__).resolve().parent.parent / "data"
     if args.cmd == "frameworks":
         print(build_frameworks(data / FRAMEWORKS_FILE, Path(args.cif_dir)))
+    elif args.cmd == "thresholds":
+        for row in threshold_table(args.n, args.seed):
+            print(f"amorphous below {row['below']:.2f}: failed flagged {100 * row['failed_flagged']:.1f} %, "
+                  f"crystalline flagged {100 * row['crystalline_flagged']:.1f} %")
     else:
         table = calibrate(data / CALIBRATION_FILE, args.n, args.seed)
         print(json.dumps({k: table[k] for k in ("index", "fraction")}))
