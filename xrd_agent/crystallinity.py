@@ -202,6 +202,9 @@ def raw_index(two_theta: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray,
     tt, y = tt[keep], y[keep]
     order = np.argsort(tt, kind="stable")
     tt, y = tt[order], y[order]
+    top = float(np.abs(y).max()) if y.size else 0.0
+    if top > 0:
+        y = y / top  # absurd magnitudes (1e300 from a damaged file) cannot overflow; g absorbs the scale
     g = count_unit(y)
     axis, mean, k = _working(tt, y / g)
     h = float(axis[1] - axis[0])

@@ -79,11 +79,20 @@ def crystallinity_of(scan: Any, pattern: Pattern) -> Crystallinity | None:
         except ScanError:  # a wavelength given apart from the scan is not kept: use the grid values
             tt = None
         if tt is not None:
-            return _crystallinity.estimate(*preprocess.measured_points(tt, scan.intensity))
+            return _safe_estimate(*preprocess.measured_points(tt, scan.intensity))
     if pattern.values is not None:
         mask = np.asarray(pattern.mask, bool)
-        return _crystallinity.estimate(MODEL_GRID[mask], np.asarray(pattern.values)[mask])
+        return _safe_estimate(MODEL_GRID[mask], np.asarray(pattern.values)[mask])
     return None
+
+
+def _safe_estimate(two_theta: np.ndarray, intensity: np.ndarray) -> Crystallinity | None:
+    """The estimate, or None when the points defeat it (a damaged file must not sink the batch)."""
+    try:
+        with np.errstate(all="ignore"):
+            return _crystallinity.estimate(two_theta, intensity)
+    except (ValueError, FloatingPointError, IndexError, ZeroDivisionError):
+        return None
 
 
 def peak_evidence(pattern: Pattern, prediction: Prediction, references: ReferencePeaks, *,
