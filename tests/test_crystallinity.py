@@ -91,3 +91,16 @@ def test_no_measured_crystalline_scan_is_called_amorphous_or_low():
         "23-012-AG_2thomegascan_long.brml", "empyrean.xrdml"}
     wrong = [(r["file"], r["fraction"], r["verdict"]) for r in judged if r["verdict"] in ("amorphous", "low_crystallinity")]
     assert not wrong
+
+
+def test_evaluate_prints_the_crystallinity_table():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "xrd_agent", "evaluate", "--crystallinity-only", "--crystallinity", "8"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "Crystallinity on 8 simulated products" in out and "mean absolute error" in out
+    assert "| crystalline fraction | n | mean estimate |" in out
+    assert "fixtures/scans/empyrean.xrdml | | | | rejected: no_coverage |" in out
