@@ -5,15 +5,18 @@ not the network's max-1 grid. The intensity is split into three parts by *width*
 
 * **sharp** -- Bragg peaks of a powder, FWHM ~0.05-0.5 deg: the residual above a
   rolling-ball-type lower envelope (grey opening + boxcar, scipy.ndimage) of width
-  ``SCALES_DEG`` (1.5-2.8 deg): wider than a reflection's foot, narrower than a hump.
-* **broad** -- what that clip leaves: amorphous humps (several deg) *and* the instrument.
+  ``SCALES_DEG`` (0.9-1.5 deg): wider than a reflection's foot, narrower than a hump. The
+  envelope of noisy counts sits under their mean; that bias is measured on the scan itself
+  (counting noise put on its broad curve, enveloped the same way) and removed.
+* **broad** -- what that envelope leaves: amorphous humps (several deg) *and* the instrument.
 * **baseline** -- the instrument part of the broad component: air scatter rising at low
   angle, incoherent (Compton) and flat backgrounds. All of these are convex or monotone in
   2-theta, and the lower envelope of the broad component at a large width (``BASELINE_DEG``)
   keeps monotone and convex shapes while removing every hump narrower than it: the
   baseline is anchored at the scan's minima and does not count as amorphous.
 
-index = sharp / (sharp + hump), each integrated over the covered 2-theta range in counts.
+index = sharp / (|sharp| + hump), each integrated over the covered 2-theta range in counts
+(slightly negative when, after the bias correction, there is no sharp intensity at all).
 Ruland's weight s^2 ds / P (the per-mass invariant over *all* of reciprocal space) was tried
 and separated failed from crystalline products worse (AUC 0.92 against 0.98 at one scale):
 over a 5-60 deg window it weights the high angles, where a MOF's Bragg intensity is a
@@ -25,8 +28,8 @@ fractions (``xrd_agent/data/crystallinity_calibration.json``; ``xrd_agent.testin
 makes them, ``python -m xrd_agent.testing.products calibrate`` rebuilds the table).
 
 Uncertainty = counting statistics (the intensity unit is found from the noise itself, so
-cps files work) + method spread across the three clip scales + the calibration's scatter
-at that index, added in quadrature.
+cps files work) and the method spread across the three envelope widths, carried through the
+calibration, and the calibration's scatter at that index, added in quadrature.
 
 The envelope needs no peak list or model, which is what makes it robust on scans with
 hundreds of overlapping MOF reflections.
