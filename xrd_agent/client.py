@@ -69,6 +69,7 @@ class IdentificationEvent(Event):
     confidence: float
     flags: tuple[str, ...]
     duplicate_of: int | None
+    crystallinity: float | None = None  # crystalline fraction of the product, when estimated
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def to_event(message: Mapping[str, Any]) -> Event:
             seq, topic, message, sample_id=message["sample_id"], scan_id=message["scan_id"],
             path=message["path"], top=tuple(Phase(**c) for c in result["top"]),
             confidence=result["confidence"], flags=tuple(result["flags"]),
-            duplicate_of=message["duplicate_of"])
+            duplicate_of=message["duplicate_of"],
+            crystallinity=result["crystallinity"]["fraction"] if "crystallinity" in result else None)
     if topic == messages.ALERT:
         return AlertEvent(seq, topic, message, reason=message["reason"], severity=message["severity"],
                           sample_id=message["sample_id"], scan_id=message["scan_id"], path=message["path"],

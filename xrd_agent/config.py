@@ -37,8 +37,21 @@ class ModelConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     unknown_threshold: float = 0.35  # below: unknown_phase
     min_coverage: float = 0.5  # covered share of 5-50 deg below which: low_coverage
+    # Crystalline mass fraction (xrd_agent.crystallinity) below which a product is flagged
+    # amorphous (critical: failed synthesis) or low_crystallinity (warning); judged only on
+    # scans covering >= min_coverage from <= 10 deg. Chosen from the calibration (docs/preprocessing.md).
+    amorphous_below: float = 0.25
+    low_crystallinity_below: float = 0.35
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.amorphous_below <= self.low_crystallinity_below <= 1.0:
+            raise ConfigError("model.amorphous_below and model.low_crystallinity_below must satisfy "
+                              f"0 <= amorphous_below <= low_crystallinity_below <= 1 (got {self.amorphous_below}, "
+                              f"{self.low_crystallinity_below})")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ConfigError(f"model.min_coverage must be within 0-1 (got {self.min_coverage})")
 
 
 @dataclass(frozen=True)

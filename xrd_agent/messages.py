@@ -109,9 +109,9 @@ DetectedAt = Annotated[str, doc("When the agent first saw the finished file (RFC
                                 pattern=_TIMESTAMP_PATTERN, format="date-time")]
 Refcode = Annotated[str, doc("Library key of a phase: the CSD refcode (CoRE MOF stem) or a user "
                              "library's key.", minLength=1, maxLength=128)]
-PhaseFlag = Literal["unknown_phase", "amorphous", "mixture", "low_coverage"]
+PhaseFlag = Literal["unknown_phase", "amorphous", "mixture", "low_coverage", "low_crystallinity"]
 AlertReason = Literal["expected_phase_missing", "amorphous", "unknown_phase", "mixture", "low_coverage",
-                      "unreadable", "folder_missing", "folder_restored"]
+                      "unreadable", "folder_missing", "folder_restored", "low_crystallinity"]
 Severity = Literal["info", "warning", "critical"]
 ServiceState = Literal["starting", "ready", "reloading", "draining", "stopped", "degraded"]
 Count = Annotated[int, doc("A running total.", minimum=0)]
@@ -171,6 +171,20 @@ class CamRegion:
         return {"start": round(self.start, 3), "end": round(self.end, 3), "weight": round(self.weight, 4)}
 
 
+class CrystallinityResult(TypedDict):
+    """How much of the product is crystalline (xrd_agent.crystallinity): sharp Bragg intensity
+    against broad amorphous scattering, instrument background excluded, calibrated to mass."""
+
+    fraction: Annotated[float, doc("Estimated crystalline mass fraction of the product.", minimum=0, maximum=1)]
+    uncertainty: Annotated[float, doc("1-sigma uncertainty of the fraction (counting, method, calibration).",
+                                      minimum=0)]
+    index: Annotated[float, doc("Uncalibrated sharp share of the diffracted intensity after the noise-bias "
+                                "correction (slightly negative when there is no sharp intensity at all).",
+                                minimum=-1, maximum=1)]
+    span: Annotated[list[float], doc("2-theta range the estimate read (deg, Cu K-alpha1 scale).",
+                                     minItems=2, maxItems=2)]
+
+
 class IdentificationResult(TypedDict):
     """``Identification.to_dict()``: the model's answer for one scan."""
 
@@ -180,13 +194,16 @@ class IdentificationResult(TypedDict):
     flags: Annotated[list[PhaseFlag], doc("Warnings to act on: unknown_phase (nothing in the library "
                                           "explains the scan), amorphous (no crystalline product), "
                                           "mixture (a second phase is likely), low_coverage (too little "
-                                          "of 5-50 deg measured).", uniqueItems=True)]
+                                          "of 5-50 deg measured), low_crystallinity (crystalline, but much "
+                                          "of the product is amorphous).", uniqueItems=True)]
     gate: Annotated[Gate, doc("The FFT noise gate's decision.")]
     coverage: Annotated[Coverage, doc("Which part of the model grid the scan covered.")]
     cam_regions: Annotated[list[CamRegion], doc("2-theta intervals that drove the top decision "
                                                 "(class activation map).", maxItems=100)]
     model_version: ModelVersion
     library_version: LibraryVersion
+    crystallinity: NotRequired[Annotated[CrystallinityResult, doc(
+        "Crystalline fraction of the product; absent when the scan holds too little to estimate it.")]]
 
 
 class Evidence(TypedDict, total=False):
@@ -203,6 +220,8 @@ class Evidence(TypedDict, total=False):
                                     "(e.g. `model.unknown_threshold`).")]
     flags: Annotated[list[PhaseFlag], doc("The identification's flags.", uniqueItems=True)]
     directory: Annotated[str, doc("The watched export folder (folder alerts).", maxLength=4096)]
+    crystallinity: Annotated[float, doc("Estimated crystalline fraction of the product (amorphous and "
+                                        "low_crystallinity alerts).", minimum=0, maximum=1)]
     detail: Annotated[str, doc("One sentence for people, e.g. the reader's reason for an unreadable file.",
                                maxLength=2000)]
 
@@ -253,7 +272,7 @@ class AlertMessage(Header):
     reason: Annotated[AlertReason, doc("What happened: expected_phase_missing (an expected phase is not "
                                        "in the Top-k), amorphous, unknown_phase, mixture, low_coverage, "
                                        "unreadable (a finished file could not be read), folder_missing, "
-                                       "folder_restored.")]
+                                       "folder_restored, low_crystallinity (much of the product is amorphous).")]
     severity: Annotated[Severity, doc("info, warning or critical (critical: a synthesis most likely failed "
                                       "or the agent cannot see new scans).")]
     evidence: Annotated[Evidence, doc("The facts behind the alert.")]
@@ -411,6 +430,12 @@ class HealthRequest(TypedDict):
 
     op: Annotated[Literal["health"], doc("The operation.")]
     id: NotRequired[RequestId]
+    amorphous_below: NotRequired[Annotated[float, doc(
+        "This sample's crystalline-fraction threshold for `amorphous` (default: config "
+        "`model.amorphous_below`).", minimum=0, maximum=1)]]
+    low_crystallinity_below: NotRequired[Annotated[float, doc(
+        "This sample's threshold for `low_crystallinity` (default: config `model.low_crystallinity_below`).",
+        minimum=0, maximum=1)]]
 
 
 class PingRequest(TypedDict):

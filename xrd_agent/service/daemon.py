@@ -245,11 +245,12 @@ class Daemon:
             extra["elements"] = elements  # the identification side uses them where it knows how
         try:
             exp = self.expectations.expect(request["sample_id"], request["phases"],
-                                           request.get("top_k", self.config.model.top_k), **extra)
+                                           request.get("top_k", self.config.model.top_k), request, **extra)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k,
-                 elements=elements)
+                 elements=elements, amorphous_below=exp.amorphous_below,
+                 low_crystallinity_below=exp.low_crystallinity_below)
         reply = {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
         if elements is not None:
             reply["elements"] = list(getattr(exp, "elements", None) or elements)
