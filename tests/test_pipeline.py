@@ -224,10 +224,24 @@ def test_low_coverage_alert(tmp_path, engine):
     from xrd_agent.testing.simulated_d8 import scan_axis
 
     rig = Rig(tmp_path, engine)
-    rig.d8.tt = scan_axis(20.0, 30.0)  # a quick check scan: 10 of the model's 45 degrees
+    rig.d8.tt = scan_axis(5.0, 25.0)  # a quick check scan: 20 of the model's 45 degrees
     out = rig.run(rig.d8.export("Q-1.raw", rig.d8.measure("Q-1", ["TSTMOF02"])).path)
     assert "low_coverage" in out[0]["result"]["flags"]
     assert "low_coverage" in _reasons(out)
+
+
+def test_a_fragment_is_rejected_no_coverage_never_amorphous(tmp_path, engine):
+    """A 30-42 deg fragment of a failed synthesis is too little to judge: xrd.rejected with
+    no_coverage, no identification and no amorphous alert (issue 12.7)."""
+    from xrd_agent.testing.simulated_d8 import scan_axis
+
+    rig = Rig(tmp_path, engine)
+    rig.d8.tt = scan_axis(30.0, 42.0)
+    out = rig.run(rig.d8.export("Q-2.raw", rig.d8.measure("Q-2", kind="amorphous")).path)
+    (rejected,) = rig.wire.topic(messages.REJECTED)
+    assert rejected["error"] == "no_coverage" and "15 deg" in rejected["reason"]
+    assert not rig.wire.topic(messages.IDENTIFICATION)
+    assert "amorphous" not in _reasons(out)
 
 
 def test_the_queue_is_bounded_and_submit_waits(tmp_path, engine):
@@ -428,3 +442,28 @@ def test_a_new_version_of_a_file_is_read_again(tmp_path, fixtures_dir):
     second = readings.get(path)
     assert second is not first and len(reads.paths) == 2 and second.sha256 == first.sha256
     assert readings.get(path) is second and len(reads.paths) == 2
+
+
+def test_per_sample_crystallinity_thresholds_replace_the_configured_ones(tmp_path):
+    from xrd_agent.crystallinity import Crystallinity
+    from xrd_agent.identification import Candidate, Identification
+    from xrd_agent.pattern import Coverage, GateDecision
+    from xrd_agent.decide import Expectation
+    from xrd_agent.decide import alerts as judge
+    from xrd_agent.service.expectations import read_sidecar, sidecar_path
+
+    ident = Identification(
+        top=(Candidate(1, "DOTSOV", "HKUST-1", 0.9),), confidence=0.9, flags=frozenset({Flag.LOW_CRYSTALLINITY}),
+        gate=GateDecision(False, 0.1, 1.0, 200), coverage=Coverage(5.0, 50.0, 1.0),
+        crystallinity=Crystallinity(0.3, 0.02, 0.1, 1.0, 2.0, (4.0, 52.0), 4801))
+    (low,) = judge(ident)
+    assert low.reason == "low_crystallinity" and low.severity == "warning" and low.evidence["crystallinity"] == 0.3
+    strict = judge(ident, Expectation("S", ("DOTSOV",), 5, amorphous_below=0.35))
+    assert sorted(a.reason for a in strict) == ["amorphous", "expected_phase_missing"]
+    assert judge(ident, Expectation("S", ("DOTSOV",), 5, amorphous_below=0.1, low_crystallinity_below=0.25)) == []
+    scan = tmp_path / "S.raw"
+    sidecar_path(scan).write_text('{"phases": ["HKUST-1"], "amorphous_below": 0.35}')
+    exp = read_sidecar(scan, "S", 5)
+    assert exp is not None and exp.amorphous_below == 0.35 and exp.low_crystallinity_below is None
+    sidecar_path(scan).write_text('{"phases": ["HKUST-1"], "amorphous_below": 1.5}')
+    assert read_sidecar(scan, "S", 5) is None  # out of range: ignored (logged), as any broken sidecar

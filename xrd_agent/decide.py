@@ -18,10 +18,11 @@ Alert rules (``docs/service.md`` explains them for users):
 =========================  ========  ===================================================
 reason                     severity  when
 =========================  ========  ===================================================
-amorphous                  critical  the model flags no crystalline product (failed synthesis)
+amorphous                  critical  the product's crystalline fraction is below ``model.amorphous_below`` (failed synthesis)
 expected_phase_missing     critical  an expectation exists and none of its phases is in the Top-k
 unknown_phase              warning   the scan is crystalline but nothing in the library explains it
 mixture                    warning   a second phase is likely
+low_crystallinity          warning   crystalline, but the crystalline fraction is below ``model.low_crystallinity_below``
 low_coverage               info      the scan measured too little of 2-theta 5-50 deg
 unreadable                 warning   the file cannot be read (also published on ``xrd.rejected``)
 folder_missing             critical  the export folder vanished (unmounted share)
@@ -29,7 +30,9 @@ folder_restored            info      the export folder is back
 =========================  ========  ===================================================
 
 An amorphous scan with an expectation raises both ``amorphous`` and
-``expected_phase_missing``: the robot's rule may key on either.
+``expected_phase_missing``: the robot's rule may key on either. An expectation may carry its
+own crystallinity thresholds (``amorphous_below``, ``low_crystallinity_below``); they replace
+the configured ones for that sample's verdict.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from xrd_agent.evidence import Evidence
 from xrd_agent.identification import Candidate, Flag, Identification
 from xrd_agent.messages import AlertReason, Severity
 from xrd_agent.model import cam as _cam
-from xrd_agent.model.flags import Crystallinity, FlagPolicy, Match
+from xrd_agent.model.flags import FlagPolicy, Match, crystallinity_verdict
 from xrd_agent.predict import Prediction
 
 # -- identification rules ------------------------------------------------------------
@@ -57,8 +60,6 @@ RERANK_POWER = 4
 #: Cosine fallback: best cosine below which no library entry explains the scan (simulated
 #: scans of the tiny test library: its MOFs 0.74-0.98, a foreign dense phase 0.05).
 COSINE_UNKNOWN = 0.6
-#: Cosine fallback: fewer sharp peaks than this (evidence.sharp_peaks) means nothing crystallised.
-AMORPHOUS_MIN_PEAKS = 3
 #: Cosine fallback: share of the scan's strong-peak height the top reference must explain
 #: (pure simulated scans 1.0, 60:40 mixtures 0.68-0.87 on the tiny test library), below
 #: which a second phase is likely.
@@ -79,20 +80,24 @@ class Rules:
     policy: FlagPolicy = FlagPolicy()
 
 
-def network_flags(p_top: float, match: Match, cryst: Crystallinity | None, coverage_fraction: float,
+def network_flags(p_top: float, match: Match, verdict: Flag | None, coverage_fraction: float,
                   policy: FlagPolicy = FlagPolicy()) -> tuple[float, frozenset[Flag]]:
     """Combine the softmax and the evidence into (confidence, flags).
 
     confidence = softmax x match score: on realistic held-out scans it tracks the
     share of correct names far better than the softmax alone (docs/model.md).
+    ``verdict`` is :func:`~xrd_agent.model.flags.crystallinity_verdict`'s: an amorphous
+    product names no phase; a low-crystallinity one is still identified.
     """
     flags: set[Flag] = set()
     confidence = float(max(p_top, 0.0) * match.score)
     if coverage_fraction < policy.min_coverage:
         flags.add(Flag.LOW_COVERAGE)
-    if cryst is not None and (cryst.snr < policy.amorphous_snr or cryst.relative < policy.amorphous_relative):
+    if verdict is Flag.AMORPHOUS:
         flags.add(Flag.AMORPHOUS)
         return 0.0, frozenset(flags)
+    if verdict is Flag.LOW_CRYSTALLINITY:
+        flags.add(Flag.LOW_CRYSTALLINITY)
     if confidence < policy.unknown_threshold or match.score < policy.min_match:
         flags.add(Flag.UNKNOWN_PHASE)
     elif (1.0 - match.explained >= policy.mixture_unexplained
@@ -111,8 +116,11 @@ def cosine_flags(evidence: Evidence, policy: FlagPolicy = FlagPolicy()) -> tuple
     flags: set[Flag] = set()
     if evidence.pattern.coverage.fraction < policy.min_coverage:
         flags.add(Flag.LOW_COVERAGE)
-    if cosine.sharp_peaks < AMORPHOUS_MIN_PEAKS:
-        flags.add(Flag.AMORPHOUS)
+    verdict = crystallinity_verdict(evidence.crystallinity, evidence.pattern.coverage, policy)
+    if verdict is not None:
+        flags.add(verdict)
+    if verdict is Flag.AMORPHOUS:
+        pass  # an amorphous product names no phase: neither unknown nor mixture
     elif best < COSINE_UNKNOWN:
         flags.add(Flag.UNKNOWN_PHASE)
     elif cosine.explained < MIXTURE_EXPLAINED:
@@ -141,7 +149,8 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
     match = matches[int(order[0])]
     cryst = evidence.crystallinity
     cov = pattern.coverage
-    confidence, flags = network_flags(float(probs[order[0]]), match, cryst, cov.fraction, rules.policy)
+    verdict = crystallinity_verdict(cryst, cov, rules.policy)
+    confidence, flags = network_flags(float(probs[order[0]]), match, verdict, cov.fraction, rules.policy)
     regions: tuple = ()
     if prediction.cam is not None:
         regions = _cam.regions(prediction.cam, pattern.mask)
@@ -152,11 +161,9 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
                   "score": round(match.score, 4), "shift": match.shift,
                   "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
     }
-    if cryst is not None:
-        extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
-                          library_version=rules.library_version, extra=extra)
+                          library_version=rules.library_version, extra=extra, crystallinity=cryst)
 
 
 def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:
@@ -169,7 +176,7 @@ def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> 
     assert evidence.cosine is not None
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate, coverage=pattern.coverage,
                           model_version=rules.model_version, library_version=rules.library_version,
-                          extra={"cosine": round(evidence.cosine.best, 4)})
+                          extra={"cosine": round(evidence.cosine.best, 4)}, crystallinity=evidence.crystallinity)
 
 
 # -- alerts ----------------------------------------------------------------------------
@@ -181,6 +188,7 @@ EXPECTED_PHASE_MISSING: AlertReason = "expected_phase_missing"
 UNKNOWN_PHASE: AlertReason = "unknown_phase"
 MIXTURE: AlertReason = "mixture"
 LOW_COVERAGE: AlertReason = "low_coverage"
+LOW_CRYSTALLINITY: AlertReason = "low_crystallinity"
 UNREADABLE: AlertReason = "unreadable"
 FOLDER_MISSING: AlertReason = "folder_missing"
 FOLDER_RESTORED: AlertReason = "folder_restored"
@@ -191,6 +199,7 @@ SEVERITY: dict[AlertReason, Severity] = {
     UNKNOWN_PHASE: "warning",
     MIXTURE: "warning",
     LOW_COVERAGE: "info",
+    LOW_CRYSTALLINITY: "warning",
     UNREADABLE: "warning",
     FOLDER_MISSING: "critical",
     FOLDER_RESTORED: "info",
@@ -205,9 +214,15 @@ class Expectation:
     phases: tuple[str, ...]
     top_k: int = 5
     source: str = "config"  # control | sidecar | config
+    amorphous_below: float | None = None  # this sample's crystallinity thresholds (None: the configured)
+    low_crystallinity_below: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sample_id": self.sample_id, "phases": list(self.phases), "top_k": self.top_k, "source": self.source}
+        out = {"sample_id": self.sample_id, "phases": list(self.phases), "top_k": self.top_k, "source": self.source}
+        for key in ("amorphous_below", "low_crystallinity_below"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass(frozen=True)
@@ -240,6 +255,23 @@ def _expected_names(phases: tuple[str, ...], aliases: dict[str, set[str]]) -> se
     return wanted
 
 
+def _sample_flags(identification: Identification, expectation: Expectation | None) -> frozenset[Flag]:
+    """The identification's flags, with the crystallinity verdict redone on the sample's own
+    thresholds when its expectation carries any (a threshold it leaves out: the default's)."""
+    if (expectation is None or identification.crystallinity is None
+            or (expectation.amorphous_below is None and expectation.low_crystallinity_below is None)):
+        return identification.flags
+    policy = FlagPolicy()
+    amorphous = expectation.amorphous_below if expectation.amorphous_below is not None else policy.amorphous_below
+    low = expectation.low_crystallinity_below
+    low = max(low if low is not None else policy.low_crystallinity_below, amorphous)
+    verdict = crystallinity_verdict(identification.crystallinity, identification.coverage, policy, amorphous, low)
+    flags = set(identification.flags) - {Flag.AMORPHOUS, Flag.LOW_CRYSTALLINITY}
+    if verdict is not None:
+        flags.add(verdict)
+    return frozenset(flags)
+
+
 def alerts(
     identification: Identification,
     expectation: Expectation | None = None,
@@ -251,17 +283,25 @@ def alerts(
     answers to (name, aliases, refcode), from the library; without it only the candidate's
     own name and refcode count. Evidence uses the contract's keys (``messages.Evidence``)."""
     found: list[Alert] = []
-    flags = identification.flags
+    flags = _sample_flags(identification, expectation)
     flag_names = sorted(f.value for f in flags)
     refcodes = [c.refcode for c in identification.top]
     confidence = min(1.0, max(0.0, float(identification.confidence)))
     basic: dict[str, Any] = {"confidence": confidence, "flags": flag_names}
+    cryst = identification.crystallinity
+    shown = {"crystallinity": round(cryst.fraction, 4)} if cryst is not None and cryst.fraction == cryst.fraction else {}
+    share = f" (crystalline fraction {cryst.fraction:.2f} +- {cryst.uncertainty:.2f})" if shown else ""
     if Flag.AMORPHOUS in flags:
-        found.append(alert(AMORPHOUS, **basic, detail="no crystalline product: only a broad hump and noise"))
+        found.append(alert(AMORPHOUS, **basic, **shown,
+                           detail="no crystalline product: broad amorphous scattering and no more than traces "
+                                  f"of sharp reflections{share}"))
     elif Flag.UNKNOWN_PHASE in flags:
         extra = {"threshold": unknown_threshold} if unknown_threshold is not None else {}
         found.append(alert(UNKNOWN_PHASE, **basic, **extra, found=refcodes[:3],
                             detail="crystalline, but no library phase explains the pattern"))
+    if Flag.LOW_CRYSTALLINITY in flags:
+        found.append(alert(LOW_CRYSTALLINITY, **basic, **shown,
+                           detail=f"crystalline, but much of the product is amorphous{share}"))
     if Flag.MIXTURE in flags:
         found.append(alert(MIXTURE, **basic, found=refcodes[:3], detail="a second phase is likely"))
     if Flag.LOW_COVERAGE in flags:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from xrd_agent.crystallinity import Crystallinity
 from xrd_agent.messages import CamRegion, Candidate, Coverage
 from xrd_agent.pattern import GateDecision
 
@@ -18,6 +19,7 @@ class Flag(str, Enum):
     AMORPHOUS = "amorphous"  # no crystalline product: the failed-synthesis case
     MIXTURE = "mixture"  # a second phase is likely
     LOW_COVERAGE = "low_coverage"  # the scan measured too little of 5-50 deg
+    LOW_CRYSTALLINITY = "low_crystallinity"  # crystalline, but much of the product is amorphous
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,10 @@ class Identification:
     model_version: str = ""
     library_version: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    crystallinity: Crystallinity | None = None  # crystalline mass fraction of the product, with uncertainty
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out = {
             "top": [c.to_dict() for c in self.top],
             "confidence": round(float(self.confidence), 6),
             "flags": sorted(f.value for f in self.flags),
@@ -43,3 +46,6 @@ class Identification:
             "model_version": self.model_version,
             "library_version": self.library_version,
         }
+        if self.crystallinity is not None and self.crystallinity.fraction == self.crystallinity.fraction:  # not NaN
+            out["crystallinity"] = self.crystallinity.to_dict()
+        return out

@@ -118,6 +118,9 @@ def _print_text(path: Path, sample_id: str, result: Any, out: TextIO) -> None:
     out.write(f"  confidence {result.confidence:.2f}   flags: {flags}   "
               f"coverage {cov.first:.1f}-{cov.last:.1f} deg ({cov.fraction:.0%})   "
               f"noise gate {'applied' if result.gate.applied else 'not applied'}\n")
+    cryst = getattr(result, "crystallinity", None)
+    if cryst is not None and cryst.fraction == cryst.fraction:
+        out.write(f"  crystalline fraction {cryst.fraction:.2f} +- {cryst.uncertainty:.2f}\n")
     width = max([len(c.refcode) for c in result.top] + [7])
     out.write(f"  {'#':>2}  {'refcode':<{width}}  {'p':>6}  name\n")
     for c in result.top:

@@ -74,7 +74,7 @@ class Engine:
     @classmethod
     def from_config(cls, config: Config, *, library: Any = None, **overrides: Any) -> Engine:
         m = config.model
-        policy = _flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
+        policy = _flags.policy_from(m)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
                        batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy)
         options.update(overrides)
@@ -123,7 +123,8 @@ class Engine:
 
     def _gather(self, scan: Any, pattern: Pattern, prediction: Any) -> _evidence.Evidence:
         depth = self.rerank_depth if self.rerank else 1
-        return _evidence.peak_evidence(pattern, prediction, self.references_, depth=depth, policy=self.policy)
+        return _evidence.peak_evidence(pattern, prediction, self.references_, depth=depth, policy=self.policy,
+                                       scan=scan)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from xrd_agent.decide import Rules
 from xrd_agent.errors import ConfigError, NotFittedError, ScanError
 from xrd_agent.evidence import Evidence, cosine_evidence
 from xrd_agent.identification import Identification
-from xrd_agent.model.flags import FlagPolicy
+from xrd_agent.model import flags
 from xrd_agent.pattern import Pattern
 from xrd_agent.predict import Prediction
 from xrd_agent.scan import Scan
@@ -106,10 +106,8 @@ class CnnEngine:
 
     def reconfigure(self, config: Config) -> None:
         """New thresholds (SIGHUP): flag policy, Top-k and noise gate; the network stays loaded."""
-        from xrd_agent.model import flags
-
         m = config.model
-        self._engine.policy = flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
+        self._engine.policy = flags.policy_from(m)
         self._engine.top_k = m.top_k
         self._engine.gate = config.gate
         self.config = config
@@ -188,7 +186,7 @@ class CosineEngine:
         m = self.config.model
         return Rules(refcodes=self._labels[0], names=self._labels[1], model_version=self.model_version,
                      library_version=self.library_version, top_k=m.top_k,
-                     policy=FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage))
+                     policy=flags.policy_from(m))
 
     def _gather(self, scan: Any, pattern: Pattern, prediction: Prediction) -> Evidence:
         return cosine_evidence(scan, pattern, prediction, self._patterns)

@@ -3,7 +3,10 @@
 1. a sidecar file next to the scan, ``<scan file name>.expect.json``
    (e.g. ``S042.raw.expect.json``), written by the robot before the scan::
 
-       {"phases": ["HKUST-1", "Cu-BTC"], "top_k": 5}
+       {"phases": ["HKUST-1", "Cu-BTC"], "top_k": 5, "amorphous_below": 0.3}
+
+   (``amorphous_below`` and ``low_crystallinity_below``, optional: this sample's
+   crystallinity thresholds in place of the configured ones),
 
 2. the control socket, ``{"op": "expect", "sample_id": "S042", "phases": [...], "top_k": 5}``
    (kept in the ledger, so it survives a restart),
@@ -54,6 +57,21 @@ def _clean_top_k(value: object, default: int) -> int:
     return value
 
 
+def _clean_thresholds(data: Mapping[str, object]) -> dict[str, float]:
+    """The optional per-sample crystallinity thresholds, each a number from 0 to 1."""
+    out: dict[str, float] = {}
+    for key in ("amorphous_below", "low_crystallinity_below"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{key} must be a number from 0 to 1")
+        out[key] = float(value)
+    if out.get("amorphous_below", 0.0) > out.get("low_crystallinity_below", 1.0):
+        raise ValueError("amorphous_below must not exceed low_crystallinity_below")
+    return out
+
+
 def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int) -> Expectation | None:
     path = sidecar_path(scan_path)
     try:
@@ -66,10 +84,12 @@ def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int) -> Expecta
             raise ValueError("not a JSON object")
         phases = _clean_phases(data.get("phases", []))
         top_k = _clean_top_k(data.get("top_k"), default_top_k)
+        thresholds = _clean_thresholds(data)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         log.warning("ignoring expectation sidecar", sidecar=str(path), reason=str(exc))
         return None
-    return Expectation(str(data.get("sample_id") or sample_id), phases, top_k, "sidecar") if phases else None
+    return (Expectation(str(data.get("sample_id") or sample_id), phases, top_k, "sidecar", **thresholds)
+            if phases else None)
 
 
 class ExpectationBook:
@@ -89,11 +109,15 @@ class ExpectationBook:
         with self._lock:
             self._configured, self.default_top_k = book, default_top_k
 
-    def expect(self, sample_id: str, phases: object, top_k: object = None) -> Expectation:
-        """Set (or, with no phases, clear) the expectation for a sample id (control socket)."""
+    def expect(self, sample_id: str, phases: object, top_k: object = None,
+               thresholds: Mapping[str, object] | None = None) -> Expectation:
+        """Set (or, with no phases, clear) the expectation for a sample id (control socket).
+        ``thresholds`` (amorphous_below, low_crystallinity_below) live as long as the process:
+        the ledger keeps phases and top_k only."""
         if not isinstance(sample_id, str) or not sample_id.strip():
             raise ValueError("sample_id must be a non-empty string")
-        exp = Expectation(sample_id.strip(), _clean_phases(phases), _clean_top_k(top_k, self.default_top_k), "control")
+        exp = Expectation(sample_id.strip(), _clean_phases(phases), _clean_top_k(top_k, self.default_top_k), "control",
+                          **_clean_thresholds(thresholds or {}))
         with self._lock:
             self._control[exp.sample_id] = exp
         if self._ledger is not None:

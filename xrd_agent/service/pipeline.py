@@ -27,6 +27,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,20 @@ class Pipeline:
 
         self._notices.put(make)
 
+    def notify_review(self, body: Mapping[str, Any]) -> Future[list[dict[str, Any]]]:
+        """Record and publish an ``xrd.review`` (from the HTTP thread): it takes its seq in the
+        worker like every durable message, so seq order and replay hold. The future resolves to
+        the published message(s) once sent, or to the error that kept it from the ledger."""
+        review = dict(body)
+
+        def make(tx: Transaction) -> list[dict[str, Any]]:
+            return [tx.build(lambda seq: self._build(messages.REVIEW, seq, review))]
+
+        future: Future[list[dict[str, Any]]] = Future()
+        make.future = future  # type: ignore[attr-defined]
+        self._notices.put(make)
+        return future
+
     def use_sender(self, send: Callable[[Mapping[str, Any]], bool]) -> None:
         """Publish through ``send`` from now on (call in the worker: see :meth:`call_in_worker`)."""
         self._send = send
@@ -307,9 +322,18 @@ class Pipeline:
                 make = self._notices.get_nowait()
             except queue.Empty:
                 return
-            with self.ledger.transaction() as tx:
-                out = make(tx)
+            future = getattr(make, "future", None)
+            try:
+                with self.ledger.transaction() as tx:
+                    out = make(tx)
+            except Exception as exc:
+                if future is None:
+                    raise
+                future.set_exception(exc)  # a request from outside failed: nothing kept, the worker goes on
+                continue
             self._publish(out)
+            if future is not None:
+                future.set_result(out)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
