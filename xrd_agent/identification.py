@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from xrd_agent.crystallinity import Crystallinity
 from xrd_agent.messages import CamRegion, Candidate, Coverage
 from xrd_agent.pattern import GateDecision
+
+if TYPE_CHECKING:  # scipy lives behind it; the contract and the CLI's parser must not need it
+    from xrd_agent.crystallinity import Crystallinity
 
 __all__ = ["CamRegion", "Candidate", "Flag", "Identification"]
 
