@@ -39,6 +39,10 @@ class ModelConfig:
     min_coverage: float = 0.5  # covered share of 5-50 deg below which: low_coverage
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
+    # Elements or metals in the pot (expect --elements): a candidate material with a metal outside
+    # them is demoted (its summed probability x elements_factor) or excluded (x 0).
+    elements_mode: str = "demote"  # demote | exclude
+    elements_factor: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ServiceConfig:
     state_dir: str = "./xrd-state"
     default_anode: str = ""  # used when a scan's file does not say (e.g. plain .xy)
     expectations: dict[str, list[str]] = field(default_factory=dict)  # sample id -> phases
+    expected_elements: dict[str, list[str]] = field(default_factory=dict)  # sample id -> elements in the pot
     log_level: str = "info"  # debug | info | warning | error
 
 

@@ -19,14 +19,24 @@ class Flag(str, Enum):
 
 @dataclass(frozen=True)
 class Candidate:
+    """One answer of the Top-k: a material (``xrd_agent.materials``) when ``material`` is set,
+    ``refcode`` then being its best-supported determination; else one library class."""
+
     rank: int
     refcode: str
     name: str
-    probability: float
+    probability: float  # summed over the material's determinations
+    material: str = ""  # material id (the refcode of its first library class)
+    determinations: tuple[tuple[str, float], ...] = ()  # (refcode, probability), most probable first
 
     def to_dict(self) -> dict[str, object]:
-        return {"rank": self.rank, "refcode": self.refcode, "name": self.name,
-                "probability": round(float(self.probability), 6)}
+        out: dict[str, object] = {"rank": self.rank, "refcode": self.refcode, "name": self.name,
+                                  "probability": round(float(self.probability), 6)}
+        if self.material:
+            out["material"] = self.material
+            out["determinations"] = [{"refcode": r, "probability": round(float(p), 6)}
+                                     for r, p in self.determinations]
+        return out
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ class Engine:
         rerank_depth: int = RERANK_DEPTH,
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
+        elements_mode: str = "demote",
+        elements_factor: float = 0.01,
     ) -> None:
         self.model_dir = model_dir
         self.library = library
@@ -95,6 +97,12 @@ class Engine:
         self.rerank_depth = rerank_depth  # how many of the network's best the peak match may reorder
         self.gate = gate
         self.policy = policy
+        if elements_mode not in ("demote", "exclude"):
+            raise ModelError(f"elements_mode must be demote or exclude, not {elements_mode!r}")
+        if not 0.0 <= float(elements_factor) <= 1.0:
+            raise ModelError(f"elements_factor must be between 0 and 1, not {elements_factor!r}")
+        self.elements_mode = elements_mode  # demote | exclude: candidates whose metals contradict `elements`
+        self.elements_factor = elements_factor  # demote: their summed probability x this
         self.traces_ = 0
 
     @classmethod
@@ -102,7 +110,8 @@ class Engine:
         m = config.model
         policy = _flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
-                       batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy)
+                       batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy,
+                       elements_mode=m.elements_mode, elements_factor=m.elements_factor)
         options.update(overrides)
         return cls(**options)
 
@@ -214,8 +223,10 @@ class Engine:
         return peaks
 
     def identify_patterns(self, patterns: Sequence[Pattern],
-                          raw: Sequence[np.ndarray | None] | None = None) -> list[Identification]:
-        """Identify preprocessed patterns; ``raw`` (grid values before scaling) enables the amorphous test."""
+                          raw: Sequence[np.ndarray | None] | None = None,
+                          elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification]:
+        """Identify preprocessed patterns; ``raw`` (grid values before scaling) enables the amorphous
+        test; ``elements`` (per pattern) are the elements or metals the chemist says are in the pot."""
         self._require()
         if not patterns:
             return []
@@ -225,40 +236,61 @@ class Engine:
         for i, pattern in enumerate(patterns):
             values = raw[i] if raw is not None else None
             cam_row = cams[i] if cams is not None else None
-            results.append(self._judge(pattern, probs[i], cam_row, values))
+            given = elements[i] if elements is not None else None
+            results.append(self._judge(pattern, probs[i], cam_row, values, given))
         return results
 
     def _judge(self, pattern: Pattern, probs: np.ndarray, cam_row: np.ndarray | None,
-               values: np.ndarray | None) -> Identification:
+               values: np.ndarray | None, elements: Sequence[str] | None = None) -> Identification:
+        """Top-k materials (xrd_agent.materials): probabilities summed over each material's
+        determinations, the peak match of its best determination reordering the few best."""
         lib = self.library_
-        k = min(self.top_k, probs.size)
-        reorder = min(self.rerank_depth if self.rerank else 1, probs.size)
-        order = np.argsort(-probs)[:max(k, reorder)]
+        mats = lib.materials
+        weights = (mats.element_weights(elements, mode=self.elements_mode, factor=self.elements_factor)
+                   if elements else None)
+        k = min(self.top_k, len(mats))
+        reorder = min(self.rerank_depth if self.rerank else 1, len(mats))
+        summed = mats.summed(probs) * (weights if weights is not None else 1.0)
+        # Evidence for the network's best classes and the most probable determination of each
+        # of the best materials (one determination can carry a material the network split).
+        best_classes = [int(j) for j in np.argsort(-probs)[:reorder]]
+        for m in np.argsort(-summed, kind="stable")[:reorder]:
+            members = mats[int(m)].indices
+            best_classes.append(int(members[int(np.argmax(probs[list(members)]))]))
+        if weights is not None:
+            best_classes = [j for j in best_classes if weights[mats.of_class[j]] > 0]
         scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=self.policy.weak_peak)
         cov = pattern.coverage
         first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
-        matches = {int(j): _flags.match_peaks(scan_peaks, self.reference_peaks(int(j)), first, last, self.policy)
-                   for j in order[:reorder]}
-        if self.rerank:
-            # Peak evidence reorders the network's few best (docs/model.md).
-            head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].score ** RERANK_POWER)
-            order = np.array(head + [int(j) for j in order if int(j) not in matches])
-        order = order[:k]
-        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[j], name=lib.names[j],
-                              probability=float(probs[j])) for r, j in enumerate(order))
-        match = matches[int(order[0])]
+        matches = {j: _flags.match_peaks(scan_peaks, self.reference_peaks(j), first, last, self.policy)
+                   for j in dict.fromkeys(best_classes)}
+        evidence = {j: m.score for j, m in matches.items()} if self.rerank else None
+        ranked = mats.rank(probs, k, evidence=evidence, power=RERANK_POWER, weights=weights)
+        if not self.rerank:
+            ranked = ranked[:k]
+        best = ranked[0].best
+        if best not in matches:
+            matches[best] = _flags.match_peaks(scan_peaks, self.reference_peaks(best), first, last, self.policy)
+        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[c.best], name=c.material.name,
+                              probability=min(1.0, c.probability), material=c.material.id,
+                              determinations=tuple((lib.refcodes[i], p) for i, p in c.determinations))
+                    for r, c in enumerate(ranked))
+        match = matches[best]
         cryst = _flags.crystallinity(values, pattern.mask) if values is not None else None
-        confidence, flags = _flags.decide(float(probs[order[0]]), match, cryst, cov.fraction, self.policy)
+        confidence, flags = _flags.decide(min(1.0, ranked[0].probability), match, cryst, cov.fraction, self.policy)
         regions: tuple = ()
         if cam_row is not None:
             regions = _cam.regions(_cam.to_grid(cam_row, self.centres_)[0], pattern.mask)
         extra: dict[str, object] = {
-            "softmax_top": round(float(probs[order[0]]), 6),
+            "softmax_top": round(float(probs[best]), 6),
+            "material_top": round(float(ranked[0].probability), 6),
             "cam_refcode": lib.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
             "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
                       "score": round(match.score, 4), "shift": match.shift,
                       "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
         }
+        if elements:
+            extra["elements"] = sorted({str(e) for e in elements})
         if cryst is not None:
             extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
         return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
@@ -273,8 +305,10 @@ class Engine:
         pattern, raw = preprocess.prepare_arrays_raw(two_theta_cu, intensity, self.gate)
         return self.identify_patterns([pattern], [raw])[0]
 
-    def identify_many(self, scans: Sequence[Any], wavelength: float | None = None) -> list[Identification | ScanError]:
-        """One result per scan, in order: an Identification, or the ScanError that stopped it."""
+    def identify_many(self, scans: Sequence[Any], wavelength: float | None = None,
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
+        """One result per scan, in order: an Identification, or the ScanError that stopped it.
+        ``elements``: per scan, the elements or metals in the pot (None: not known)."""
         from xrd_agent import preprocess
 
         self._require()
@@ -293,12 +327,14 @@ class Engine:
             except (ValueError, FloatingPointError, IndexError) as exc:  # one odd scan must not sink the batch
                 out[i] = CorruptScan(f"the scan could not be put on the model grid ({exc})",
                                      getattr(scan, "source_path", None))
-        for i, result in zip(ready, self.identify_patterns(patterns, raws)):
+        given = [elements[i] for i in ready] if elements is not None else None
+        for i, result in zip(ready, self.identify_patterns(patterns, raws, given)):
             out[i] = result
         return out  # type: ignore[return-value]
 
-    def identify(self, scan: Any, wavelength: float | None = None) -> Identification:
-        result = self.identify_many([scan], wavelength)[0]
+    def identify(self, scan: Any, wavelength: float | None = None,
+                 elements: Sequence[str] | None = None) -> Identification:
+        result = self.identify_many([scan], wavelength, [elements] if elements else None)[0]
         if isinstance(result, ScanError):
             raise result
         return result

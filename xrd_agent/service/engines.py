@@ -112,13 +112,15 @@ class CnnEngine:
         m = config.model
         self._engine.policy = flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
         self._engine.top_k = m.top_k
+        self._engine.elements_mode, self._engine.elements_factor = m.elements_mode, m.elements_factor
         self._engine.gate = config.gate
         self.config = config
 
-    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
+    def identify_many(self, scans: Sequence[Scan],
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
         if self._engine is None:
             raise NotFittedError("CnnEngine.load() must run before identify")
-        return list(self._engine.identify_many(scans))
+        return list(self._engine.identify_many(scans, elements=elements))
 
 
 def _sharp_peaks(two_theta: np.ndarray, intensity: np.ndarray) -> int:
@@ -183,7 +185,9 @@ class CosineEngine:
         """New thresholds (SIGHUP); the library stays loaded."""
         self.config = config
 
-    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
+    def identify_many(self, scans: Sequence[Scan],
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
+        """``elements`` are accepted and not used: the cosine fallback ranks library classes."""
         if self.library_ is None:
             raise NotFittedError("CosineEngine.load() must run before identify")
         from xrd_agent.preprocess import prepare
