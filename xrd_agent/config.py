@@ -42,7 +42,7 @@ class ModelConfig:
     # Elements or metals in the pot (expect --elements): a candidate material with a metal outside
     # them is demoted (its summed probability x elements_factor) or excluded (x 0).
     elements_mode: str = "demote"  # demote | exclude
-    elements_factor: float = 0.01
+    elements_factor: float = 0.001
 
 
 @dataclass(frozen=True)

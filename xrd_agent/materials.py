@@ -125,6 +125,10 @@ class Materials:
         m = self._by_id.get(material_id)
         return self.materials[m] if m is not None else None
 
+    def index(self, material: Material) -> int:
+        """Position of ``material`` (the column of :meth:`summed` and :meth:`element_weights`)."""
+        return self._by_id[material.id]
+
     def summed(self, probs: np.ndarray) -> np.ndarray:
         """Class probabilities (classes,) or (n, classes) -> material probabilities."""
         p = np.asarray(probs, np.float64)
@@ -166,7 +170,11 @@ class Materials:
         ``evidence`` (class index -> peak-match score in 0..1) reorders: a material's key is
         its summed probability x (its best determination's score)**power, over the materials
         whose determinations have evidence; the rest follow by summed probability.
-        ``weights`` (per material) multiply the summed probabilities first (elements).
+        ``weights`` (per material) multiply the summed probabilities first (elements). They are
+        NOT renormalised: when the network put its belief on materials the elements rule out,
+        that is evidence the scan is none of the library's materials, and the lower
+        probability (hence confidence) says so. Measured on the real Zn-TBAPy scans
+        (docs/model.md): renormalising turned two unknown scans into confident wrong names.
         """
         p = np.asarray(probs, np.float64)
         summed = self.summed(p)
@@ -180,6 +188,8 @@ class Materials:
                 scored[m] = max(scored.get(m, 0.0), float(s))
             head = sorted(scored, key=lambda m: (-summed[m] * scored[m] ** power, order.index(m)))
             order = head + [m for m in order if m not in scored]
+        if weights is not None:  # a material the elements contradict never ranks above one they allow
+            order = [m for m in order if weights[m] >= 1.0] + [m for m in order if 0 < weights[m] < 1.0]
         out = []
         for m in order[:k]:
             mat = self.materials[m]
@@ -192,13 +202,14 @@ class Materials:
             out.append(RankedMaterial(mat, float(summed[m]), int(best), tuple(dets)))
         return out
 
-    def element_weights(self, elements: Iterable[str], *, mode: str = "demote", factor: float = 0.01) -> np.ndarray:
+    def element_weights(self, elements: Iterable[str], *, mode: str = "demote", factor: float = 0.001) -> np.ndarray:
         """Per-material multipliers from the elements (or metals) a chemist says are in the pot.
 
         A material contradicts them when one of its metals is not among them (organic
         elements are not judged: a chemist who lists only the metals says nothing about
-        C, H, N, O). Contradicting materials are multiplied by ``factor`` (``demote``) or
-        by 0 (``exclude``); the others by 1."""
+        C, H, N, O). Contradicting materials are multiplied by ``factor`` (``demote``: they
+        also rank after every material the elements allow) or by 0 (``exclude``: they leave
+        the Top-k); the others by 1."""
         given = {_element(e) for e in elements if str(e).strip()}
         w = np.ones(len(self))
         if not given:

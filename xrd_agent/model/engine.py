@@ -85,7 +85,7 @@ class Engine:
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
         elements_mode: str = "demote",
-        elements_factor: float = 0.01,
+        elements_factor: float = 0.001,
     ) -> None:
         self.model_dir = model_dir
         self.library = library
@@ -250,7 +250,7 @@ class Engine:
                    if elements else None)
         k = min(self.top_k, len(mats))
         reorder = min(self.rerank_depth if self.rerank else 1, len(mats))
-        summed = mats.summed(probs) * (weights if weights is not None else 1.0)
+        summed = mats.summed(probs) * (weights if weights is not None else 1.0)  # order only: rank() renormalises
         # Evidence for the network's best classes and the most probable determination of each
         # of the best materials (one determination can carry a material the network split).
         best_classes = [int(j) for j in np.argsort(-probs)[:reorder]]

@@ -623,3 +623,78 @@ def evaluate(engine: Any, library: Any, out: str | Path, config: EvalConfig = Ev
     (out / "results.md").write_text(markdown(results))
     emit(f"evaluation written to {out} in {results['seconds']}s")
     return results
+
+
+# -- answers are materials -------------------------------------------------------------
+def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(), *,
+                     emit: Emit = print) -> dict[str, Any]:
+    """Material-level Top-k on the held-out set (:mod:`xrd_agent.materials`): a held-out scan is
+    right when the answer is its class's material, whichever determination represents it.
+
+    Scored: the network alone (class probabilities summed per material), the engine (its
+    material Top-k after the peak match), and the engine told the elements of the held-out
+    determination's own formula (``expect --elements``). Class-level CNN Top-k for reference."""
+    from xrd_agent.materials import _formula
+
+    heldout = library.heldout()
+    library = engine.library_
+    if heldout is None:
+        from xrd_agent.errors import LibraryError
+
+        raise LibraryError(f"library {library.version} has no heldout/ folder to evaluate on")
+    t0 = time.perf_counter()
+    mats = library.materials
+    lookup = {r: i for i, r in enumerate(library.refcodes)}
+    usable = [e for j, e in enumerate(heldout.entries)
+              if str(e.get("class_refcode", "")) in lookup and heldout.sticks(j).two_theta.size]
+    sets = heldout_sets(library, heldout, config.repeats, config.seed)
+    out: dict[str, Any] = {"model_version": engine.manifest_.version, "library_version": library.version,
+                           "rule": mats.rule, "classes": len(library), "materials": len(mats),
+                           "config": {"repeats": config.repeats, "seed": config.seed}, "rows": {}}
+    cam, engine.cam = engine.cam, False
+    try:
+        for ts in sets:
+            per = len(ts.y) // max(len(usable), 1)
+            elements = [tuple(sorted(_formula(str(e.get("formula") or "")))) for e in usable for _ in range(per)]
+            ym = mats.of_class[ts.y]
+            probs = engine.predict_proba(ts.X)
+            plain = engine.identify_patterns(_patterns(ts.X))
+            told = engine.identify_patterns(_patterns(ts.X), None, elements)
+            scored = {"cnn (classes)": (probs, ts.y), "cnn (materials, summed)": (mats.summed(probs), ym),
+                      "engine (materials)": (_material_scores(mats, plain), ym),
+                      "engine + elements (materials)": (_material_scores(mats, told), ym)}
+            for method, (scores, truth) in scored.items():
+                out["rows"][f"{method}|{ts.name}/all"] = {**topk_accuracy(scores, truth), "n": int(len(truth))}
+                out["rows"][f"{method}|{ts.name}/same_phase"] = {
+                    **topk_accuracy(scores[ts.same_phase], truth[ts.same_phase]), "n": int(ts.same_phase.sum())}
+            emit(f"materials: {ts.name} done ({len(ts.y)} scans)")
+    finally:
+        engine.cam = cam
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _material_scores(mats: Any, ids: list[Any]) -> np.ndarray:
+    """Scores that reproduce each identification's material order (rank 1 highest)."""
+    scores = np.full((len(ids), len(mats)), -np.inf)
+    for i, r in enumerate(ids):
+        for c in r.top:
+            m = mats.by_id(c.material) if c.material else None
+            if m is not None:
+                scores[i, mats.index(m)] = 100.0 - c.rank
+    return scores
+
+
+def markdown_materials(results: dict[str, Any], command: str = "") -> str:
+    lines = [f"Command: `{command}`", ""] if command else []
+    lines += [f"{results['classes']} classes = {results['materials']} materials ({results['rule']}).", "",
+              "| method (Top-1 / Top-5, %) | clean, same phase | realistic, same phase | realistic, all |",
+              "| --- | ---: | ---: | ---: |"]
+    methods = dict.fromkeys(k.split("|")[0] for k in results["rows"])
+    for m in methods:
+        cells = []
+        for key in ("clean/same_phase", "realistic/same_phase", "realistic/all"):
+            row = results["rows"].get(f"{m}|{key}")
+            cells.append(f"{_pct(row['top1'])} / {_pct(row['top5'])}" if row else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
