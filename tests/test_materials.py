@@ -193,3 +193,45 @@ def test_elements_in_the_pot_change_the_ranking(engine, library):
     assert told.top[0].name == "ZIF-67"
     assert [c.name for c in told.top] != names
     assert "ZIF-8" not in [c.name for c in told.top[:1]]
+
+
+def test_evaluate_real_scores_the_repository_scans(engine, tmp_path):
+    from conftest import REAL_SCANS
+
+    from xrd_agent.model.evaluate_real import evaluate_real, load_labels, markdown_real
+
+    labels = load_labels(REAL_SCANS / "labels.toml")
+    assert {lb.file for lb in labels} >= {"mof/ZIF-67_XRED.csv", "mof/Zn2-(TBAPy)_AsMade.xy"}
+    mof = [lb for lb in labels if lb.file.startswith("mof/")]
+    results = evaluate_real(engine, REAL_SCANS, mof)
+    assert results["summary"]["errors"] == 0 and len(results["rows"]) == len(mof) == 7
+    zif67 = next(r for r in results["rows"] if r["file"] == "mof/ZIF-67_XRED.csv")
+    assert zif67["plain"]["top5"] and zif67["told"]["top1"]  # the metal in the pot settles ZIF-8 vs ZIF-67
+    for row in results["rows"]:
+        if row["label"] == "none":  # with the elements no Zn-TBAPy scan is named as a Cu (Zn-free) MOF
+            assert row["told"]["right"] or not row["told"]["foreign_metal_top1"]
+    text = markdown_real(results)
+    assert "ZIF-67" in text and "confident wrong names" in text
+
+
+def test_evaluate_real_command(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REAL_SCANS
+
+    labels = tmp_path / "labels.toml"
+    labels.write_text('[scans."mof/ZIF-67_XRED.csv"]\nmaterial = "ZIF-67"\nwavelength = "Cu"\n'
+                      'elements = ["Co", "C", "H", "N"]\n')
+    done = subprocess.run([sys.executable, "-m", "xrd_agent", "evaluate", "--real", str(REAL_SCANS),
+                           "--labels", str(labels), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| mof/ZIF-67_XRED.csv | ZIF-67 [Co,C,H,N] |" in done.stdout
+    assert json.loads((tmp_path / "out" / "real.json").read_text())["summary"]["told"]["top1"] == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scans."mof/ZIF-67_XRED.csv"]\nmaterial = "ZIF-90"\nwavelength = "Cu"\n')
+    refused = subprocess.run([sys.executable, "-m", "xrd_agent", "evaluate", "--real", str(REAL_SCANS),
+                              "--labels", str(bad), "--out", str(tmp_path / "out2")],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "ZIF-90" in refused.stderr
