@@ -12,7 +12,7 @@ from xrd_agent.identification import Candidate, Flag, Identification
 from xrd_agent.library.artifact import Library
 from xrd_agent.materials import group
 from xrd_agent.pattern import Coverage, GateDecision
-from xrd_agent.service import alerts
+from xrd_agent import decide as alerts
 from xrd_agent.service.expectations import ExpectationBook, read_sidecar, sidecar_path
 
 
@@ -112,20 +112,20 @@ def test_alerts_compare_materials_and_name_them(materials):
     hk, zif8, uio = (materials.resolve(n).material for n in ("HKUST-1", "ZIF-8", "UiO-66"))
     exp = alerts.Expectation("S", ("HKUST-1",), 5)
     confident = _identification([(hk.id, hk.name, 0.95), (zif8.id, zif8.name, 0.03)])
-    assert alerts.judge(confident, exp, materials=materials) == []
+    assert alerts.alerts(confident, exp, materials=materials) == []
     # present but not first: a warning, not a critical "missing"
     second = _identification([(uio.id, uio.name, 0.5), (hk.id, hk.name, 0.4)], confidence=0.5)
-    (a,) = alerts.judge(second, exp, materials=materials)
+    (a,) = alerts.alerts(second, exp, materials=materials)
     assert a.reason == alerts.EXPECTED_PHASE_UNCERTAIN and a.severity == "warning"
     assert "HKUST-1" in a.evidence["detail"] and "UiO-66" in a.evidence["detail"]
     # present first, but the pattern is not explained: uncertain too
     unsure = _identification([(hk.id, hk.name, 0.5)], frozenset({Flag.UNKNOWN_PHASE}), 0.2)
-    reasons = {a.reason: a for a in alerts.judge(unsure, exp, materials=materials)}
+    reasons = {a.reason: a for a in alerts.alerts(unsure, exp, materials=materials)}
     assert set(reasons) == {alerts.UNKNOWN_PHASE, alerts.EXPECTED_PHASE_UNCERTAIN}
     assert "HKUST-1" in reasons[alerts.UNKNOWN_PHASE].evidence["detail"]
     # absent: critical, in common names; refcodes only in the evidence
     absent = _identification([(uio.id, uio.name, 0.9), (zif8.id, zif8.name, 0.05)])
-    (a,) = alerts.judge(absent, exp, materials=materials)
+    (a,) = alerts.alerts(absent, exp, materials=materials)
     assert a.reason == alerts.EXPECTED_PHASE_MISSING and a.severity == "critical"
     assert a.evidence["detail"].startswith("expected HKUST-1, found UiO-66, ZIF-8")
     assert uio.id not in a.evidence["detail"] and a.evidence["found"] == [uio.id, zif8.id]
@@ -176,7 +176,7 @@ def test_simulated_hkust1_with_hkust1_expected_raises_no_critical_alert(engine, 
         result = engine.identify_arrays(*_simulated(library, "HKUST-1", seed))
         assert result.top[0].name == "HKUST-1" and len(result.top[0].determinations) >= 5
         assert len({c.material for c in result.top}) == len(result.top) == 5
-        found = alerts.judge(result, alerts.Expectation("S-001", ("HKUST-1",), 5), materials=materials)
+        found = alerts.alerts(result, alerts.Expectation("S-001", ("HKUST-1",), 5), materials=materials)
         assert [a for a in found if a.severity == "critical"] == []
 
 
@@ -189,7 +189,7 @@ def test_elements_in_the_pot_change_the_ranking(engine, library):
     from xrd_agent import preprocess
 
     pattern, raw = preprocess.prepare_arrays_raw(tt, counts, engine.gate)
-    (told,) = engine.identify_patterns([pattern], [raw], [("Co", "C", "H", "N")])
+    (told,) = engine.identify_patterns([pattern], [("Co", "C", "H", "N")])
     assert told.top[0].name == "ZIF-67"
     assert [c.name for c in told.top] != names
     assert "ZIF-8" not in [c.name for c in told.top[:1]]

@@ -1,67 +1,42 @@
 """The resident inference engine: load once, warm up, identify scans for months.
 
+A thin front over the stages of the data path (:mod:`xrd_agent.stages`): prepare
+(batched) -> predict (:class:`~xrd_agent.model.predictor.NetworkPredictor`, the
+network and nothing else) -> evidence (peak match, crystallinity) -> decide (the one
+judge, :mod:`xrd_agent.decide`). ``xrd-agent identify``, ``evaluate``, the benchmarks
+and the service all use it.
+
 scikit-learn habits: options in ``__init__``, :meth:`Engine.load` sets the learned
 state (attributes ending in ``_``), and asking for a prediction before that raises
 :class:`~xrd_agent.errors.NotFittedError`.
-
-Speed: the network is called through ONE ``tf.function`` with a fixed input
-signature (``model(x, training=False)``, never ``Model.predict``, which rebuilds its
-data pipeline per call), and inputs are padded to the few batch sizes of
-``ModelConfig.batch_sizes``, each warmed up in :meth:`load`, so no call ever traces
-or re-plans the graph. GPU or CPU is decided once, before TensorFlow touches a GPU.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xrd_agent import decide as _decide
+from xrd_agent import evidence as _evidence
 from xrd_agent.config import Config, GateConfig
-from xrd_agent.errors import CorruptScan, ModelError, NotFittedError, ScanError
-from xrd_agent.identification import Candidate, Identification
+from xrd_agent.errors import ModelError, ScanError
+from xrd_agent.identification import Identification
 from xrd_agent.model import cam as _cam
 from xrd_agent.model import flags as _flags
-from xrd_agent.pattern import GRID_POINTS, Pattern
+from xrd_agent.model.predictor import NetworkPredictor, select_device
+from xrd_agent.pattern import Pattern
+from xrd_agent.stages import Stages
 
 log = logging.getLogger(__name__)
 
-#: The peak match reorders the network's RERANK_DEPTH best by softmax x score**RERANK_POWER.
-#: Chosen on realistic spectra of the library's own entries (not the held-out test set):
-#: depth 5/10/20 x power 1-4; 10 and 4 gave Top-1 67.6 -> 70.8 %, Top-5 85.3 -> 86.7 % (docs/model.md).
-RERANK_DEPTH = 10
-RERANK_POWER = 4
+RERANK_DEPTH = _decide.RERANK_DEPTH
+RERANK_POWER = _decide.RERANK_POWER
 
-
-def select_device(preference: str = "auto") -> str:
-    """Decide GPU or CPU once per process; returns a description for logs and manifests.
-
-    Memory growth must be set before TensorFlow initialises the GPU, so this runs
-    before any model is built or loaded.
-    """
-    import tensorflow as tf
-
-    if preference not in ("auto", "cpu", "gpu"):
-        raise ModelError(f"device must be auto, cpu or gpu, not {preference!r}")
-    gpus = tf.config.list_physical_devices("GPU")
-    if preference == "gpu" and not gpus:
-        raise ModelError("device 'gpu' was asked for but TensorFlow sees no GPU")
-    if gpus and preference != "cpu":
-        for gpu in gpus:
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # already initialised by an earlier call: keep its setting
-                pass
-        return f"gpu ({len(gpus)} visible: {gpus[0].name})"
-    if gpus:
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:
-            log.warning("GPU already initialised; cannot hide it any more")
-    return "cpu"
+__all__ = ["RERANK_DEPTH", "RERANK_POWER", "Engine", "select_device"]
 
 
 class Engine:
@@ -87,23 +62,22 @@ class Engine:
         elements_mode: str = "demote",
         elements_factor: float = 0.001,
     ) -> None:
-        self.model_dir = model_dir
-        self.library = library
-        self.device = device
-        self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes if int(b) > 0})) or (1,)
-        self.top_k = top_k
-        self.cam = cam  # compute CAM regions (one backward pass to the last conv per batch)
-        self.rerank = rerank  # reorder the network's best by softmax x peak-match score^RERANK_POWER
-        self.rerank_depth = rerank_depth  # how many of the network's best the peak match may reorder
-        self.gate = gate
-        self.policy = policy
         if elements_mode not in ("demote", "exclude"):
             raise ModelError(f"elements_mode must be demote or exclude, not {elements_mode!r}")
         if not 0.0 <= float(elements_factor) <= 1.0:
             raise ModelError(f"elements_factor must be between 0 and 1, not {elements_factor!r}")
-        self.elements_mode = elements_mode  # demote | exclude: candidates whose metals contradict `elements`
+        self.model_dir = model_dir
+        self.library = library
+        self.device = device
+        self.predictor = NetworkPredictor(model_dir, library, device=device, batch_sizes=batch_sizes, cam=cam)
+        self.batch_sizes = self.predictor.batch_sizes
+        self.top_k = top_k
+        self.rerank = rerank  # reorder the network's best by softmax x peak-match score^RERANK_POWER
+        self.rerank_depth = rerank_depth  # how many of the network's best the peak match may reorder
+        self.gate = gate
+        self.policy = policy
+        self.elements_mode = elements_mode  # demote | exclude: materials whose metals contradict the elements
         self.elements_factor = elements_factor  # demote: their summed probability x this
-        self.traces_ = 0
 
     @classmethod
     def from_config(cls, config: Config, *, library: Any = None, **overrides: Any) -> Engine:
@@ -115,222 +89,95 @@ class Engine:
         options.update(overrides)
         return cls(**options)
 
+    @property
+    def cam(self) -> bool:
+        """Compute CAM regions (one backward pass to the last conv per batch)."""
+        return self.predictor.cam
+
+    @cam.setter
+    def cam(self, value: bool) -> None:
+        self.predictor.cam = value
+
+    @property
+    def traces_(self) -> int:
+        return self.predictor.traces_
+
     # -- learned state -----------------------------------------------------------
     def load(self) -> Engine:
         """Read the model and its library, check they belong together, warm every batch size."""
-        import tensorflow as tf
-
-        from xrd_agent.library.artifact import Library
-        from xrd_agent.model import artifact
-
-        manifest = artifact.read_manifest(self.model_dir)
-        library = self.library
-        if library is None or isinstance(library, (str, Path)):
-            library = Library.load(library or None)
-        library = artifact.check_library(manifest, library)
-        self.device_ = select_device(self.device)
-        model = artifact.load_network(self.model_dir)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, GRID_POINTS, 1], tf.float32)])
-        def probabilities(x):
-            self.traces_ += 1  # Python side effect: runs only while tracing
-            return model(x, training=False)
-
-        self.manifest_ = manifest
-        self.library_ = library
-        self.model_ = model
-        self._probabilities = probabilities
-        self._explained = _cam.make_cam_function(model)
-        self.centres_ = _cam.receptive_centres(model)
-        # Reference peaks once per class now, so no identify pays for them later (~0.3 s).
-        self._reference_peaks: dict[int, _flags.Peaks] = {}
-        for index in range(len(library)):
-            self.reference_peaks(index)
-        for b in self.batch_sizes:  # warm-up: trace once, plan every padded shape
-            zeros = tf.zeros((b, GRID_POINTS, 1), tf.float32)
-            self._probabilities(zeros)
-            if self.cam:
-                self._explained(zeros)
+        predictor = self.predictor.load()
+        self.device_ = predictor.device_
+        self.manifest_ = predictor.manifest_
+        self.library_ = predictor.library_
+        self.model_ = predictor.model_
+        self.centres_ = predictor.centres_
+        self._labels = (tuple(self.library_.refcodes), tuple(self.library_.names))
+        self.references_ = _evidence.ReferencePeaks(self.library_).warm()
+        self.stages = Stages(predictor, self._gather, self._rules, lambda: self.gate)
         log.info("engine ready: model %s, library %s (%d classes), %s, batch sizes %s",
-                 manifest.version, library.version, len(library), self.device_, self.batch_sizes)
+                 self.manifest_.version, self.library_.version, len(self.library_), self.device_, self.batch_sizes)
         return self
 
     @property
     def is_loaded(self) -> bool:
-        return hasattr(self, "model_")
+        return self.predictor.is_loaded and hasattr(self, "stages")
 
     def _require(self) -> None:
-        if not self.is_loaded:
-            raise NotFittedError("the engine has no model yet: call Engine.load() first")
+        self.predictor._require()
+
+    def _rules(self) -> _decide.Rules:
+        return _decide.Rules(refcodes=self._labels[0], names=self._labels[1],
+                             model_version=str(self.manifest_.version), library_version=str(self.library_.version),
+                             top_k=self.top_k, rerank=self.rerank, rerank_depth=self.rerank_depth, policy=self.policy,
+                             materials=self.library_.materials, elements_mode=self.elements_mode,
+                             elements_factor=self.elements_factor)
+
+    def _gather(self, scan: Any, pattern: Pattern, prediction: Any, elements: Sequence[str] = ()) -> _evidence.Evidence:
+        rules = self._rules()
+        classes = _decide.evidence_classes(prediction.probabilities, rules, elements)
+        return _evidence.peak_evidence(pattern, prediction, self.references_, depth=rules.evidence_depth,
+                                       policy=self.policy, classes=classes, elements=elements)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
-    def _batches(self, n: int) -> Iterable[tuple[int, int, int]]:
-        """(start, stop, padded size) chunks covering n rows with the fixed batch sizes."""
-        biggest = self.batch_sizes[-1]
-        start = 0
-        while start < n:
-            stop = min(start + biggest, n)
-            size = next(b for b in self.batch_sizes if b >= stop - start)
-            yield start, stop, size
-            start = stop
-
-    def _run(self, X: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        self._require()
-        X = np.asarray(X, np.float32).reshape(-1, GRID_POINTS)
-        n = X.shape[0]
-        probs = np.empty((n, len(self.library_)), np.float32)
-        cams = None
-        for start, stop, size in self._batches(n):
-            chunk = X[start:stop]
-            if size > chunk.shape[0]:
-                chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], GRID_POINTS), np.float32)])
-            x = chunk[..., None]
-            if explain:
-                p, c = self._explained(x)
-                if cams is None:
-                    cams = np.empty((n, c.shape[1]), np.float32)
-                cams[start:stop] = c.numpy()[: stop - start]
-            else:
-                p = self._probabilities(x)
-            probs[start:stop] = p.numpy()[: stop - start]
-        return probs, cams
-
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Softmax (n, classes) for preprocessed patterns (n, 4501)."""
-        return self._run(X, explain=False)[0]
+        return self.predictor.run(X, explain=False)[0]
 
     def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Softmax (n, classes) and the top class's activation map on MODEL_GRID (n, 4501)."""
-        probs, cams = self._run(X, explain=True)
+        probs, cams = self.predictor.run(X, explain=True)
         return probs, _cam.to_grid(cams, self.centres_)
 
     def features(self, X: np.ndarray) -> np.ndarray:
         """Penultimate-layer activations (n, d): what the NCA map is drawn from."""
-        import keras
-
-        from xrd_agent.model.network import FEATURES
-
-        self._require()
-        sub = keras.Model(self.model_.inputs, self.model_.get_layer(FEATURES).output)
-        return np.asarray(sub.predict(np.asarray(X, np.float32)[..., None], batch_size=256, verbose=0))
+        return self.predictor.features(X)
 
     # -- patterns in, Identifications out --------------------------------------------
     def reference_peaks(self, index: int) -> _flags.Peaks:
-        peaks = self._reference_peaks.get(index)
-        if peaks is None:
-            peaks = _flags.find_peaks(self.library_.patterns16[index].astype(np.float32), min_height=0.02)
-            self._reference_peaks[index] = peaks
-        return peaks
+        return self.references_(index)
 
     def identify_patterns(self, patterns: Sequence[Pattern],
-                          raw: Sequence[np.ndarray | None] | None = None,
                           elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification]:
-        """Identify preprocessed patterns; ``raw`` (grid values before scaling) enables the amorphous
-        test; ``elements`` (per pattern) are the elements or metals the chemist says are in the pot."""
+        """Identify prepared patterns (predict -> evidence -> decide); patterns that carry their
+        raw grid values (``Pattern.values``) also get the amorphous test; ``elements`` per
+        pattern: the elements or metals in the pot (None: not known)."""
         self._require()
-        if not patterns:
-            return []
-        X = np.stack([p.intensity for p in patterns])
-        probs, cams = self._run(X, explain=self.cam)
-        results = []
-        for i, pattern in enumerate(patterns):
-            values = raw[i] if raw is not None else None
-            cam_row = cams[i] if cams is not None else None
-            given = elements[i] if elements is not None else None
-            results.append(self._judge(pattern, probs[i], cam_row, values, given))
-        return results
-
-    def _judge(self, pattern: Pattern, probs: np.ndarray, cam_row: np.ndarray | None,
-               values: np.ndarray | None, elements: Sequence[str] | None = None) -> Identification:
-        """Top-k materials (xrd_agent.materials): probabilities summed over each material's
-        determinations, the peak match of its best determination reordering the few best."""
-        lib = self.library_
-        mats = lib.materials
-        weights = (mats.element_weights(elements, mode=self.elements_mode, factor=self.elements_factor)
-                   if elements else None)
-        k = min(self.top_k, len(mats))
-        reorder = min(self.rerank_depth if self.rerank else 1, len(mats))
-        summed = mats.summed(probs) * (weights if weights is not None else 1.0)  # order only: rank() renormalises
-        # Evidence for the network's best classes and the most probable determination of each
-        # of the best materials (one determination can carry a material the network split).
-        best_classes = [int(j) for j in np.argsort(-probs)[:reorder]]
-        for m in np.argsort(-summed, kind="stable")[:reorder]:
-            members = mats[int(m)].indices
-            best_classes.append(int(members[int(np.argmax(probs[list(members)]))]))
-        if weights is not None:
-            best_classes = [j for j in best_classes if weights[mats.of_class[j]] > 0]
-        scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=self.policy.weak_peak)
-        cov = pattern.coverage
-        first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
-        matches = {j: _flags.match_peaks(scan_peaks, self.reference_peaks(j), first, last, self.policy)
-                   for j in dict.fromkeys(best_classes)}
-        evidence = {j: m.score for j, m in matches.items()} if self.rerank else None
-        ranked = mats.rank(probs, k, evidence=evidence, power=RERANK_POWER, weights=weights)
-        if not self.rerank:
-            ranked = ranked[:k]
-        best = ranked[0].best
-        if best not in matches:
-            matches[best] = _flags.match_peaks(scan_peaks, self.reference_peaks(best), first, last, self.policy)
-        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[c.best], name=c.material.name,
-                              probability=min(1.0, c.probability), material=c.material.id,
-                              determinations=tuple((lib.refcodes[i], p) for i, p in c.determinations))
-                    for r, c in enumerate(ranked))
-        match = matches[best]
-        cryst = _flags.crystallinity(values, pattern.mask) if values is not None else None
-        confidence, flags = _flags.decide(min(1.0, ranked[0].probability), match, cryst, cov.fraction, self.policy)
-        regions: tuple = ()
-        if cam_row is not None:
-            regions = _cam.regions(_cam.to_grid(cam_row, self.centres_)[0], pattern.mask)
-        extra: dict[str, object] = {
-            "softmax_top": round(float(probs[best]), 6),
-            "material_top": round(float(ranked[0].probability), 6),
-            "cam_refcode": lib.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
-            "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
-                      "score": round(match.score, 4), "shift": match.shift,
-                      "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
-        }
-        if elements:
-            extra["elements"] = sorted({str(e) for e in elements})
-        if cryst is not None:
-            extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
-        return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
-                              coverage=cov, cam_regions=regions, model_version=self.manifest_.version,
-                              library_version=lib.version, extra=extra)
+        return self.stages.identify_patterns(patterns, None, elements)
 
     def identify_arrays(self, two_theta_cu: np.ndarray, intensity: np.ndarray) -> Identification:
         """Measured points on the Cu K-alpha1 scale -> Identification (raises ScanError)."""
         from xrd_agent import preprocess
 
         self._require()
-        pattern, raw = preprocess.prepare_arrays_raw(two_theta_cu, intensity, self.gate)
-        return self.identify_patterns([pattern], [raw])[0]
+        pattern, _ = preprocess.prepare_arrays_raw(two_theta_cu, intensity, self.gate)
+        return self.identify_patterns([pattern])[0]
 
     def identify_many(self, scans: Sequence[Any], wavelength: float | None = None,
                       elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
         """One result per scan, in order: an Identification, or the ScanError that stopped it.
         ``elements``: per scan, the elements or metals in the pot (None: not known)."""
-        from xrd_agent import preprocess
-
         self._require()
-        out: list[Identification | ScanError | None] = [None] * len(scans)
-        ready: list[int] = []
-        patterns: list[Pattern] = []
-        raws: list[np.ndarray] = []
-        for i, scan in enumerate(scans):
-            try:
-                pattern, raw = preprocess.prepare_raw(scan, self.gate, wavelength=wavelength)
-                patterns.append(pattern)
-                raws.append(raw)
-                ready.append(i)
-            except ScanError as exc:
-                out[i] = exc
-            except (ValueError, FloatingPointError, IndexError) as exc:  # one odd scan must not sink the batch
-                out[i] = CorruptScan(f"the scan could not be put on the model grid ({exc})",
-                                     getattr(scan, "source_path", None))
-        given = [elements[i] for i in ready] if elements is not None else None
-        for i, result in zip(ready, self.identify_patterns(patterns, raws, given)):
-            out[i] = result
-        return out  # type: ignore[return-value]
+        return self.stages.identify_many(scans, wavelength, elements)
 
     def identify(self, scan: Any, wavelength: float | None = None,
                  elements: Sequence[str] | None = None) -> Identification:
@@ -338,4 +185,3 @@ class Engine:
         if isinstance(result, ScanError):
             raise result
         return result
-

@@ -659,7 +659,7 @@ def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(
             ym = mats.of_class[ts.y]
             probs = engine.predict_proba(ts.X)
             plain = engine.identify_patterns(_patterns(ts.X))
-            told = engine.identify_patterns(_patterns(ts.X), None, elements)
+            told = engine.identify_patterns(_patterns(ts.X), elements)
             scored = {"cnn (classes)": (probs, ts.y), "cnn (materials, summed)": (mats.summed(probs), ym),
                       "engine (materials)": (_material_scores(mats, plain), ym),
                       "engine + elements (materials)": (_material_scores(mats, told), ym)}

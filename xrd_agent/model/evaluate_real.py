@@ -182,7 +182,7 @@ def markdown_real(results: dict[str, Any], command: str = "") -> str:
                                              "labelled elements"),
                       ("foreign_metal_top1_unflagged", "... of them unflagged (named as that material)")):
         of = {"top1": "in_library", "top5": "in_library", "unknown_flagged": "not_in_library",
-              "foreign_metal_top1": sum(bool(r[mode]["foreign_metal_top1"]) for r in none),
-            "foreign_metal_top1_unflagged": "not_in_library", "confident_wrong": "scans"}[key]
+              "foreign_metal_top1_unflagged": "not_in_library", "foreign_metal_top1": "not_in_library",
+              "confident_wrong": "scans"}[key]
         lines.append(f"| {what} | {p[key]} / {p[of]} | {e[key]} / {e[of]} |")
     return "\n".join(lines) + "\n"

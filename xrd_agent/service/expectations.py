@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from xrd_agent.service.alerts import Expectation
+from xrd_agent.decide import Expectation
 from xrd_agent.service.ledger import Ledger
 
 log = structlog.get_logger("xrd_agent.expectations")
