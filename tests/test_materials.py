@@ -235,3 +235,48 @@ def test_evaluate_real_command(tmp_path):
                               "--labels", str(bad), "--out", str(tmp_path / "out2")],
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "ZIF-90" in refused.stderr
+
+
+def test_pipeline_hkust1_expected_no_critical_and_elements_from_the_sidecar(engine, library, tmp_path):
+    """The service path: a simulated D8 exports HKUST-1 with a sidecar expecting HKUST-1 (no
+    alert), and ZIF-67 with a sidecar naming the elements in the pot (ZIF-67 first)."""
+    import os
+    import time
+
+    from xrd_agent import messages, readers
+    from xrd_agent.config import Config
+    from xrd_agent.service.debounce import Due, Signature
+    from xrd_agent.service.instrument import Instrument
+    from xrd_agent.service.ledger import Ledger
+    from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+    from xrd_agent.testing.simulated_d8 import SimulatedD8
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    ledger = Ledger(tmp_path / "state")
+    sent: list[dict] = []
+
+    def send(message) -> bool:
+        messages.validate(message)
+        sent.append(dict(message))
+        return True
+
+    instrument = Instrument(Config())
+    book = ExpectationBook({}, 5, ledger, materials=library.materials)
+    pipeline = Pipeline(ledger=ledger, engine=engine, send=send, expectations=book,
+                        identity=Identity("test-agent", "d8"), root=folder,
+                        read=lambda p, wl: readers.read_scan(p, wavelength=wl),
+                        wavelength_for=instrument.wavelength_for, sample_id_of=instrument.sample_id,
+                        settings=Settings())
+    d8 = SimulatedD8(folder, library, stage_delay_s=0.0, seed=5)
+    hk = d8.export("S-1.raw", d8.measure("S-1", ["FIQCEN"]), expected=("HKUST-1",))
+    zif = d8.export("S-2.brml", d8.measure("S-2", ["GITTOT"]))
+    (folder / "S-2.brml.expect.json").write_text(json.dumps({"phases": ["ZIF-67"], "elements": ["Co", "C", "H", "N"]}))
+    pipeline._process([Due(p, Signature.of(os.lstat(p)), time.time()) for p in (hk.path, zif.path)])
+    idents = {m["sample_id"]: m for m in sent if m["topic"] == messages.IDENTIFICATION}
+    alerts_of = {sid: [m for m in sent if m["topic"] == messages.ALERT and m["sample_id"] == sid] for sid in idents}
+    assert idents["S-1"]["result"]["top"][0]["name"] == "HKUST-1"
+    assert idents["S-1"]["result"]["top"][0]["material"] == "FIQCEN"
+    assert alerts_of["S-1"] == []
+    assert idents["S-2"]["result"]["top"][0]["name"] == "ZIF-67"
+    assert [a for a in alerts_of["S-2"] if a["severity"] == "critical"] == []

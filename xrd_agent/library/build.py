@@ -30,6 +30,7 @@ DEFAULT_COUNT = 1012
 LIBRARY_VERSION = "coremof2019-default-1"
 SAME_PHASE_RULE = ("same material when the Niggli-reduced cell volumes and the sorted Niggli "
                    "cell lengths of the two determinations agree within 5 %")
+NIGGLI_FILE = "niggli.json"
 
 
 @dataclass(frozen=True)

@@ -660,7 +660,10 @@ def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(
             probs = engine.predict_proba(ts.X)
             plain = engine.identify_patterns(_patterns(ts.X))
             told = engine.identify_patterns(_patterns(ts.X), elements)
+            sizes = np.bincount(mats.of_class, minlength=len(mats))
             scored = {"cnn (classes)": (probs, ts.y), "cnn (materials, summed)": (mats.summed(probs), ym),
+                      # the alternative prior: every material equally likely, not every class
+                      "cnn (materials, mean over determinations)": (mats.summed(probs) / sizes, ym),
                       "engine (materials)": (_material_scores(mats, plain), ym),
                       "engine + elements (materials)": (_material_scores(mats, told), ym)}
             for method, (scores, truth) in scored.items():
