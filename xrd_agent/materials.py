@@ -270,9 +270,10 @@ def group(library: Any) -> Materials:
         for i in idx:
             of_class[i] = m
         materials.append(_material(entries, idx))
-    rule = ("same material: a shared common name or alias (names table), or the same elements in the "
-            f"same ratios (hydrogen aside) and Niggli-reduced primitive cells whose volumes and sorted "
-            f"lengths agree within {CELL_TOLERANCE:.0%}")
+    rule = ("same material: a shared common name or alias (names table)" + (
+        ", or the same elements in the same ratios (hydrogen aside) and Niggli-reduced primitive cells "
+        f"whose volumes and sorted lengths agree within {CELL_TOLERANCE:.0%}" if cells
+        else "; no niggli.json, so no structural grouping"))
     return Materials(materials, of_class, rule)
 
 
