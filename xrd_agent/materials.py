@@ -36,7 +36,7 @@ import numpy as np
 
 #: Relative tolerance of the structural rule (the held-out split's, library.cif.same_phase).
 CELL_TOLERANCE = 0.05
-#: Elements that are not metals for the purpose of ``metals`` (as in library.cif.parse_cif).
+#: One element and its count in a Hill formula ("C6 H2 Cu O4").
 _FORMULA_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 #: How many suggestions a refused name gets.
 SUGGESTIONS = 5
@@ -158,10 +158,6 @@ class Materials:
             keyed = {_key(n): n for n in named}
             close = [keyed[k] for k in difflib.get_close_matches(key, list(keyed), n=SUGGESTIONS, cutoff=0.5)]
         return Resolution(name, (), tuple(dict.fromkeys(close)))
-
-    def matches(self, material: Material, names: Iterable[str]) -> bool:
-        """Does ``material`` answer to any of ``names`` (names, aliases, refcodes)?"""
-        return any(material in self.resolve(n).matches for n in names)
 
     def rank(self, probs: np.ndarray, k: int, *, evidence: dict[int, float] | None = None,
              power: float = 0.0, weights: np.ndarray | None = None) -> list[RankedMaterial]:

@@ -99,7 +99,7 @@ def evaluate_real(engine: Any, directory: str | Path, labels: Sequence[Label]) -
 
 def _score(result: Any, want: Any, elements: Sequence[str], materials: Any, threshold: float) -> dict[str, Any]:
     top = result.top
-    ids = [c.material or materials.of(engine_index(materials, c.refcode)).id for c in top]
+    ids = [c.material or _material_id(materials, c.refcode) for c in top]
     flags = sorted(f.value for f in result.flags)
     unsure = bool(result.flags & {Flag.UNKNOWN_PHASE, Flag.AMORPHOUS})
     top1_right = want is not None and bool(ids) and ids[0] == want.id
@@ -118,12 +118,10 @@ def _score(result: Any, want: Any, elements: Sequence[str], materials: Any, thre
     }
 
 
-def engine_index(materials: Any, refcode: str) -> int:
-    """Class index of a refcode (a candidate from an engine that predates materials)."""
-    for m in materials.materials:
-        if refcode in m.refcodes:
-            return m.indices[m.refcodes.index(refcode)]
-    raise KeyError(refcode)
+def _material_id(materials: Any, refcode: str) -> str:
+    """The material of a class-level candidate (an engine that ranks classes, e.g. cosine)."""
+    found = materials.resolve(refcode).material
+    return found.id if found is not None else refcode
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
