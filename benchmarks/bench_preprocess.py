@@ -175,7 +175,7 @@ def _real_library(count: int):
 
 def _made_up_library(count: int):
     from xrd_agent.library.artifact import Library, Sticks
-    from xrd_agent.profile import broaden
+    from xrd_agent.peakshape import broaden
 
     rng = np.random.default_rng(0)
     sticks, patterns = [], []

@@ -31,7 +31,7 @@ def main() -> None:
     from xrd_agent.library.cif import parse_cif
     from xrd_agent.library.coremof import DATASETS, iter_cifs, load_determinations
     from xrd_agent.library.simulate import simulate
-    from xrd_agent.profile import broaden
+    from xrd_agent.peakshape import broaden
 
     names = sorted((d.files[DATASETS[0]] for d in load_determinations().values() if DATASETS[0] in d.files),
                    key=lambda n: hashlib.sha256(n.encode()).hexdigest())[: args.count]

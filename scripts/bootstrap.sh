@@ -13,9 +13,14 @@ fi
 missing=()
 command -v swig >/dev/null 2>&1 || missing+=(swig)
 [ -e /usr/include/boost/version.hpp ] || missing+=(libboost-dev)
+# The review page's browser test drives Debian's Chromium with Playwright (never `playwright install`);
+# as root it is installed with the rest, otherwise that one test is skipped.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then missing+=(chromium); else echo "note: no /usr/bin/chromium (apt-get install chromium): the browser test will be skipped" >&2; fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "Installing build requirements for xylib-py: ${missing[*]}"
+    echo "Installing system packages (xylib-py build, browser test): ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "xylib-py needs ${missing[*]} to build. Install them first, for example:" >&2
@@ -26,4 +31,4 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".[dev,eval,library]"
+.venv/bin/python -m pip install -q -e ".[agent,dev,eval,library]"

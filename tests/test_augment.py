@@ -16,7 +16,7 @@ from xrd_agent.model.dataset import realistic_heldout, synthesize
 from xrd_agent.model.noise import NoiseBank
 from xrd_agent.pattern import GRID_POINTS, MODEL_GRID
 from xrd_agent.preprocess import prepare_grid_batch
-from xrd_agent.profile import PeakProfile, broaden
+from xrd_agent.peakshape import PeakProfile, broaden
 
 NONE = AugmentOptions.none()
 

@@ -13,7 +13,7 @@ from test_model_support import tiny_library
 
 from xrd_agent.model import artifact
 
-SCANS = ("BT86.raw", "Si-Std_SRM640d_D8D_20-97_7_16hm.brml", "empyrean.xrdml", "TwoTheta_scan_scrambled.raw")
+SCANS = ("BT86.raw", "Si-Std_SRM640d_D8D_20-97_7_16hm.brml", "format1.raw", "TwoTheta_scan_scrambled.raw")
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -54,12 +54,13 @@ def test_identify_json_gives_schema_shaped_lines(trained, fixtures_dir, tmp_path
                    for c in doc["top"])  # answers are materials
         assert len({c["material"] for c in doc["top"]}) == 3
         assert 0.0 <= doc["confidence"] <= 1.0
-        assert set(doc["flags"]) <= {"unknown_phase", "amorphous", "mixture", "low_coverage"}
+        assert set(doc["flags"]) <= {"unknown_phase", "amorphous", "mixture", "low_coverage", "low_crystallinity"}
         assert set(doc["gate"]) == {"applied", "high_band_mean", "threshold", "cutoff_bins"}
         assert 0.0 < doc["coverage"]["fraction"] <= 1.0
         assert all(5.0 <= r["start"] <= r["end"] <= 50.0 for r in doc["cam_regions"])
-    empyrean = lines[2]
-    assert "low_coverage" in empyrean["flags"]  # 30-42 deg only
+    partial = lines[2]
+    assert "low_coverage" in partial["flags"]  # three ranges, 10-20, 30-35 and 40-45 deg
+    assert 0.0 <= lines[0]["crystallinity"]["fraction"] <= 1.0 and lines[0]["crystallinity"]["uncertainty"] >= 0
     pngs = sorted(p.name for p in tmp_path.glob("id-*.png"))
     assert len(pngs) == len(files) and all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
 
@@ -72,6 +73,16 @@ def test_a_bad_file_costs_one_stderr_line_and_exit_1(trained, fixtures_dir, tmp_
     assert done.returncode == 1
     assert [line for line in done.stderr.splitlines() if line.startswith(str(bad))]
     assert "BT86.raw" in done.stdout and "confidence" in done.stdout  # the good file still ran
+
+
+def test_a_fragment_is_rejected_as_no_coverage_never_identified(trained, fixtures_dir):
+    """empyrean.xrdml measured 30-42 deg: too little to identify or to call amorphous (issue 12.7)."""
+    done = _cli("identify", "--json", "--model", trained / "model", "--library", trained / "library",
+                fixtures_dir / "empyrean.xrdml", fixtures_dir / "BT86.raw")
+    assert done.returncode == 1
+    rejected = [line for line in done.stderr.splitlines() if "empyrean.xrdml" in line]
+    assert rejected and "a judgement needs at least 15 deg" in rejected[0]
+    assert [json.loads(line)["file"] for line in done.stdout.splitlines()] == [str(fixtures_dir / "BT86.raw")]
 
 
 def test_identify_without_a_readable_model_explains_itself(fixtures_dir, tmp_path):

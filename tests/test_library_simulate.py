@@ -12,7 +12,7 @@ from xrd_agent.errors import StructureError
 from xrd_agent.library.cif import parse_cif, same_phase
 from xrd_agent.library.simulate import Crystal, SimulationSettings, StructureTooLarge, simulate
 from xrd_agent.pattern import GRID_POINTS, MODEL_GRID
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 
 CIF_DIR = Path(__file__).parent / "data" / "cif"
 

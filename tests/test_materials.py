@@ -265,7 +265,7 @@ def test_pipeline_hkust1_expected_no_critical_and_elements_from_the_sidecar(engi
     book = ExpectationBook({}, 5, ledger, materials=library.materials)
     pipeline = Pipeline(ledger=ledger, engine=engine, send=send, expectations=book,
                         identity=Identity("test-agent", "d8"), root=folder,
-                        read=lambda p, wl: readers.read_scan(p, wavelength=wl),
+                        read=readers.read_file,
                         wavelength_for=instrument.wavelength_for, sample_id_of=instrument.sample_id,
                         settings=Settings())
     d8 = SimulatedD8(folder, library, stage_delay_s=0.0, seed=5)

@@ -11,7 +11,7 @@ import numpy as np
 
 from xrd_agent.library.artifact import Library, Sticks
 from xrd_agent.pattern import MODEL_GRID
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 
 
 def tiny_library(n: int = 12, seed: int = 1) -> Library:

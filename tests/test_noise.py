@@ -15,7 +15,7 @@ import pytest
 from xrd_agent.errors import LibraryError, ScanError
 from xrd_agent.model.noise import NoiseBank, default_bank_path, extract_segments, licences_from_readme
 from xrd_agent.pattern import GRID_POINTS, MODEL_GRID
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 from xrd_agent.readers import read_scan
 from xrd_agent.scan import Scan, ScanRange, Wavelength
 

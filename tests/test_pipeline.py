@@ -11,14 +11,15 @@ import pytest
 
 from xrd_agent import messages, readers
 from xrd_agent.config import Config, merge
+from xrd_agent.decide import aliases_of
 from xrd_agent.identification import Flag
 from xrd_agent.service.debounce import Due, Signature
 from xrd_agent.service.engines import CosineEngine
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger
-from xrd_agent.decide import aliases_of
 from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.service.readings import Readings
 from xrd_agent.testing.library import save_tiny_library
 from xrd_agent.testing.simulated_d8 import SimulatedD8
 
@@ -64,7 +65,7 @@ class Rig:
         self.pipeline = Pipeline(
             ledger=self.ledger, engine=engine, send=self.wire, expectations=self.book,
             identity=Identity("test-agent", "d8"), root=self.folder,
-            read=lambda p, wl: readers.read_scan(p, wavelength=wl),
+            read=readers.read_file,
             wavelength_for=instrument.wavelength_for, sample_id_of=instrument.sample_id,
             settings=Settings(aliases=aliases_of(engine.library_)),
         )
@@ -223,10 +224,24 @@ def test_low_coverage_alert(tmp_path, engine):
     from xrd_agent.testing.simulated_d8 import scan_axis
 
     rig = Rig(tmp_path, engine)
-    rig.d8.tt = scan_axis(20.0, 30.0)  # a quick check scan: 10 of the model's 45 degrees
+    rig.d8.tt = scan_axis(5.0, 25.0)  # a quick check scan: 20 of the model's 45 degrees
     out = rig.run(rig.d8.export("Q-1.raw", rig.d8.measure("Q-1", ["TSTMOF02"])).path)
     assert "low_coverage" in out[0]["result"]["flags"]
     assert "low_coverage" in _reasons(out)
+
+
+def test_a_fragment_is_rejected_no_coverage_never_amorphous(tmp_path, engine):
+    """A 30-42 deg fragment of a failed synthesis is too little to judge: xrd.rejected with
+    no_coverage, no identification and no amorphous alert (issue 12.7)."""
+    from xrd_agent.testing.simulated_d8 import scan_axis
+
+    rig = Rig(tmp_path, engine)
+    rig.d8.tt = scan_axis(30.0, 42.0)
+    out = rig.run(rig.d8.export("Q-2.raw", rig.d8.measure("Q-2", kind="amorphous")).path)
+    (rejected,) = rig.wire.topic(messages.REJECTED)
+    assert rejected["error"] == "no_coverage" and "15 deg" in rejected["reason"]
+    assert not rig.wire.topic(messages.IDENTIFICATION)
+    assert "amorphous" not in _reasons(out)
 
 
 def test_the_queue_is_bounded_and_submit_waits(tmp_path, engine):
@@ -234,7 +249,7 @@ def test_the_queue_is_bounded_and_submit_waits(tmp_path, engine):
 
     rig = Rig(tmp_path, engine)
     small = Pipeline(ledger=rig.ledger, engine=engine, send=rig.wire, expectations=rig.book,
-                     identity=Identity("a", "b"), root=rig.folder, read=lambda p, wl: readers.read_scan(p),
+                     identity=Identity("a", "b"), root=rig.folder, read=readers.read_file,
                      queue_size=1)
     p = rig.d8.export("B-1.raw", rig.d8.measure("B-1", ["TSTMOF01"])).path
     due = Due(p, Signature.of(os.lstat(p)), time.time())
@@ -363,3 +378,92 @@ def test_cosine_scores_equal_the_straightforward_masked_computation(engine, case
     if case != "empty":
         assert expected.max() > 0.1  # not a vacuous all-zero comparison
         assert list(np.argsort(-got)[:3]) == list(np.argsort(-expected)[:3])
+
+
+# -- one read per file version --------------------------------------------------------------
+
+
+class CountingReads:
+    """The real reader, counted: how often a file was opened and parsed."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def __call__(self, path: Path) -> readers.Reading:
+        self.paths.append(Path(path))
+        return readers.read_file(path)
+
+
+@pytest.mark.parametrize("name", ["Si-Std_SRM640d_D8D_20-97_7_16hm.brml", "TwoTheta_scan_scrambled.raw"])
+def test_the_completeness_check_the_read_and_the_hash_are_one_parse(tmp_path, engine, fixtures_dir, name):
+    import hashlib
+    import shutil
+
+    rig = Rig(tmp_path, engine)
+    path = rig.folder / name
+    shutil.copyfile(fixtures_dir / name, path)
+    reads = CountingReads()
+    readings = Readings(reads)
+    rig.pipeline._read = readings.get
+    assert readings.complete(path)  # the debouncer's question, on the dispatcher thread
+    assert readings.complete(path)  # asked again at the next check: not read again
+    ident = rig.run(path)[0]  # (and its alerts)
+    assert ident["topic"] == messages.IDENTIFICATION
+    assert ident["scan_id"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert reads.paths == [path]
+
+
+def test_a_rejected_file_is_hashed_from_the_bytes_it_was_parsed_from(tmp_path, engine, fixtures_dir):
+    import hashlib
+
+    rig = Rig(tmp_path, engine)
+    path = rig.folder / "cut.brml"
+    path.write_bytes((fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml").read_bytes()[:3000])
+    reads = CountingReads()
+    readings = Readings(reads)
+    rig.pipeline._read = readings.get
+    assert not readings.complete(path)
+    rejected, alert = rig.run(path)
+    assert rejected["topic"] == messages.REJECTED and alert["reason"] == "unreadable"
+    assert rejected["scan_id"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert reads.paths == [path]
+
+
+def test_a_new_version_of_a_file_is_read_again(tmp_path, fixtures_dir):
+    import shutil
+
+    path = tmp_path / "S-1.brml"
+    shutil.copyfile(fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml", path)
+    reads = CountingReads()
+    readings = Readings(reads)
+    first = readings.get(path)
+    st = os.lstat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # re-exported: same bytes, new mtime
+    second = readings.get(path)
+    assert second is not first and len(reads.paths) == 2 and second.sha256 == first.sha256
+    assert readings.get(path) is second and len(reads.paths) == 2
+
+
+def test_per_sample_crystallinity_thresholds_replace_the_configured_ones(tmp_path):
+    from xrd_agent.crystallinity import Crystallinity
+    from xrd_agent.identification import Candidate, Identification
+    from xrd_agent.pattern import Coverage, GateDecision
+    from xrd_agent.decide import Expectation
+    from xrd_agent.decide import alerts as judge
+    from xrd_agent.service.expectations import read_sidecar, sidecar_path
+
+    ident = Identification(
+        top=(Candidate(1, "DOTSOV", "HKUST-1", 0.9),), confidence=0.9, flags=frozenset({Flag.LOW_CRYSTALLINITY}),
+        gate=GateDecision(False, 0.1, 1.0, 200), coverage=Coverage(5.0, 50.0, 1.0),
+        crystallinity=Crystallinity(0.3, 0.02, 0.1, 1.0, 2.0, (4.0, 52.0), 4801))
+    (low,) = judge(ident)
+    assert low.reason == "low_crystallinity" and low.severity == "warning" and low.evidence["crystallinity"] == 0.3
+    strict = judge(ident, Expectation("S", ("DOTSOV",), 5, amorphous_below=0.35))
+    assert sorted(a.reason for a in strict) == ["amorphous", "expected_phase_missing"]
+    assert judge(ident, Expectation("S", ("DOTSOV",), 5, amorphous_below=0.1, low_crystallinity_below=0.25)) == []
+    scan = tmp_path / "S.raw"
+    sidecar_path(scan).write_text('{"phases": ["HKUST-1"], "amorphous_below": 0.35}')
+    exp = read_sidecar(scan, "S", 5)
+    assert exp is not None and exp.amorphous_below == 0.35 and exp.low_crystallinity_below is None
+    sidecar_path(scan).write_text('{"phases": ["HKUST-1"], "amorphous_below": 1.5}')
+    assert read_sidecar(scan, "S", 5) is None  # out of range: ignored (logged), as any broken sidecar

@@ -24,7 +24,7 @@ from xrd_agent.preprocess import (
     prepare_raw,
     to_grid,
 )
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 from xrd_agent.readers import read_scan
 from xrd_agent.scan import ANODE_LINES, Scan, ScanRange, Wavelength, to_cu_two_theta
 
@@ -51,9 +51,17 @@ def bt86(fixtures_dir):
 
 
 # -- the real fixtures -----------------------------------------------------------------
+#: Fixtures that measured too little of 5-50 deg to be judged (44-48 and 30-42 deg).
+FRAGMENTS = {"23-012-AG_2thomegascan_long.brml", "empyrean.xrdml"}
+
+
 def test_every_fixture_prepares_or_says_why(fixtures_dir):
     for path in sorted(fixtures_dir.iterdir()):
         if path.suffix in {".md", ".json"}:
+            continue
+        if path.name in FRAGMENTS:
+            with pytest.raises(NoCoverage):
+                prepare(read_scan(path))
             continue
         pattern = prepare(read_scan(path))
         covered = pattern.intensity[pattern.mask]
@@ -96,8 +104,26 @@ def test_out_of_range_scan_is_a_scan_error_not_a_crash(fixtures_dir):
     with pytest.raises(NoCoverage) as info:
         prepare(_scan(tt, np.ones_like(tt)))
     assert isinstance(info.value, ScanError) and "5 and 50" in info.value.reason
-    pattern = prepare(read_scan(fixtures_dir / "23-012-AG_2thomegascan_long.brml"))
-    assert pattern.coverage.first == pytest.approx(44.0) and pattern.coverage.fraction < 0.1
+    # 44-48 deg is inside the range but too little to judge: rejected too (issue 12.7)
+    with pytest.raises(NoCoverage, match="a judgement needs at least 15 deg"):
+        prepare(read_scan(fixtures_dir / "23-012-AG_2thomegascan_long.brml"))
+
+
+@pytest.mark.parametrize("first, last, step, rejected", [
+    (30.0, 42.0, 0.02, True),   # the empyrean fragment's span
+    (5.0, 5.04, 0.02, True),    # a 3-point file
+    (5.0, 50.0, 0.5, True),     # 91 points over the whole range: peaks are not sampled
+    (5.0, 21.0, 0.02, False),   # a moderately partial scan: judged, with low_coverage
+    (10.0, 45.0, 0.2, False),   # 176 points over 35 deg
+])
+def test_no_coverage_threshold(first, last, step, rejected):
+    tt = np.arange(first, last + step / 2, step)
+    y = 100.0 + 50.0 * np.exp(-0.5 * ((tt - 20.0) / 5.0) ** 2)
+    if rejected:
+        with pytest.raises(NoCoverage):
+            prepare(_scan(tt, y))
+    else:
+        assert prepare(_scan(tt, y)).coverage.fraction < 0.8
 
 
 def test_unknown_wavelength_is_refused_and_can_be_supplied(bt86):
@@ -210,8 +236,8 @@ def test_gate_keeps_a_smooth_pattern_and_filters_a_noisy_one():
 
 
 def test_gate_on_real_scans(fixtures_dir):
-    # A 22-count Empyrean scan is gated; a 178k-count silicon standard is not.
-    assert prepare(read_scan(fixtures_dir / "empyrean.xrdml")).gate.applied
+    # A 138-count Cu3Au scan is gated; a 178k-count silicon standard is not.
+    assert prepare(read_scan(fixtures_dir / "Cu3Au-1.raw")).gate.applied
     assert not prepare(read_scan(fixtures_dir / "Si-Std_SRM640d_D8D_20-97_7_16hm.brml")).gate.applied
 
 
@@ -246,6 +272,11 @@ def test_many_scans_at_once_equal_one_by_one(fixtures_dir):
     assert isinstance(results[0], NoCoverage) and results[0].path == Path("synthetic.xy")
     assert isinstance(results[-1], UnknownWavelength)
     for scan, result in zip(scans, results[1:-1]):
+        if isinstance(result, NoCoverage):
+            assert scan.source_path.name in FRAGMENTS
+            with pytest.raises(NoCoverage):
+                prepare_raw(scan)
+            continue
         pattern, raw = result
         alone, alone_raw = prepare_raw(scan)
         np.testing.assert_allclose(pattern.intensity, alone.intensity, atol=1e-6)

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import xrd_agent.readers as readers
 from conftest import fixture_files
 from xrd_agent.errors import ScanError
 from xrd_agent.readers import is_complete, scan_from_bytes
@@ -24,7 +23,6 @@ from xrd_agent.scan import Scan, Wavelength
 
 CU = Wavelength.for_anode("Cu")
 FILES = fixture_files()
-BRML_READER = Path(readers.__file__).with_name("brml.py")
 #: Raise for a deeper soak: XRD_AGENT_FUZZ_EXAMPLES=500 pytest tests/test_reader_fuzz.py
 EXAMPLES = int(os.environ.get("XRD_AGENT_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -36,8 +34,6 @@ FUZZ = settings(
 
 
 def _original(path: Path) -> bytes:
-    if path.suffix.lower() == ".brml" and not BRML_READER.exists():
-        pytest.skip("the BRML reader has not landed yet")
     return path.read_bytes()
 
 

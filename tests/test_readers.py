@@ -24,7 +24,6 @@ from xrd_agent.errors import (
 from xrd_agent.readers import detect_format, is_complete, parse_wavelength, read_scan
 from xrd_agent.scan import Wavelength
 
-BRML_READER = Path(readers.__file__).with_name("brml.py")
 EXPECTED_NAMES = sorted(p.name for p in fixture_files())
 FORMAT_OF = {  # file name -> the format name our registry must report
     "BT86.raw": "bruker_raw",
@@ -36,11 +35,6 @@ FORMAT_OF = {  # file name -> the format name our registry must report
 }
 
 
-def _needs_reader(name: str) -> None:
-    if name.endswith(".brml") and not BRML_READER.exists():
-        pytest.skip("the BRML reader (xrd_agent/readers/brml.py) has not landed yet")
-
-
 def f32_close(actual: float, expected: float) -> bool:
     """Equal within float32 resolution (the expected values were read as float32)."""
     return bool(np.isclose(actual, expected, rtol=2e-7 * 4, atol=1e-6))
@@ -48,7 +42,6 @@ def f32_close(actual: float, expected: float) -> bool:
 
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
 def test_fixture_reads_as_expected(name: str, expected: dict) -> None:
-    _needs_reader(name)
     want = expected[name]
     scan = read_scan(FIXTURES / name)
     assert len(scan.ranges) == len(want["ranges"])
@@ -68,7 +61,6 @@ def test_fixture_reads_as_expected(name: str, expected: dict) -> None:
 
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
 def test_fixture_radiation_matches_hints(name: str, expected: dict) -> None:
-    _needs_reader(name)
     hints = expected[name].get("wavelength_hint", {})
     scan = read_scan(FIXTURES / name)
     assert scan.wavelength is not None and scan.wavelength.primary is not None

@@ -12,8 +12,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from xrd_agent import __version__
+from xrd_agent import __version__, tfimport
 from xrd_agent.errors import XrdAgentError
+
+#: Optional dependencies and the extra that installs each (pyproject.toml): the base install
+#: is the client and the message contract only.
+EXTRA_OF = {
+    "tensorflow": "agent", "keras": "agent", "watchdog": "agent", "xylib": "agent", "scipy": "agent",
+    "matplotlib": "agent", "pymatgen": "library", "spglib": "library", "core_mof": "library",
+    "tqdm": "library", "sklearn": "eval",
+}
 
 #: Subcommand modules under xrd_agent.commands, in the order ``--help`` lists them.
 COMMANDS = (
@@ -27,6 +35,9 @@ COMMANDS = (
     "run",
     "config",
     "subscribe",
+    "status",
+    "result",
+    "expect",
     "demo",
     "keys",
     "bench",
@@ -39,15 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Identify MOFs in Bruker D8 powder scans and publish the results over ZeroMQ.",
     )
     parser.add_argument("--version", action="version", version=f"xrd-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up lines (CUDA, CPU features) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"xrd_agent.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"xrd_agent.commands.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"xrd_agent.commands.{name}").register(sub)
     return parser
 
 
@@ -57,10 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.verbose:
+        tfimport.quiet()
     try:
         return int(args.func(args) or 0)
     except XrdAgentError as exc:
         print(f"xrd-agent {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"xrd-agent {args.command}: needs {exc.name}, which this installation lacks; "
+              f"install it with: pip install 'xrd-agent[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -80,6 +80,7 @@ class IdentificationEvent(Event):
     confidence: float
     flags: tuple[str, ...]
     duplicate_of: int | None
+    crystallinity: float | None = None  # crystalline fraction of the product, when estimated
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,19 @@ class HeartbeatEvent(Event):
     queue_depth: int
 
 
+@dataclass(frozen=True)
+class ReviewEvent(Event):
+    """A chemist's decision on the identification ``of_seq`` (review page)."""
+
+    of_seq: int
+    sample_id: str | None
+    scan_id: str
+    decision: str  # confirmed | corrected | failed | unknown
+    refcode: str | None
+    name: str | None
+    reviewer: str
+
+
 def to_event(message: Mapping[str, Any]) -> Event:
     """The typed event for a validated message."""
     topic, seq = message["topic"], message["seq"]
@@ -123,7 +137,8 @@ def to_event(message: Mapping[str, Any]) -> Event:
             seq, topic, message, sample_id=message["sample_id"], scan_id=message["scan_id"],
             path=message["path"], top=tuple(Phase.from_dict(c) for c in result["top"]),
             confidence=result["confidence"], flags=tuple(result["flags"]),
-            duplicate_of=message["duplicate_of"])
+            duplicate_of=message["duplicate_of"],
+            crystallinity=result["crystallinity"]["fraction"] if "crystallinity" in result else None)
     if topic == messages.ALERT:
         return AlertEvent(seq, topic, message, reason=message["reason"], severity=message["severity"],
                           sample_id=message["sample_id"], scan_id=message["scan_id"], path=message["path"],
@@ -134,6 +149,10 @@ def to_event(message: Mapping[str, Any]) -> Event:
     if topic == messages.STATUS:
         return StatusEvent(seq, topic, message, state=message["state"], detail=message["detail"],
                            counters=message["counters"])
+    if topic == messages.REVIEW:
+        return ReviewEvent(seq, topic, message, of_seq=message["of_seq"], sample_id=message["sample_id"],
+                           scan_id=message["scan_id"], decision=message["decision"], refcode=message["refcode"],
+                           name=message["name"], reviewer=message["reviewer"])
     return HeartbeatEvent(seq, topic, message, last_seq=message["last_seq"], uptime_s=message["uptime_s"],
                           queue_depth=message["queue_depth"])
 
@@ -216,9 +235,22 @@ class ControlClient:
     def status(self) -> dict[str, Any]:
         return self.request({"op": "status"})
 
-    def expect(self, sample_id: str, phases: Iterable[str], top_k: int = 5) -> dict[str, Any]:
-        """Tell the agent which phases ``sample_id`` should contain (an alert fires when not)."""
-        return self.request({"op": "expect", "sample_id": sample_id, "phases": list(phases), "top_k": top_k})
+    def expect(self, sample_id: str, phases: Iterable[str], top_k: int = 5,
+               elements: Iterable[str] | None = None) -> dict[str, Any]:
+        """Tell the agent which phases ``sample_id`` should contain (an alert fires when not),
+        and optionally which elements it was made from."""
+        request: dict[str, Any] = {"op": "expect", "sample_id": sample_id, "phases": list(phases), "top_k": top_k}
+        if elements is not None:
+            request["elements"] = list(elements)
+        return self.request(request)
+
+    def by_sample(self, sample_id: str, limit: int = 100) -> dict[str, Any]:
+        """Every stored message of ``sample_id`` (identifications, alerts, rejections, reviews), newest first."""
+        return self.request({"op": "by_sample", "sample_id": sample_id, "limit": limit})
+
+    def health(self) -> dict[str, Any]:
+        """State, ``healthy`` and, when not, the ``reasons``."""
+        return self.request({"op": "health"})
 
     def replay_page(self, since_seq: int, limit: int = REPLAY_PAGE) -> dict[str, Any]:
         return self.request({"op": "replay", "since_seq": since_seq, "limit": limit})

@@ -37,12 +37,25 @@ class ModelConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     unknown_threshold: float = 0.35  # below: unknown_phase
     min_coverage: float = 0.5  # covered share of 5-50 deg below which: low_coverage
+    # Crystalline mass fraction (xrd_agent.crystallinity) below which a product is flagged
+    # amorphous (critical: failed synthesis) or low_crystallinity (warning); judged only on
+    # scans covering >= min_coverage from <= 10 deg. Chosen from the calibration (docs/preprocessing.md).
+    amorphous_below: float = 0.25
+    low_crystallinity_below: float = 0.35
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
     # Elements or metals in the pot (expect --elements): a candidate material with a metal outside
     # them is demoted (its summed probability x elements_factor) or excluded (x 0).
     elements_mode: str = "demote"  # demote | exclude
     elements_factor: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.amorphous_below <= self.low_crystallinity_below <= 1.0:
+            raise ConfigError("model.amorphous_below and model.low_crystallinity_below must satisfy "
+                              f"0 <= amorphous_below <= low_crystallinity_below <= 1 (got {self.amorphous_below}, "
+                              f"{self.low_crystallinity_below})")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ConfigError(f"model.min_coverage must be within 0-1 (got {self.min_coverage})")
 
 
 @dataclass(frozen=True)
@@ -82,12 +95,26 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The read-only HTTP API and the review page (off by default). Bound to loopback unless
+    ``host`` says otherwise; any other host needs a bearer token (``token`` or ``token_file``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8557  # 0: a free port (written to endpoints.json)
+    token: str = ""  # bearer token; prefer token_file on a shared machine
+    token_file: str = ""  # a file whose first line is the token (e.g. under /etc/xrd-agent, mode 0600)
+    review_below: float = 0.85  # results under this confidence go to the review page (as do flags, alerts)
+
+
+@dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,13 +144,22 @@ def _coerce(section: Any, values: dict[str, Any], where: str) -> Any:
             elif origin in (int, float, str):
                 if isinstance(value, bool) or (origin is str and not isinstance(value, str)):
                     raise TypeError
+                if origin in (int, float) and not isinstance(value, (int, float)):
+                    raise TypeError  # "5" is text in TOML: say so instead of guessing
+                if origin is int and isinstance(value, float) and not value.is_integer():
+                    raise TypeError
                 value = origin(value)
             elif origin is dict and not isinstance(value, dict):
                 raise TypeError
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}.{key}: expected {hint}, got {value!r}") from None
+            name = f"{where}.{key}".removeprefix("config.")
+            raise ConfigError(f"{name} = {value!r}: expected {_TYPE_WORDS.get(origin, str(hint))}") from None
         changes[key] = value
     return replace(section, **changes)
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", str: "text in quotes", bool: "true or false",
+               tuple: "a list", dict: "a table"}
 
 
 def merge(config: Config, values: dict[str, Any]) -> Config:
@@ -141,7 +177,78 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         config = merge(config, data)
     if overrides:
         config = merge(config, overrides)
+    check(config)
     return config
+
+
+# Ranges and choices of the settings, checked after merging (the type is checked while merging).
+# (low, high, low_open): value must be > low when low_open, else >= low; and <= high (None: no bound).
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "gate.cutoff_bins": (1, 4500, False),
+    "gate.threshold": (0, None, True),
+    "model.top_k": (1, 50, False),
+    "model.unknown_threshold": (0, 1, False),
+    "model.min_coverage": (0, 1, False),
+    "watch.poll_interval_s": (0, 3600, True),
+    "watch.rescan_interval_s": (0, 86400, True),
+    "watch.settle_s": (0, 3600, False),
+    "watch.queue_size": (1, 1_000_000, False),
+    "watch.incomplete_timeout_s": (0, None, True),
+    "watch.max_settle_s": (0, 3600, False),
+    "publish.heartbeat_s": (0, 3600, True),
+    "publish.high_water_mark": (0, None, False),
+    "http.port": (0, 65535, False),
+    "http.review_below": (0, 1, False),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model.device": ("auto", "cpu", "gpu"),
+    "model.engine": ("auto", "cnn", "cosine"),
+    "watch.mode": ("auto", "inotify", "polling"),
+    "service.log_level": ("debug", "info", "warning", "error"),
+}
+_NOT_EMPTY = ("service.agent_id", "service.instrument_id", "service.state_dir", "watch.directory",
+              "publish.pub_endpoint", "publish.control_endpoint", "http.host")
+
+
+def _setting(config: Config, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(config, section, None), key, _MISSING)
+
+
+_MISSING = object()
+
+
+def check(config: Config) -> None:
+    """Refuse values of the right type but outside their range, naming the key and the range
+    (``model.top_k = 0: must be from 1 to 50``)."""
+    problems: list[str] = []
+    for name, (low, high, low_open) in _RANGES.items():
+        value = _setting(config, name)
+        if value is _MISSING:
+            continue
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and value > high
+        if too_low or too_high:
+            if high is None:
+                want = f"must be {'greater than' if low_open else 'at least'} {low:g}"
+            elif low_open:
+                want = f"must be greater than {low:g} and at most {high:g}"
+            else:
+                want = f"must be from {low:g} to {high:g}"
+            problems.append(f"{name} = {value!r}: {want}")
+    for name, choices in _CHOICES.items():
+        value = _setting(config, name)
+        if value is not _MISSING and value not in choices:
+            problems.append(f"{name} = {value!r}: must be one of {', '.join(choices)}")
+    for name in _NOT_EMPTY:
+        value = _setting(config, name)
+        if value is not _MISSING and not str(value).strip():
+            problems.append(f"{name} is empty: give a value")
+    sizes = getattr(config.model, "batch_sizes", ())
+    if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
+        problems.append(f"model.batch_sizes = {list(sizes)!r}: must be a non-empty list of whole numbers >= 1")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def defaults_toml() -> str:

@@ -19,12 +19,13 @@ Alert rules (``docs/service.md`` explains them for users):
 =========================  ========  ===================================================
 reason                     severity  when
 =========================  ========  ===================================================
-amorphous                  critical  the model flags no crystalline product (failed synthesis)
+amorphous                  critical  the product's crystalline fraction is below ``model.amorphous_below`` (failed synthesis)
 expected_phase_missing     critical  an expectation exists and no expected material is in the result
                                      (its Top-k materials), or nothing crystalline was found
 expected_phase_uncertain   warning   an expected material is in the Top-k but not a confident first answer
 unknown_phase              warning   the scan is crystalline but nothing in the library explains it
 mixture                    warning   a second phase is likely
+low_crystallinity          warning   crystalline, but the crystalline fraction is below ``model.low_crystallinity_below``
 low_coverage               info      the scan measured too little of 2-theta 5-50 deg
 unreadable                 warning   the file cannot be read (also published on ``xrd.rejected``)
 folder_missing             critical  the export folder vanished (unmounted share)
@@ -32,7 +33,9 @@ folder_restored            info      the export folder is back
 =========================  ========  ===================================================
 
 An amorphous scan with an expectation raises both ``amorphous`` and
-``expected_phase_missing``: the robot's rule may key on either.
+``expected_phase_missing``: the robot's rule may key on either. An expectation may carry its
+own crystallinity thresholds (``amorphous_below``, ``low_crystallinity_below``); they replace
+the configured ones for that sample's verdict.
 
 Answers are materials (:mod:`xrd_agent.materials`): the Top-k lists materials with their
 probabilities summed over their determinations, an expectation names materials, and
@@ -51,8 +54,10 @@ import numpy as np
 
 from xrd_agent.evidence import Evidence
 from xrd_agent.identification import Candidate, Flag, Identification
+from xrd_agent.messages import Determination
+from xrd_agent.messages import AlertReason, Severity
 from xrd_agent.model import cam as _cam
-from xrd_agent.model.flags import Crystallinity, FlagPolicy, Match
+from xrd_agent.model.flags import FlagPolicy, Match, crystallinity_verdict
 from xrd_agent.predict import Prediction
 
 # -- identification rules ------------------------------------------------------------
@@ -66,8 +71,6 @@ RERANK_POWER = 4
 #: Cosine fallback: best cosine below which no library entry explains the scan (simulated
 #: scans of the tiny test library: its MOFs 0.74-0.98, a foreign dense phase 0.05).
 COSINE_UNKNOWN = 0.6
-#: Cosine fallback: fewer sharp peaks than this (evidence.sharp_peaks) means nothing crystallised.
-AMORPHOUS_MIN_PEAKS = 3
 #: Cosine fallback: share of the scan's strong-peak height the top reference must explain
 #: (pure simulated scans 1.0, 60:40 mixtures 0.68-0.87 on the tiny test library), below
 #: which a second phase is likely.
@@ -86,6 +89,7 @@ class Rules:
     rerank: bool = True  # reorder the network's best by softmax x peak-match score^RERANK_POWER
     rerank_depth: int = RERANK_DEPTH  # how many of the network's best the peak match may reorder
     policy: FlagPolicy = FlagPolicy()
+
     materials: Any = None  # the library's xrd_agent.materials.Materials; None: answers are classes
     elements_mode: str = "demote"  # demote | exclude: materials whose metals contradict Evidence.elements
     elements_factor: float = 0.001  # demote: their summed probability x this (and they rank after the rest)
@@ -102,20 +106,24 @@ class Rules:
         return self.rerank_depth if self.rerank else 1
 
 
-def network_flags(p_top: float, match: Match, cryst: Crystallinity | None, coverage_fraction: float,
+def network_flags(p_top: float, match: Match, verdict: Flag | None, coverage_fraction: float,
                   policy: FlagPolicy = FlagPolicy()) -> tuple[float, frozenset[Flag]]:
     """Combine the softmax and the evidence into (confidence, flags).
 
     confidence = softmax x match score: on realistic held-out scans it tracks the
     share of correct names far better than the softmax alone (docs/model.md).
+    ``verdict`` is :func:`~xrd_agent.model.flags.crystallinity_verdict`'s: an amorphous
+    product names no phase; a low-crystallinity one is still identified.
     """
     flags: set[Flag] = set()
     confidence = float(max(p_top, 0.0) * match.score)
     if coverage_fraction < policy.min_coverage:
         flags.add(Flag.LOW_COVERAGE)
-    if cryst is not None and (cryst.snr < policy.amorphous_snr or cryst.relative < policy.amorphous_relative):
+    if verdict is Flag.AMORPHOUS:
         flags.add(Flag.AMORPHOUS)
         return 0.0, frozenset(flags)
+    if verdict is Flag.LOW_CRYSTALLINITY:
+        flags.add(Flag.LOW_CRYSTALLINITY)
     if confidence < policy.unknown_threshold or match.score < policy.min_match:
         flags.add(Flag.UNKNOWN_PHASE)
     elif (1.0 - match.explained >= policy.mixture_unexplained
@@ -134,8 +142,11 @@ def cosine_flags(evidence: Evidence, policy: FlagPolicy = FlagPolicy()) -> tuple
     flags: set[Flag] = set()
     if evidence.pattern.coverage.fraction < policy.min_coverage:
         flags.add(Flag.LOW_COVERAGE)
-    if cosine.sharp_peaks < AMORPHOUS_MIN_PEAKS:
-        flags.add(Flag.AMORPHOUS)
+    verdict = crystallinity_verdict(evidence.crystallinity, evidence.pattern.coverage, policy)
+    if verdict is not None:
+        flags.add(verdict)
+    if verdict is Flag.AMORPHOUS:
+        pass  # an amorphous product names no phase: neither unknown nor mixture
     elif best < COSINE_UNKNOWN:
         flags.add(Flag.UNKNOWN_PHASE)
     elif cosine.explained < MIXTURE_EXPLAINED:
@@ -166,7 +177,8 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
     match = matches[int(order[0])]
     cryst = evidence.crystallinity
     cov = pattern.coverage
-    confidence, flags = network_flags(float(probs[order[0]]), match, cryst, cov.fraction, rules.policy)
+    verdict = crystallinity_verdict(cryst, cov, rules.policy)
+    confidence, flags = network_flags(float(probs[order[0]]), match, verdict, cov.fraction, rules.policy)
     regions: tuple = ()
     if prediction.cam is not None:
         regions = _cam.regions(prediction.cam, pattern.mask)
@@ -177,11 +189,9 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
                   "score": round(match.score, 4), "shift": match.shift,
                   "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
     }
-    if cryst is not None:
-        extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
-                          library_version=rules.library_version, extra=extra)
+                          library_version=rules.library_version, extra=extra, crystallinity=cryst)
 
 
 def evidence_classes(probs: np.ndarray, rules: Rules, elements: Sequence[str] = ()) -> list[int]:
@@ -223,11 +233,12 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
         match = Match(0.0, 0.0, 0.0, ())
     top = tuple(Candidate(rank=r + 1, refcode=rules.refcodes[c.best], name=c.material.name,
                           probability=min(1.0, c.probability), material=c.material.id,
-                          determinations=tuple((rules.refcodes[i], p) for i, p in c.determinations))
+                          determinations=tuple(Determination(rules.refcodes[i], p) for i, p in c.determinations))
                 for r, c in enumerate(ranked))
     cryst = evidence.crystallinity
     cov = pattern.coverage
-    confidence, flags = network_flags(min(1.0, ranked[0].probability), match, cryst, cov.fraction, rules.policy)
+    verdict = crystallinity_verdict(cryst, cov, rules.policy)
+    confidence, flags = network_flags(min(1.0, ranked[0].probability), match, verdict, cov.fraction, rules.policy)
     regions: tuple = ()
     if prediction.cam is not None:
         regions = _cam.regions(prediction.cam, pattern.mask)
@@ -241,11 +252,9 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
     }
     if evidence.elements:
         extra["elements"] = sorted(set(evidence.elements))
-    if cryst is not None:
-        extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
-                          library_version=rules.library_version, extra=extra)
+                          library_version=rules.library_version, extra=extra, crystallinity=cryst)
 
 
 def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:
@@ -258,28 +267,32 @@ def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> 
     assert evidence.cosine is not None
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate, coverage=pattern.coverage,
                           model_version=rules.model_version, library_version=rules.library_version,
-                          extra={"cosine": round(evidence.cosine.best, 4)})
+                          extra={"cosine": round(evidence.cosine.best, 4)}, crystallinity=evidence.crystallinity)
 
 
 # -- alerts ----------------------------------------------------------------------------
 
-AMORPHOUS = "amorphous"
-EXPECTED_PHASE_MISSING = "expected_phase_missing"
-EXPECTED_PHASE_UNCERTAIN = "expected_phase_uncertain"
-UNKNOWN_PHASE = "unknown_phase"
-MIXTURE = "mixture"
-LOW_COVERAGE = "low_coverage"
-UNREADABLE = "unreadable"
-FOLDER_MISSING = "folder_missing"
-FOLDER_RESTORED = "folder_restored"
+# Reasons and severities are the contract's (messages.AlertReason, messages.Severity); a test
+# checks that this table covers exactly those reasons with those severities.
+AMORPHOUS: AlertReason = "amorphous"
+EXPECTED_PHASE_MISSING: AlertReason = "expected_phase_missing"
+EXPECTED_PHASE_UNCERTAIN: AlertReason = "expected_phase_uncertain"
+UNKNOWN_PHASE: AlertReason = "unknown_phase"
+MIXTURE: AlertReason = "mixture"
+LOW_COVERAGE: AlertReason = "low_coverage"
+LOW_CRYSTALLINITY: AlertReason = "low_crystallinity"
+UNREADABLE: AlertReason = "unreadable"
+FOLDER_MISSING: AlertReason = "folder_missing"
+FOLDER_RESTORED: AlertReason = "folder_restored"
 
-SEVERITY = {
+SEVERITY: dict[AlertReason, Severity] = {
     AMORPHOUS: "critical",
     EXPECTED_PHASE_MISSING: "critical",
     EXPECTED_PHASE_UNCERTAIN: "warning",
     UNKNOWN_PHASE: "warning",
     MIXTURE: "warning",
     LOW_COVERAGE: "info",
+    LOW_CRYSTALLINITY: "warning",
     UNREADABLE: "warning",
     FOLDER_MISSING: "critical",
     FOLDER_RESTORED: "info",
@@ -295,12 +308,17 @@ class Expectation:
     phases: tuple[str, ...]
     top_k: int = 5
     source: str = "config"  # control | sidecar | config
+    amorphous_below: float | None = None  # this sample's crystallinity thresholds (None: the configured)
+    low_crystallinity_below: float | None = None
     elements: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {"sample_id": self.sample_id, "phases": list(self.phases), "top_k": self.top_k, "source": self.source}
         if self.elements:
             out["elements"] = list(self.elements)
+        for key in ("amorphous_below", "low_crystallinity_below"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -334,6 +352,23 @@ def _expected_names(phases: tuple[str, ...], aliases: dict[str, set[str]]) -> se
     return wanted
 
 
+def _sample_flags(identification: Identification, expectation: Expectation | None) -> frozenset[Flag]:
+    """The identification's flags, with the crystallinity verdict redone on the sample's own
+    thresholds when its expectation carries any (a threshold it leaves out: the default's)."""
+    if (expectation is None or identification.crystallinity is None
+            or (expectation.amorphous_below is None and expectation.low_crystallinity_below is None)):
+        return identification.flags
+    policy = FlagPolicy()
+    amorphous = expectation.amorphous_below if expectation.amorphous_below is not None else policy.amorphous_below
+    low = expectation.low_crystallinity_below
+    low = max(low if low is not None else policy.low_crystallinity_below, amorphous)
+    verdict = crystallinity_verdict(identification.crystallinity, identification.coverage, policy, amorphous, low)
+    flags = set(identification.flags) - {Flag.AMORPHOUS, Flag.LOW_CRYSTALLINITY}
+    if verdict is not None:
+        flags.add(verdict)
+    return frozenset(flags)
+
+
 def _names(cands: Any) -> str:
     return ", ".join(dict.fromkeys(c.name for c in cands)) or "nothing"
 
@@ -361,38 +396,45 @@ def alerts(
     without it, ``aliases`` (refcode -> lower-case names) or the candidate's own name and refcode
     count. Evidence uses the contract's keys (``messages.Evidence``)."""
     found: list[Alert] = []
-    flags = identification.flags
+    flags = _sample_flags(identification, expectation)
     flag_names = sorted(f.value for f in flags)
     top = identification.top
     refcodes = [c.refcode for c in top]
     confidence = min(1.0, max(0.0, float(identification.confidence)))
     basic: dict[str, Any] = {"confidence": confidence, "flags": flag_names}
+    cryst = identification.crystallinity
+    shown = {"crystallinity": round(cryst.fraction, 4)} if cryst is not None and cryst.fraction == cryst.fraction else {}
+    share = f" (crystalline fraction {cryst.fraction:.2f} +- {cryst.uncertainty:.2f})" if shown else ""
     if Flag.AMORPHOUS in flags:
-        found.append(alert(AMORPHOUS, **basic, detail="no crystalline product: only a broad hump and noise"))
+        found.append(alert(AMORPHOUS, **basic, **shown,
+                           detail="no crystalline product: broad amorphous scattering and no more than traces "
+                                  f"of sharp reflections{share}"))
     elif Flag.UNKNOWN_PHASE in flags:
         extra = {"threshold": unknown_threshold} if unknown_threshold is not None else {}
         found.append(alert(UNKNOWN_PHASE, **basic, **extra, found=refcodes[:3],
-                            found_names=[c.name for c in top[:3]],
-                            detail=("crystalline, but no library material explains the pattern "
-                                    f"(closest: {_names(top[:3])})")))
+                           found_names=[c.name for c in top[:3]],
+                           detail=("crystalline, but no library material explains the pattern "
+                                   f"(closest: {_names(top[:3])})")))
+    if Flag.LOW_CRYSTALLINITY in flags:
+        found.append(alert(LOW_CRYSTALLINITY, **basic, **shown,
+                           detail=f"crystalline, but much of the product is amorphous{share}"))
     if Flag.MIXTURE in flags:
         found.append(alert(MIXTURE, **basic, found=refcodes[:3], found_names=[c.name for c in top[:3]],
-                            detail=f"a second phase is likely besides {top[0].name if top else 'the first'}"))
+                           detail=f"a second phase is likely besides {top[0].name if top else 'the first'}"))
     if Flag.LOW_COVERAGE in flags:
         cov = identification.coverage
         found.append(alert(LOW_COVERAGE, **basic, detail=(
             f"the scan covers {cov.fraction:.0%} of 2-theta 5-50 deg (Cu); the ranking is less reliable")))
     if expectation is not None and expectation.phases:
-        found.extend(_expected(identification, expectation, basic, aliases, materials))
+        found.extend(_expected(identification, flags, expectation, basic, aliases, materials))
     return found
 
 
-def _expected(identification: Identification, expectation: Expectation, basic: dict[str, Any],
-              aliases: dict[str, set[str]] | None, materials: Any) -> list[Alert]:
+def _expected(identification: Identification, flags: frozenset[Flag], expectation: Expectation,
+              basic: dict[str, Any], aliases: dict[str, set[str]] | None, materials: Any) -> list[Alert]:
     """expected_phase_missing when no expected material is in the result (Top-k materials), or
     nothing crystalline is there; expected_phase_uncertain when one is there but it is not the
     confident first answer (rank > 1, or unknown_phase)."""
-    flags = identification.flags
     k = max(1, expectation.top_k)
     cands = identification.top[:k]
     if materials is not None:

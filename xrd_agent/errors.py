@@ -47,12 +47,6 @@ class TruncatedScan(CorruptScan):
     code = "truncated"
 
 
-class IncompleteScan(ScanError):
-    """The measurement is still running or was aborted: not (yet) a result."""
-
-    code = "incomplete"
-
-
 class UnsafeScan(ScanError, ValueError):
     """The file would exhaust resources if read (zip bomb, entity expansion, huge size)."""
 

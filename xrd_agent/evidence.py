@@ -2,8 +2,9 @@
 
 A softmax always names *some* class. :mod:`xrd_agent.decide` weighs it against
 powder-diffraction evidence measured here: the peak match of the network's best
-candidates (:func:`xrd_agent.model.flags.match_peaks`), the crystallinity of the raw
-counts, the coverage, and for the cosine fallback its own cosine and peak counts.
+candidates (:func:`xrd_agent.model.flags.match_peaks`), the crystalline fraction of the
+product (:mod:`xrd_agent.crystallinity`, on the scan's own points), the coverage, and for
+the cosine fallback its own cosine.
 
 :class:`Evidence` grows by optional fields with defaults: a physics fit of the
 candidates (verify stage, issue 12) and phase fractions (compose stage, issue 13)
@@ -18,22 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from xrd_agent import crystallinity as _crystallinity
+from xrd_agent.crystallinity import Crystallinity
 from xrd_agent.model import flags as _flags
-from xrd_agent.model.flags import Crystallinity, FlagPolicy, Match, Peaks
+from xrd_agent.model.flags import FlagPolicy, Match, Peaks
+from xrd_agent.pattern import MODEL_GRID
 from xrd_agent.pattern import Pattern
 from xrd_agent.predict import Prediction
-
-#: Cosine fallback: a crystalline scan has at least this many sharp peaks standing this
-#: many noise sigmas above a 2-degree running-median background (see :func:`sharp_peaks`).
-PEAK_SIGMAS = 8.0
-
 
 @dataclass(frozen=True)
 class CosineEvidence:
     """What the cosine search-match measured for its best reference."""
 
     best: float  # cosine of the best reference over the covered points
-    sharp_peaks: int  # sharp peaks in the scan's own points (crystallinity, cosine's way)
     explained: float  # share of the scan's strong-peak height the best reference explains
 
 
@@ -70,35 +68,49 @@ class ReferencePeaks:
         return self
 
 
+def crystallinity_of(scan: Any, pattern: Pattern) -> Crystallinity | None:
+    """The crystalline fraction from the scan's own points (its range and step, raw units),
+    or, for a grid row without its scan, from the covered raw grid values; None without either."""
+    from xrd_agent import preprocess
+    from xrd_agent.errors import ScanError
+
+    if scan is not None:
+        try:
+            tt = preprocess.cu_two_theta(scan)
+        except ScanError:  # a wavelength given apart from the scan is not kept: use the grid values
+            tt = None
+        if tt is not None:
+            return _safe_estimate(*preprocess.measured_points(tt, scan.intensity))
+    if pattern.values is not None:
+        mask = np.asarray(pattern.mask, bool)
+        return _safe_estimate(MODEL_GRID[mask], np.asarray(pattern.values)[mask])
+    return None
+
+
+def _safe_estimate(two_theta: np.ndarray, intensity: np.ndarray) -> Crystallinity | None:
+    """The estimate, or None when the points defeat it (a damaged file must not sink the batch)."""
+    try:
+        with np.errstate(all="ignore"):
+            return _crystallinity.estimate(two_theta, intensity)
+    except (ValueError, FloatingPointError, IndexError, ZeroDivisionError):
+        return None
+
+
 def peak_evidence(pattern: Pattern, prediction: Prediction, references: ReferencePeaks, *,
-                  depth: int, policy: FlagPolicy = FlagPolicy(), classes: Sequence[int] | None = None,
-                  elements: Sequence[str] = ()) -> Evidence:
-    """Peak match of the ``depth`` best candidates (or of ``classes``, when the judge names
-    them: materials need their best determinations) and crystallinity of the raw counts."""
+                  depth: int, policy: FlagPolicy = FlagPolicy(), scan: Any = None,
+                  classes: Sequence[int] | None = None, elements: Sequence[str] = ()) -> Evidence:
+    """Peak match of the ``depth`` best candidates (or of ``classes``, when the judge names them:
+    materials need their best determinations) and the crystalline fraction of the product."""
     probs = prediction.probabilities
     order = list(classes) if classes is not None else prediction.order()[:max(1, min(depth, probs.size))]
     scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=policy.weak_peak)
     cov = pattern.coverage
     first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
-    matches = {int(j): _flags.match_peaks(scan_peaks, references(int(j)), first, last, policy) for j in order}
-    cryst = _flags.crystallinity(pattern.values, pattern.mask) if pattern.values is not None else None
-    return Evidence(pattern=pattern, matches=matches, crystallinity=cryst, elements=tuple(elements))
-
-
-def sharp_peaks(two_theta: np.ndarray, intensity: np.ndarray) -> int:
-    """How many sharp peaks stand well above the local background and its noise."""
-    from scipy import ndimage, signal
-
-    if intensity.size < 20:
-        return 0
-    step = float(np.median(np.diff(two_theta))) or 0.01
-    window = max(5, int(round(2.0 / step)) | 1)
-    background = ndimage.median_filter(intensity, size=window, mode="nearest")
-    residual = intensity - background
-    mad = float(np.median(np.abs(residual - np.median(residual)))) * 1.4826
-    noise = max(mad, float(np.sqrt(max(np.median(background), 1.0))) * 0.5, 1e-9)
-    peaks, _ = signal.find_peaks(residual, height=PEAK_SIGMAS * noise, width=(1, max(2, 0.8 / step)))
-    return int(peaks.size)
+    candidates = [int(j) for j in order]
+    found = _flags.match_many(scan_peaks, [references(j) for j in candidates], first, last, policy)
+    matches = dict(zip(candidates, found))
+    return Evidence(pattern=pattern, matches=matches, crystallinity=crystallinity_of(scan, pattern),
+                    elements=tuple(elements))
 
 
 def explained_share(y: np.ndarray, ref: np.ndarray, mask: np.ndarray, tolerance_deg: float = 0.3) -> float:
@@ -116,9 +128,9 @@ def explained_share(y: np.ndarray, ref: np.ndarray, mask: np.ndarray, tolerance_
 
 
 def cosine_evidence(scan: Any, pattern: Pattern, prediction: Prediction, references: np.ndarray) -> Evidence:
-    """The cosine fallback's evidence: its best cosine, the scan's sharp peaks, the share explained."""
+    """The cosine fallback's evidence: its best cosine, the share explained, the crystalline fraction."""
     best = int(prediction.order()[0])
     cosine = float(prediction.ranking[best]) if prediction.ranking is not None else float("nan")
     explained = explained_share(np.asarray(pattern.intensity), references[best], np.asarray(pattern.mask, bool))
-    return Evidence(pattern=pattern, cosine=CosineEvidence(
-        best=cosine, sharp_peaks=sharp_peaks(scan.two_theta, scan.intensity), explained=explained))
+    return Evidence(pattern=pattern, cosine=CosineEvidence(best=cosine, explained=explained),
+                    crystallinity=crystallinity_of(scan, pattern))

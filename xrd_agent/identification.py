@@ -5,50 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from xrd_agent.pattern import Coverage, GateDecision
+from xrd_agent.crystallinity import Crystallinity
+from xrd_agent.messages import CamRegion, Candidate, Coverage
+from xrd_agent.pattern import GateDecision
+
+__all__ = ["CamRegion", "Candidate", "Flag", "Identification"]
 
 
 class Flag(str, Enum):
-    """Warnings a chemist or robot should act on."""
+    """Warnings a chemist or robot should act on: exactly ``messages.PhaseFlag`` (a test checks)."""
 
     UNKNOWN_PHASE = "unknown_phase"  # nothing in the library explains the scan
     AMORPHOUS = "amorphous"  # no crystalline product: the failed-synthesis case
     MIXTURE = "mixture"  # a second phase is likely
     LOW_COVERAGE = "low_coverage"  # the scan measured too little of 5-50 deg
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One answer of the Top-k: a material (``xrd_agent.materials``) when ``material`` is set,
-    ``refcode`` then being its best-supported determination; else one library class."""
-
-    rank: int
-    refcode: str
-    name: str
-    probability: float  # summed over the material's determinations
-    material: str = ""  # material id (the refcode of its first library class)
-    determinations: tuple[tuple[str, float], ...] = ()  # (refcode, probability), most probable first
-
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"rank": self.rank, "refcode": self.refcode, "name": self.name,
-                                  "probability": round(float(self.probability), 6)}
-        if self.material:
-            out["material"] = self.material
-            out["determinations"] = [{"refcode": r, "probability": round(float(p), 6)}
-                                     for r, p in self.determinations]
-        return out
-
-
-@dataclass(frozen=True)
-class CamRegion:
-    """A 2-theta interval whose class activation drove the top decision."""
-
-    start: float
-    end: float
-    weight: float  # share of the positive activation inside the interval, 0..1
-
-    def to_dict(self) -> dict[str, float]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "weight": round(self.weight, 4)}
+    LOW_CRYSTALLINITY = "low_crystallinity"  # crystalline, but much of the product is amorphous
 
 
 @dataclass(frozen=True)
@@ -62,9 +33,10 @@ class Identification:
     model_version: str = ""
     library_version: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    crystallinity: Crystallinity | None = None  # crystalline mass fraction of the product, with uncertainty
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out = {
             "top": [c.to_dict() for c in self.top],
             "confidence": round(float(self.confidence), 6),
             "flags": sorted(f.value for f in self.flags),
@@ -74,3 +46,6 @@ class Identification:
             "model_version": self.model_version,
             "library_version": self.library_version,
         }
+        if self.crystallinity is not None and self.crystallinity.fraction == self.crystallinity.fraction:  # not NaN
+            out["crystallinity"] = self.crystallinity.to_dict()
+        return out

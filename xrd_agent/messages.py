@@ -1,7 +1,9 @@
 """The public message contract: what xrd-agent publishes and what its control socket accepts.
 
-One source, one generated copy. The TypedDicts below are the source: each field carries
-its description and constraints in ``Annotated[..., doc(...)]``. ``python -m
+One source, one generated copy. The TypedDicts below are the source, and so are the frozen
+dataclasses for the values the code itself passes around (:class:`Candidate`,
+:class:`Coverage`, :class:`CamRegion`: the identification holds these very objects). Each
+field carries its description and constraints in ``Annotated[..., doc(...)]``. ``python -m
 xrd_agent.messages`` writes the JSON Schemas in ``xrd_agent/schemas/`` from them; those
 files are what validation uses at run time and what other labs' code reads, and
 ``tests/test_messages.py`` regenerates them and fails on drift (event-model's habit).
@@ -20,6 +22,7 @@ newest durable seq (``last_seq``), so a subscriber can tell that it missed the t
 changes only when a field changes meaning or disappears.
 """
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -43,11 +46,12 @@ ALERT = "xrd.alert"
 REJECTED = "xrd.rejected"
 STATUS = "xrd.status"
 HEARTBEAT = "xrd.heartbeat"
+REVIEW = "xrd.review"
 
 #: Every topic, in the order the documentation lists them.
-TOPICS: tuple[str, ...] = (IDENTIFICATION, ALERT, REJECTED, STATUS, HEARTBEAT)
+TOPICS: tuple[str, ...] = (IDENTIFICATION, ALERT, REJECTED, STATUS, HEARTBEAT, REVIEW)
 #: Topics stored in the ledger: they carry a gap-free ``seq`` and can be replayed.
-DURABLE_TOPICS: tuple[str, ...] = (IDENTIFICATION, ALERT, REJECTED, STATUS)
+DURABLE_TOPICS: tuple[str, ...] = (IDENTIFICATION, ALERT, REJECTED, STATUS, REVIEW)
 
 #: Keys :func:`build` sets; a body must not contain them.
 HEADER_KEYS = ("schema_version", "topic", "agent_id", "instrument_id", "seq", "published_at",
@@ -105,28 +109,33 @@ DetectedAt = Annotated[str, doc("When the agent first saw the finished file (RFC
                                 pattern=_TIMESTAMP_PATTERN, format="date-time")]
 Refcode = Annotated[str, doc("Library key of a phase: the CSD refcode (CoRE MOF stem) or a user "
                              "library's key.", minLength=1, maxLength=128)]
-PhaseFlag = Literal["unknown_phase", "amorphous", "mixture", "low_coverage"]
-AlertReason = Literal["expected_phase_missing", "expected_phase_uncertain", "amorphous", "unknown_phase",
-                      "mixture", "low_coverage",
-                      "unreadable", "folder_missing", "folder_restored"]
+PhaseFlag = Literal["unknown_phase", "amorphous", "mixture", "low_coverage", "low_crystallinity"]
+AlertReason = Literal["expected_phase_missing", "expected_phase_uncertain", "amorphous", "unknown_phase", "mixture", "low_coverage",
+                      "unreadable", "folder_missing", "folder_restored", "low_crystallinity"]
 Severity = Literal["info", "warning", "critical"]
 ServiceState = Literal["starting", "ready", "reloading", "draining", "stopped", "degraded"]
 Count = Annotated[int, doc("A running total.", minimum=0)]
+ElementSymbol = Annotated[str, doc("A chemical element symbol (e.g. Zn, Cu, N).", pattern=r"^[A-Z][a-z]?$")]
 RequestId = Annotated[str, doc("Optional correlation id chosen by the client; the reply echoes it.",
                                maxLength=64)]
 
 
-class Determination(TypedDict):
+@dataclass(frozen=True)
+class Determination:
     """One library class (one structure determination) of a material."""
 
     refcode: Refcode
     probability: Annotated[float, doc("Softmax probability the model gives this determination.",
                                       minimum=0, maximum=1)]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"refcode": self.refcode, "probability": round(float(self.probability), 6)}
 
-class Candidate(TypedDict):
+
+@dataclass(frozen=True)
+class Candidate:
     """One ranked material of the Top-k (several library determinations of one material are one
-    answer)."""
+    answer; xrd_agent.materials)."""
 
     rank: Annotated[int, doc("1 for the most probable material.", minimum=1)]
     refcode: Annotated[str, doc("The library determination (CSD refcode or user key) that represents the "
@@ -136,12 +145,20 @@ class Candidate(TypedDict):
                              "library has none.", maxLength=256)]
     probability: Annotated[float, doc("Probability the model gives the material: the sum over its "
                                       "determinations.", minimum=0, maximum=1)]
-    material: NotRequired[Annotated[str, doc("Material id: the refcode of the material's first library "
-                                             "class; the same for all its determinations.",
-                                             minLength=1, maxLength=128)]]
-    determinations: NotRequired[Annotated[list[Determination], doc(
+    material: Annotated[str, doc("Material id: the refcode of the material's first library class; the "
+                                 "same for all its determinations. Absent from class-level answers.",
+                                 minLength=1, maxLength=128)] = ""
+    determinations: Annotated[tuple[Determination, ...], doc(
         "The material's library determinations with their probabilities, most probable first.",
-        maxItems=100)]]
+        maxItems=100)] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rank": self.rank, "refcode": self.refcode, "name": self.name,
+                               "probability": round(float(self.probability), 6)}
+        if self.material:
+            out["material"] = self.material
+            out["determinations"] = [d.to_dict() for d in self.determinations]
+        return out
 
 
 class Gate(TypedDict):
@@ -154,21 +171,43 @@ class Gate(TypedDict):
     cutoff_bins: Annotated[int, doc("Cut-off in frequency bins (config `gate.cutoff_bins`).", minimum=0)]
 
 
-class Coverage(TypedDict):
+@dataclass(frozen=True)
+class Coverage:
     """How much of the model grid (2-theta 5-50 deg, Cu K-alpha1 scale) the scan measured."""
 
     first: Annotated[float, doc("First covered 2-theta on the model grid (deg, Cu K-alpha1 scale).")]
     last: Annotated[float, doc("Last covered 2-theta on the model grid (deg, Cu K-alpha1 scale).")]
     fraction: Annotated[float, doc("Covered share of the 5-50 deg grid.", minimum=0, maximum=1)]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "fraction": self.fraction}
 
-class CamRegion(TypedDict):
+
+@dataclass(frozen=True)
+class CamRegion:
     """A 2-theta interval whose class activation drove the top decision."""
 
     start: Annotated[float, doc("Interval start (deg 2-theta, Cu K-alpha1 scale).")]
     end: Annotated[float, doc("Interval end (deg 2-theta, Cu K-alpha1 scale).")]
     weight: Annotated[float, doc("Share of the positive activation inside the interval.",
                                  minimum=0, maximum=1)]
+
+    def to_dict(self) -> dict[str, float]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "weight": round(self.weight, 4)}
+
+
+class CrystallinityResult(TypedDict):
+    """How much of the product is crystalline (xrd_agent.crystallinity): sharp Bragg intensity
+    against broad amorphous scattering, instrument background excluded, calibrated to mass."""
+
+    fraction: Annotated[float, doc("Estimated crystalline mass fraction of the product.", minimum=0, maximum=1)]
+    uncertainty: Annotated[float, doc("1-sigma uncertainty of the fraction (counting, method, calibration).",
+                                      minimum=0)]
+    index: Annotated[float, doc("Uncalibrated sharp share of the diffracted intensity after the noise-bias "
+                                "correction (slightly negative when there is no sharp intensity at all).",
+                                minimum=-1, maximum=1)]
+    span: Annotated[list[float], doc("2-theta range the estimate read (deg, Cu K-alpha1 scale).",
+                                     minItems=2, maxItems=2)]
 
 
 class IdentificationResult(TypedDict):
@@ -180,13 +219,16 @@ class IdentificationResult(TypedDict):
     flags: Annotated[list[PhaseFlag], doc("Warnings to act on: unknown_phase (nothing in the library "
                                           "explains the scan), amorphous (no crystalline product), "
                                           "mixture (a second phase is likely), low_coverage (too little "
-                                          "of 5-50 deg measured).", uniqueItems=True)]
+                                          "of 5-50 deg measured), low_crystallinity (crystalline, but much "
+                                          "of the product is amorphous).", uniqueItems=True)]
     gate: Annotated[Gate, doc("The FFT noise gate's decision.")]
     coverage: Annotated[Coverage, doc("Which part of the model grid the scan covered.")]
     cam_regions: Annotated[list[CamRegion], doc("2-theta intervals that drove the top decision "
                                                 "(class activation map).", maxItems=100)]
     model_version: ModelVersion
     library_version: LibraryVersion
+    crystallinity: NotRequired[Annotated[CrystallinityResult, doc(
+        "Crystalline fraction of the product; absent when the scan holds too little to estimate it.")]]
 
 
 class Evidence(TypedDict, total=False):
@@ -207,6 +249,8 @@ class Evidence(TypedDict, total=False):
                                     "(e.g. `model.unknown_threshold`).")]
     flags: Annotated[list[PhaseFlag], doc("The identification's flags.", uniqueItems=True)]
     directory: Annotated[str, doc("The watched export folder (folder alerts).", maxLength=4096)]
+    crystallinity: Annotated[float, doc("Estimated crystalline fraction of the product (amorphous and "
+                                        "low_crystallinity alerts).", minimum=0, maximum=1)]
     detail: Annotated[str, doc("One sentence for people, e.g. the reader's reason for an unreadable file.",
                                maxLength=2000)]
 
@@ -258,7 +302,7 @@ class AlertMessage(Header):
                                        "is in the Top-k), expected_phase_uncertain (an expected material "
                                        "is there but the answer is not confident), amorphous, unknown_phase, mixture, low_coverage, "
                                        "unreadable (a finished file could not be read), folder_missing, "
-                                       "folder_restored.")]
+                                       "folder_restored, low_crystallinity (much of the product is amorphous).")]
     severity: Annotated[Severity, doc("info, warning or critical (critical: a synthesis most likely failed "
                                       "or the agent cannot see new scans).")]
     evidence: Annotated[Evidence, doc("The facts behind the alert.")]
@@ -314,6 +358,54 @@ class HeartbeatMessage(Header):
     queue_depth: Annotated[int, doc("Scans waiting to be identified.", minimum=0)]
 
 
+ReviewDecision = Literal["confirmed", "corrected", "failed", "unknown"]
+Reviewer = Annotated[str, doc("Who decided (free text, e.g. initials); empty when not given.",
+                              maxLength=128, pattern=_NAME_PATTERN)]
+ReviewComment = Annotated[str, doc("Anything the chemist wants to add; empty when nothing.", maxLength=2000)]
+_DECISION_TEXT = ("confirmed (the model's first candidate is right), corrected (another candidate of the "
+                  "Top-k is right: see refcode), failed (the synthesis failed: no intended product), "
+                  "unknown (none of the candidates; the phase is not known)")
+
+
+class ReviewMessage(Header):
+    """xrd.review: a chemist's decision on an identification that needed a person (review page)."""
+
+    topic: Annotated[Literal["xrd.review"], doc("Topic frame of the message, repeated in the body.")]
+    seq: Seq
+    of_seq: Annotated[int, doc("seq of the xrd.identification this decision is about.", minimum=1)]
+    scan_id: ScanId
+    path: ScanPath
+    sample_id: SampleId
+    decision: Annotated[ReviewDecision, doc("The decision: " + _DECISION_TEXT + ".")]
+    refcode: Annotated[str | None, doc("The phase the chemist says the scan shows (confirmed, corrected); "
+                                       "null for failed and unknown.", minLength=1, maxLength=128)]
+    name: Annotated[str | None, doc("Common name of that phase; null for failed and unknown.",
+                                    maxLength=256)]
+    model_refcode: Annotated[str | None, doc("The model's first candidate, for the record (null when the "
+                                             "result had none).", maxLength=128)]
+    reviewer: Reviewer
+    comment: ReviewComment
+
+
+class ReviewRequest(TypedDict):
+    """HTTP POST /results/{seq}/review: a chemist's decision on one identification."""
+
+    decision: Annotated[ReviewDecision, doc("The decision: " + _DECISION_TEXT + ".")]
+    refcode: NotRequired[Annotated[str, doc("corrected: the candidate (a refcode of the result's Top-k) "
+                                            "that is right; confirmed: optional, must be the first "
+                                            "candidate; failed, unknown: leave out.",
+                                            minLength=1, maxLength=128)]]
+    reviewer: NotRequired[Reviewer]
+    comment: NotRequired[ReviewComment]
+
+
+class HttpError(TypedDict):
+    """An HTTP API error body (400, 401, 404, 503)."""
+
+    error: Annotated[str, doc("What was wrong, in one sentence.", minLength=1, maxLength=2000)]
+    status: Annotated[int, doc("The HTTP status code, repeated.", minimum=400, maximum=599)]
+
+
 # ---- control socket (ROUTER, JSON): requests
 
 
@@ -346,6 +438,34 @@ class ExpectRequest(TypedDict):
                                          "expectation.", maxItems=50)]
     top_k: NotRequired[Annotated[int, doc("An expected phase must rank within this many (default 5).",
                                           minimum=1, maximum=50)]]
+    elements: NotRequired[Annotated[list[ElementSymbol], doc(
+        "Chemical elements the sample was made from (the synthesis' metals and linker atoms); "
+        "identification may use them to rule out phases that need other elements.",
+        maxItems=50, uniqueItems=True)]]
+
+
+class BySampleRequest(TypedDict):
+    """Ask for every stored result of one sample (identifications, alerts, rejections, reviews)."""
+
+    op: Annotated[Literal["by_sample"], doc("The operation.")]
+    id: NotRequired[RequestId]
+    sample_id: Annotated[str, doc("Sample name as the instrument writes it into the scan file.",
+                                  minLength=1, maxLength=256, pattern=_NAME_PATTERN)]
+    limit: NotRequired[Annotated[int, doc("Most messages in one reply (default 100), newest first.",
+                                          minimum=1, maximum=1000)]]
+
+
+class HealthRequest(TypedDict):
+    """Ask whether the agent is fit to identify scans now, and if not, why."""
+
+    op: Annotated[Literal["health"], doc("The operation.")]
+    id: NotRequired[RequestId]
+    amorphous_below: NotRequired[Annotated[float, doc(
+        "This sample's crystalline-fraction threshold for `amorphous` (default: config "
+        "`model.amorphous_below`).", minimum=0, maximum=1)]]
+    low_crystallinity_below: NotRequired[Annotated[float, doc(
+        "This sample's threshold for `low_crystallinity` (default: config `model.low_crystallinity_below`).",
+        minimum=0, maximum=1)]]
 
 
 class PingRequest(TypedDict):
@@ -406,6 +526,47 @@ class ExpectReply(TypedDict):
     sample_id: Annotated[str, doc("The sample.", maxLength=256)]
     phases: Annotated[list[Refcode], doc("Expected phases now recorded (empty: forgotten).", maxItems=50)]
     top_k: Annotated[int, doc("Rank an expected phase must reach.", minimum=1, maximum=50)]
+    elements: NotRequired[Annotated[list[ElementSymbol], doc("Elements recorded with the request, "
+                                                             "when it gave any.", maxItems=50)]]
+
+
+class BySampleReply(TypedDict):
+    """Every stored message that names the sample, newest first."""
+
+    ok: Annotated[Literal[True], doc("True: the request succeeded.")]
+    op: Annotated[Literal["by_sample"], doc("The operation answered.")]
+    id: NotRequired[RequestId]
+    sample_id: Annotated[str, doc("The sample asked for.", maxLength=256)]
+    messages: Annotated[list[dict[str, Any]], doc("Messages exactly as published (identification, alert, "
+                                                  "rejected, review), newest (highest seq) first.",
+                                                  maxItems=1000)]
+    more: Annotated[bool, doc("True when older messages of the sample were left out (raise limit).")]
+
+
+class HealthReply(TypedDict):
+    """Whether the agent can identify scans now; ``reasons`` says why not."""
+
+    ok: Annotated[Literal[True], doc("True: the request succeeded.")]
+    op: Annotated[Literal["health"], doc("The operation answered.")]
+    id: NotRequired[RequestId]
+    state: Annotated[ServiceState, doc("Current service state (see xrd.status).")]
+    healthy: Annotated[bool, doc("True when state is ready and nothing in reasons: scans are being "
+                                 "identified as they arrive.")]
+    reasons: Annotated[list[Annotated[str, doc("One problem, in a sentence a person can act on.",
+                                               maxLength=500)]],
+                       doc("Why the agent is not healthy (empty when it is): the export folder is "
+                           "missing, the worker is silent or stopped, the queue is nearly full, the "
+                           "model is not loaded.", maxItems=20)]
+    queue_depth: Annotated[int, doc("Scans waiting to be identified.", minimum=0)]
+    queue_size: Annotated[int, doc("Capacity of the queue (config `watch.queue_size`).", minimum=0)]
+    last_scan_age_s: Annotated[float | None, doc("Seconds since the newest scan outcome was recorded "
+                                                 "(also across restarts); null before the first scan.",
+                                                 minimum=0)]
+    worker_silent_s: Annotated[float, doc("Seconds since the worker thread last turned.", minimum=0)]
+    last_seq: Annotated[int, doc("Newest seq in the ledger.", minimum=0)]
+    uptime_s: Annotated[float, doc("Seconds since the service started.", minimum=0)]
+    model_version: ModelVersion
+    library_version: LibraryVersion
 
 
 class PingReply(TypedDict):
@@ -424,11 +585,16 @@ MESSAGE_TYPES: dict[str, type] = {
     REJECTED: RejectedMessage,
     STATUS: StatusMessage,
     HEARTBEAT: HeartbeatMessage,
+    REVIEW: ReviewMessage,
 }
+#: Bodies of the HTTP API that are not messages (``schemas/http.json``).
+HTTP_TYPES: dict[str, type] = {"review_request": ReviewRequest, "error": HttpError}
 REQUEST_TYPES: dict[str, type] = {"replay": ReplayRequest, "status": StatusRequest,
-                                  "expect": ExpectRequest, "ping": PingRequest}
+                                  "expect": ExpectRequest, "ping": PingRequest,
+                                  "by_sample": BySampleRequest, "health": HealthRequest}
 REPLY_TYPES: dict[str, type] = {"replay": ReplayReply, "status": StatusReply,
-                                "expect": ExpectReply, "ping": PingReply, "error": ErrorReply}
+                                "expect": ExpectReply, "ping": PingReply,
+                                "by_sample": BySampleReply, "health": HealthReply, "error": ErrorReply}
 #: Control operations, for clients and the server.
 OPS: tuple[str, ...] = tuple(REQUEST_TYPES)
 
@@ -477,11 +643,11 @@ def _to_schema(tp: Any) -> dict[str, Any]:
                 out["enum"] = [v for e in enums for v in e] + [None] * ("null" in types)
         else:
             out = {"anyOf": members}
-    elif origin is list:
+    elif origin is list or (origin is tuple and len(get_args(tp)) == 2 and get_args(tp)[1] is Ellipsis):
         out = {"type": "array", "items": _to_schema(get_args(tp)[0])}
     elif origin is dict:
         out = {"type": "object", "additionalProperties": _to_schema(get_args(tp)[1])}
-    elif is_typeddict(tp):
+    elif is_typeddict(tp) or dataclasses.is_dataclass(tp):
         out = _object_schema(tp)
     else:  # pragma: no cover - a contract author's mistake, caught by the drift test
         raise TypeError(f"no JSON Schema mapping for {tp!r}")
@@ -495,7 +661,15 @@ def _object_schema(cls: type) -> dict[str, Any]:
     hints = get_type_hints(cls, include_extras=True)
     names = sorted(hints, key=lambda n: (_FIRST_KEYS.index(n) if n in _FIRST_KEYS else len(_FIRST_KEYS)))
     properties = {name: _to_schema(hints[name]) for name in names}
-    required = [name for name in names if name in cls.__required_keys__]  # type: ignore[attr-defined]
+    if dataclasses.is_dataclass(cls):  # a value the code also uses (Candidate, Coverage, CamRegion)
+        fields_ = {f.name: f for f in dataclasses.fields(cls)}
+        names = [n for n in names if n in fields_]
+        properties = {name: properties[name] for name in names}
+        # required unless it has a default (a field added later, absent from older agents' messages)
+        required = [n for n in names if fields_[n].default is dataclasses.MISSING
+                    and fields_[n].default_factory is dataclasses.MISSING]
+    else:
+        required = [name for name in names if name in cls.__required_keys__]  # type: ignore[attr-defined]
     out: dict[str, Any] = {"type": "object", "description": " ".join((cls.__doc__ or "").split()),
                            "properties": properties}
     if required:
@@ -530,7 +704,24 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
         "control_reply", "xrd-agent control reply",
         "The control socket's answer: `ok` true with the op's fields, or `ok` false with `error`.",
         REPLY_TYPES)
+    out["http.json"] = _document("http", {
+        "description": "Bodies of the HTTP API that are not messages: the review request and the error body.",
+        "$defs": {key: _object_schema(cls) for key, cls in HTTP_TYPES.items()},
+    }, "xrd-agent HTTP bodies")
     return out
+
+
+def object_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of one TypedDict of this module (the HTTP API's OpenAPI document uses it)."""
+    return _object_schema(cls)
+
+
+def validate_http(kind: str, body: Any) -> dict[str, Any]:
+    """Check an HTTP body (``review_request``) against ``schemas/http.json``; MessageError names the field."""
+    if not isinstance(body, dict):
+        raise MessageError(f"the body must be a JSON object, not {type(body).__name__}")
+    _check(_validator("http.json", kind), body, kind)
+    return body
 
 
 def render(schema_doc: Mapping[str, Any]) -> str:
@@ -748,6 +939,9 @@ _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     STATUS: {"state": "ready", "detail": "",
              "counters": {"scans_seen": 12, "identified": 11, "alerts": 1, "rejected": 1, "duplicates": 0}},
     HEARTBEAT: {"last_seq": 41, "uptime_s": 3600.5, "queue_depth": 0},
+    REVIEW: {"of_seq": 41, "scan_id": _EXAMPLE_SCAN["scan_id"], "path": _EXAMPLE_SCAN["path"], "sample_id": "S-042",
+             "decision": "corrected", "refcode": "DOTSOV", "name": "HKUST-1", "model_refcode": "FIQCEN",
+             "reviewer": "AK", "comment": "solvated cell; second candidate fits the low-angle peaks"},
 }
 
 

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from xrd_agent.messages import Coverage as Coverage  # re-exported: the contract's own value is the one source
+
 #: The one grid every reference and every scan is put on: Cu K-alpha1, 2-theta 5-50 deg,
 #: 0.01 deg steps (4,501 points), as in Wang et al. 2020. Finer than any MOF peak width
 #: at laboratory resolution (FWHM >= 0.05 deg), coarse enough for a small CNN.
@@ -26,18 +28,6 @@ class GateDecision:
     high_band_mean: float
     threshold: float
     cutoff_bins: int
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """How much of the model grid the scan actually measured."""
-
-    first: float  # first covered 2-theta on the grid (deg, Cu K-alpha1 scale)
-    last: float
-    fraction: float  # covered share of the grid, 0..1
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -36,9 +36,11 @@ __all__ = [
     "BACKGROUND_WINDOW_DEG",
     "background",
     "coverage_of",
+    "cu_two_theta",
     "despike",
     "fft_gate",
     "gate_measure",
+    "measured_points",
     "prepare",
     "prepare_arrays",
     "prepare_arrays_raw",
@@ -62,6 +64,15 @@ BACKGROUND_WINDOW_DEG = 2.0
 SPIKE_SIGMAS = 6.0
 SPIKE_RATIO = 3.0
 _SPIKE_HALF = 3  # local median over 7 raw points
+
+#: Least a scan must measure inside 5-50 deg (Cu) to be judged at all; less is rejected
+#: as ``no_coverage`` (never identified, never called amorphous). 15 deg is two FWHMs of
+#: an amorphous hump (6-10 deg), the least that tells a hump from a sloping background,
+#: and a third of the model's input; MIN_POINTS over it is a step of 0.1 deg, one
+#: reflection FWHM, the coarsest sampling on which a peak is still a peak. A 30-42 deg
+#: fragment (12 deg) or a 3-point file is rejected; 5-25 deg is judged (with low_coverage).
+MIN_COVERED_DEG = 15.0
+MIN_POINTS = 150
 
 #: A step between two measured points larger than this many median steps is a gap
 #: (between the ranges of a multi-range file): grid points inside it are not covered.
@@ -418,6 +429,14 @@ def _gridded(two_theta_cu: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarra
             f"the scan ({span} on the Cu K-alpha1 scale) measured nothing between "
             f"{MODEL_GRID[0]:.0f} and {MODEL_GRID[-1]:.0f} deg 2-theta, the range the model reads"
         )
+    covered = float(mask.sum()) * GRID_STEP
+    inside = int(np.count_nonzero((tt >= MODEL_GRID[0]) & (tt <= MODEL_GRID[-1])))
+    if covered < MIN_COVERED_DEG or inside < MIN_POINTS:
+        raise NoCoverage(
+            f"the scan ({tt[0]:.2f}-{tt[-1]:.2f} deg on the Cu K-alpha1 scale) measured {covered:.1f} deg "
+            f"and {inside} points between {MODEL_GRID[0]:.0f} and {MODEL_GRID[-1]:.0f} deg 2-theta; "
+            f"a judgement needs at least {MIN_COVERED_DEG:.0f} deg and {MIN_POINTS} points"
+        )
     return values, mask, magnitude
 
 
@@ -487,6 +506,26 @@ def prepare_many(
 #: Plausible laboratory wavelengths (angstrom): Ag K-beta 0.497 to Cr K-alpha2 2.294,
 #: with room for synchrotron-style values a lab might configure.
 _WAVELENGTH_RANGE = (0.3, 3.0)
+
+
+def measured_points(two_theta_cu: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's finite points, sorted and despiked, in its own units: what the
+    crystallinity estimate reads (its own range and step, not the model grid)."""
+    tt = np.asarray(two_theta_cu, float).ravel()
+    y = np.asarray(intensity, float).ravel()
+    keep = np.isfinite(tt) & np.isfinite(y)
+    tt, y = tt[keep], y[keep]
+    order = np.argsort(tt, kind="stable")
+    tt, y = tt[order], y[order]
+    magnitude = float(np.abs(y).max()) if y.size else 0.0
+    if magnitude > 0:
+        y = despike(y / magnitude)[0] * magnitude
+    return tt, y
+
+
+def cu_two_theta(scan: Scan, wavelength: float | None = None) -> np.ndarray:
+    """The scan's 2-theta on the Cu K-alpha1 scale (raises UnknownWavelength)."""
+    return _cu_two_theta(scan, wavelength)
 
 
 def _cu_two_theta(scan: Scan, wavelength: float | None) -> np.ndarray:

@@ -423,3 +423,37 @@ def profile_for(
         if profile.matches(path) and (format is None or format in profile.formats):
             return profile
     return None
+
+
+def format_of(path: str | PurePath) -> str | None:
+    """The format of an existing file, by content (its magic bytes), then extension, so that
+    RAW1.01 and RAW4.00 files, both ``*.raw``, go to the right profile. None for a name that
+    is not a readable file (``profiles --match`` also answers for names alone)."""
+    from xrd_agent.errors import ScanError
+    from xrd_agent.readers import detect_format
+
+    if not Path(path).is_file():
+        return None
+    try:
+        return detect_format(Path(path))
+    except (ScanError, OSError):
+        return None
+
+
+def profile_for_file(
+    path: str | PurePath, profiles: Iterable[FirmwareProfile], format: str | None = None
+) -> FirmwareProfile | None:
+    """THE profile selection, used by the service, ``xrd-agent profiles --match`` and
+    ``xrd-agent identify``: :func:`profile_for` with the file's format, found from its
+    content when not given."""
+    return profile_for(path, profiles, format if format is not None else format_of(path))
+
+
+def sample_id_for(scan: Scan, profile: FirmwareProfile | None) -> str:
+    """The sample id the agent reports: the profile that claims the file decides (its metadata
+    key, minus software placeholders such as "Commander Sample ID", else its file-name pattern);
+    without a profile the file's own metadata (RAW SAMPLEID, BRML SampleName); else the file
+    name without extension."""
+    found = profile.sample_id(scan) if profile is not None else scan.sample_id
+    found = str(found).strip() if found else ""
+    return found or scan.source_path.stem

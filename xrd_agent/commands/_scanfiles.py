@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xrd_agent.errors import ScanError
 from xrd_agent.scan import Scan, Wavelength
+
+if TYPE_CHECKING:
+    from xrd_agent.profiles import FirmwareProfile
 
 HELP = "radiation for files that do not say (Cu, Co, Mo, ... or K-alpha1 in angstrom)"
 WAVELENGTH_HINT = " (here: --wavelength Cu or --wavelength 1.5406)"
@@ -32,20 +36,44 @@ def wavelength_from_args(args: argparse.Namespace) -> Wavelength | None:
 
 
 class ScanFiles:
-    """Iterate over the readable scans of ``paths``; ``failed`` counts the others."""
+    """Iterate over the readable scans of ``paths``; ``failed`` counts the others.
 
-    def __init__(self, paths: Iterable[Path], wavelength: Wavelength | None, *, hint: bool = False) -> None:
+    With ``profiles`` (firmware profiles), each file's profile is chosen the way the service
+    chooses it (:func:`xrd_agent.profiles.profile_for_file`) and gives the radiation for
+    files that do not record one, unless ``wavelength`` is given; :meth:`profile_of` says which.
+    """
+
+    def __init__(self, paths: Iterable[Path], wavelength: Wavelength | None, *, hint: bool = False,
+                 profiles: Sequence[FirmwareProfile] = ()) -> None:
         self.paths = list(paths)
         self.wavelength = wavelength
         self.hint = hint
+        self.profiles = tuple(profiles)
         self.failed = 0
+        self._chosen: dict[Path, FirmwareProfile | None] = {}
+
+    def profile_of(self, path: Path) -> FirmwareProfile | None:
+        if path not in self._chosen:
+            from xrd_agent.profiles import profile_for_file
+
+            self._chosen[path] = profile_for_file(path, self.profiles) if self.profiles else None
+        return self._chosen[path]
+
+    def _wavelength_for(self, path: Path) -> Wavelength | None:
+        if self.wavelength is not None:
+            return self.wavelength
+        profile = self.profile_of(path)
+        try:
+            return profile.wavelength() if profile is not None else None
+        except ScanError:
+            return None
 
     def __iter__(self) -> Iterator[tuple[Path, Scan]]:
         from xrd_agent.readers import read_scan
 
         for path in self.paths:
             try:
-                yield path, read_scan(path, wavelength=self.wavelength)
+                yield path, read_scan(path, wavelength=self._wavelength_for(path))
             except ScanError as exc:
                 self.failed += 1
                 hint = WAVELENGTH_HINT if self.hint and exc.code == "unknown_wavelength" else ""

@@ -1,13 +1,15 @@
 """``xrd-agent evaluate``: Top-k tables and figures on the library's held-out determinations.
 
 Compares the CNN with a cosine search-match and scikit-learn baselines, measures the
-confidence and flags (held-out MOFs, non-MOF fixtures, amorphous scans), and retrains
-small models for the library-size and augmentation sweeps.
+confidence and flags (held-out MOFs, non-MOF fixtures, amorphous scans), retrains
+small models for the library-size and augmentation sweeps, and prints the crystallinity
+table (``--crystallinity-only``: that table alone, no model needed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -40,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rerank-grid", action="store_true",
                         help="also tabulate rerank depth x power on realistic spectra of the library's own "
                              "entries (how the engine's RERANK_DEPTH/RERANK_POWER were chosen)")
+    parser.add_argument("--crystallinity", type=int, default=240, metavar="N",
+                        help="simulated products (held-out frameworks) for the crystallinity table (default 240)")
+    parser.add_argument("--crystallinity-only", action="store_true",
+                        help="print only the crystallinity table (simulated products and the measured scans "
+                             "in tests/data); needs no model")
     parser.add_argument("--fixtures", type=Path, nargs="*", default=None, metavar="FILE",
                         help="non-MOF scans for the open-set table (default: the silicon and corundum "
                              "standards of the test fixtures, if present)")
@@ -54,7 +61,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def crystallinity_table(n: int, command: str) -> tuple[dict, str]:
+    """The crystallinity table: simulated products with known fractions, and what the measured
+    scans in tests/data get (xrd_agent.testing.crystallinity_eval)."""
+    from xrd_agent.config import Config
+    from xrd_agent.model.flags import policy_from
+    from xrd_agent.testing import crystallinity_eval
+
+    policy = policy_from(Config().model)
+    sim = crystallinity_eval.simulated(n, policy=policy)
+    root = Path(__file__).resolve().parents[2]
+    real = crystallinity_eval.real_scans(crystallinity_eval.default_real_paths(root), policy)
+    return {"simulated": sim, "real": real}, crystallinity_eval.markdown(sim, real, command)
+
+
 def run(args: argparse.Namespace) -> int:
+    command = shlex.join(["xrd-agent", *sys.argv[1:]])
+    if args.crystallinity_only:
+        _, table = crystallinity_table(args.crystallinity, command)
+        print(table)
+        return 0
     from xrd_agent.library.artifact import Library
     from xrd_agent.model.engine import Engine
     from xrd_agent.model.evaluate import EvalConfig, evaluate
@@ -70,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if fixtures is None:
         here = Path(__file__).resolve().parents[2] / "tests" / "data" / "fixtures" / "scans"
         fixtures = sorted(p for p in here.glob("*") if p.suffix.lower() in {".brml", ".raw", ".uxd", ".xrdml"})
-    command = shlex.join(["xrd-agent", *sys.argv[1:]])
     if args.real is not None or args.labels is not None:
         return _real(args, engine, command)
     if args.materials:
@@ -79,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
         table = material_heldout(engine, library, config, emit=lambda line: print(line, file=sys.stderr, flush=True))
         _write(args.out, "materials", table, command)
         return 0
-    evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,
-             emit=lambda line: print(line, file=sys.stderr, flush=True))
+    results = evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,
+                       emit=lambda line: print(line, file=sys.stderr, flush=True))
+    cryst, table = crystallinity_table(args.crystallinity, command)
+    results["crystallinity"] = cryst
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    with open(args.out / "results.md", "a", encoding="utf-8") as f:
+        f.write("\n## Crystallinity\n\n" + table)
+    print(table)
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from xrd_agent.commands._scanfiles import ScanFiles, add_wavelength_argument, wavelength_from_args
 from xrd_agent.errors import ScanError
+from xrd_agent.profiles import load_profiles, sample_id_for
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=None, metavar="DIR",
                         help="model folder (default: the model shipped with xrd-agent)")
     parser.add_argument("--library", type=Path, default=None, metavar="DIR",
-                        help="library folder the model was trained on (default: the shipped library)")
+                        help="library folder the model was trained on (default: the one its model folder "
+                             "records: its copy, else its path, else the shipped library)")
     parser.add_argument("--png", type=Path, default=None, metavar="FILE",
                         help="plot scan, best reference and CAM regions (one file per scan when several)")
     parser.add_argument("--elements", default=None, metavar="EL,EL",
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--elements: {exc}", file=sys.stderr)
             return 2
-    files = ScanFiles(args.files, wavelength)
+    files = ScanFiles(args.files, wavelength, profiles=list(load_profiles().values()))
     read = list(files)
     paths, scans = [p for p, _ in read], [s for _, s in read]
     failed = files.failed
@@ -87,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"{path}: {result.reason}", file=sys.stderr)
                 continue
+            profile = files.profile_of(path)
+            sample_id = sample_id_for(scan, profile)
             if args.json:
-                _print_json(path, scan, result, sys.stdout)
+                _print_json(path, sample_id, profile.name if profile else None, result, sys.stdout)
             else:
-                _print_text(path, scan, result, sys.stdout)
+                _print_text(path, sample_id, result, sys.stdout)
             sys.stdout.flush()
             if args.png is not None:
                 target = args.png if len(scans) == 1 else args.png.with_name(
@@ -102,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _print_json(path: Path, scan: Any, result: Any, out: TextIO) -> None:
-    doc = {"file": str(path), "sample_id": scan.sample_id, **result.to_dict()}
+def _print_json(path: Path, sample_id: str, profile: str | None, result: Any, out: TextIO) -> None:
+    doc = {"file": str(path), "sample_id": sample_id, "profile": profile, **result.to_dict()}
     out.write(json.dumps(_finite(doc), ensure_ascii=False, allow_nan=False) + "\n")
 
 
@@ -118,19 +122,22 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _print_text(path: Path, scan: Any, result: Any, out: TextIO) -> None:
+def _print_text(path: Path, sample_id: str, result: Any, out: TextIO) -> None:
     flags = ", ".join(sorted(f.value for f in result.flags)) or "none"
     cov = result.coverage
-    out.write(f"{path}  (sample {scan.sample_id or '-'})\n")
+    out.write(f"{path}  (sample {sample_id or '-'})\n")
     out.write(f"  confidence {result.confidence:.2f}   flags: {flags}   "
               f"coverage {cov.first:.1f}-{cov.last:.1f} deg ({cov.fraction:.0%})   "
               f"noise gate {'applied' if result.gate.applied else 'not applied'}\n")
     if result.extra.get("elements"):
         out.write(f"  elements in the pot: {', '.join(result.extra['elements'])}\n")
+    cryst = getattr(result, "crystallinity", None)
+    if cryst is not None and cryst.fraction == cryst.fraction:
+        out.write(f"  crystalline fraction {cryst.fraction:.2f} +- {cryst.uncertainty:.2f}\n")
     width = max([len(c.name) for c in result.top] + [8])
     out.write(f"  {'#':>2}  {'material':<{width}}  {'p':>6}  determinations (refcode p)\n")
     for c in result.top:
-        dets = [f"{r} {p:.3f}" for r, p in c.determinations if p >= 0.001] or [c.refcode]
+        dets = [f"{d.refcode} {d.probability:.3f}" for d in c.determinations if d.probability >= 0.001] or [c.refcode]
         shown = ", ".join(dets[:4]) + (f", +{len(dets) - 4}" if len(dets) > 4 else "")
         out.write(f"  {c.rank:>2}  {c.name:<{width}}  {c.probability:>6.3f}  {shown}\n")
     if result.cam_regions:

@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xrd_agent.profiles import load_profiles, profile_for
+    from xrd_agent.profiles import load_profiles, profile_for_file
 
     profiles = load_profiles(extra_dirs=args.dir)
     if args.match:
-        return _match(args.match, list(profiles.values()), args.json, profile_for)
+        return _match(args.match, list(profiles.values()), args.json, profile_for_file)
     if args.json:
         print(json.dumps([p.to_dict() for p in profiles.values()], indent=2, ensure_ascii=False))
         return 0
@@ -79,12 +79,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _match(files: list[str], profiles: list[FirmwareProfile], as_json: bool, profile_for) -> int:
+def _match(files: list[str], profiles: list[FirmwareProfile], as_json: bool, profile_for_file) -> int:
+    from xrd_agent.profiles import format_of
+
     unmatched = 0
     results = []
     for name in files:
-        fmt = _format_of(name)
-        profile = profile_for(name, profiles, format=fmt)
+        fmt = format_of(name)
+        profile = profile_for_file(name, profiles, format=fmt)
         ignored_by = [p.name for p in profiles if p.ignores(name)]
         if profile is None:
             unmatched += 1
@@ -111,16 +113,3 @@ def _match(files: list[str], profiles: list[FirmwareProfile], as_json: bool, pro
         json.dump(results, sys.stdout, indent=2, ensure_ascii=False)
         print()
     return 1 if unmatched else 0
-
-
-def _format_of(name: str) -> str | None:
-    """The format of an existing file, by content, so RAW1.01 and RAW4.00 go to the right profile."""
-    from xrd_agent.errors import ScanError
-    from xrd_agent.readers import detect_format
-
-    if not Path(name).is_file():
-        return None
-    try:
-        return detect_format(name)
-    except (ScanError, OSError):
-        return None

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Subscribe to an xrd-agent and print one line per message (seq, topic, sample, Top-5 with "
             "probabilities, flags, alert reasons). Missed messages are replayed through the control "
             "socket. Exit status 0 when --count messages arrived (or on Ctrl-C / --timeout without "
-            "--count), 1 when --timeout passed before --count messages."
+            "--count), 1 when --timeout passed before --count messages, 2 when no agent answers at "
+            "the control endpoint."
         ),
     )
     parser.add_argument("--config", metavar="FILE",
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--count must be at least 1")
     if args.since is not None and args.since < 0:
         raise ConfigError("--since must be 0 or more")
+    control = args.control or publish.control_endpoint
+    if not _reachable(control, keys):
+        return 2
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     printed = 0
     out = sys.stdout
@@ -84,6 +88,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"xrd-agent subscribe: {printed} of {args.count} messages before the timeout", file=sys.stderr)
         return 1
     return 0
+
+
+def _reachable(endpoint: str, keys: object, timeout_s: float = 3.0) -> bool:
+    """Ping the agent first: a subscriber to nobody would wait in silence for ever."""
+    from xrd_agent.client import ControlClient
+    from xrd_agent.commands._agent import unreachable
+    from xrd_agent.errors import ControlError
+
+    client = ControlClient(endpoint, curve_client_keys=keys, timeout_s=timeout_s)
+    try:
+        client.ping()
+        return True
+    except ControlError as exc:
+        print(f"xrd-agent subscribe: {unreachable(endpoint, exc)}", file=sys.stderr)
+        return False
+    finally:
+        client.close()
 
 
 def _sample(message: dict) -> str:
@@ -125,5 +146,10 @@ def describe(message: dict) -> str:
         counters = " ".join(f"{k}={v}" for k, v in message["counters"].items())
         detail = f": {message['detail']}" if message["detail"] else ""
         return f"#{seq} status {message['state']}{detail}" + (f" ({counters})" if counters else "")
+    if topic == messages.REVIEW:
+        what = f"{message['name']} ({message['refcode']})" if message["refcode"] else ""
+        who = f" by {message['reviewer']}" if message["reviewer"] else ""
+        return (f"#{seq} review of #{message['of_seq']} {_sample(message)}: {message['decision']} {what}".rstrip()
+                + who + (f": {message['comment']}" if message["comment"] else ""))
     return (f"heartbeat last_seq={message['last_seq']} uptime={message['uptime_s']:.0f}s "
             f"queue={message['queue_depth']}")

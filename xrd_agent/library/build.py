@@ -24,7 +24,7 @@ import numpy as np
 from xrd_agent.errors import LibraryError, StructureError
 from xrd_agent.library.artifact import Library, Sticks
 from xrd_agent.library.simulate import CU_KA1, SimulationSettings, simulate
-from xrd_agent.profile import PeakProfile
+from xrd_agent.peakshape import PeakProfile
 
 DEFAULT_COUNT = 1012
 LIBRARY_VERSION = "coremof2019-default-1"

@@ -5,7 +5,7 @@ Lorentz-polarisation factor), rewritten for speed: every reflection of the P1 ce
 (Friedel half only), the phase factor split into per-axis factors so that, per element, the
 structure factors of a whole (h, k) row of reflections are one complex matrix product, and no
 per-peak Python loop (10-20x faster than pymatgen on CoRE MOFs, same patterns; see
-benchmarks/bench_simulate.py). Broadening uses :func:`xrd_agent.profile.broaden` so references
+benchmarks/bench_simulate.py). Broadening uses :func:`xrd_agent.peakshape.broaden` so references
 and augmented training spectra share one profile.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from xrd_agent.errors import StructureError
 from xrd_agent.pattern import GRID_START, GRID_STOP, MODEL_GRID
-from xrd_agent.profile import PeakProfile, broaden
+from xrd_agent.peakshape import PeakProfile, broaden
 
 CU_KA1 = 1.5406  # Angstrom
 

@@ -8,9 +8,14 @@ Layout (the default model ships in ``xrd_agent/data/model``)::
                     config and metrics, sha256 of model.keras, the exact command
     history.json    per-epoch training metrics
     training.png    the training curves
+    library/        a copy of the library it was trained on, unless that is the shipped one
 
 The manifest ties a model to one library: the engine refuses to pair a model with a
-library whose class list differs, because class ``i`` would then name another MOF.
+library whose class list differs, because class ``i`` would then name another MOF. A model
+folder knows its library (:func:`library_dir_for`): its copy in ``library/``, else the path
+it was trained from, each used only when the sha256 of its manifest is the one recorded;
+else the shipped library. So ``identify --model DIR`` alone works for a model trained on a
+``library build --cif-dir`` library.
 Only json/hashlib here; Keras is imported by whoever loads the network.
 """
 
@@ -31,6 +36,7 @@ MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 HISTORY_FILE = "history.json"
 REPORT_FILE = "training.png"
+LIBRARY_COPY = "library"
 
 
 def default_model_path() -> Path:
@@ -67,6 +73,7 @@ class ModelManifest:
     command: str = ""
     created: str = ""
     device: str = ""
+    library_path: str = ""  # absolute folder of the library at training time ("" for the shipped one)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -97,6 +104,7 @@ class ModelManifest:
                 command=str(data.get("command", "")),
                 created=str(data.get("created", "")),
                 device=str(data.get("device", "")),
+                library_path=str(data.get("library_path", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model manifest is incomplete: {exc}") from None
@@ -124,6 +132,51 @@ def read_manifest(directory: str | Path | None = None, *, verify: bool = True) -
     if verify and manifest.model_sha256 and sha256_file(path / MODEL_FILE) != manifest.model_sha256:
         raise ModelError(f"{path / MODEL_FILE} does not match its manifest checksum (damaged or replaced)")
     return manifest
+
+
+def is_shipped_library(path: str | Path | None) -> bool:
+    from xrd_agent.library.artifact import default_library_path
+
+    if path is None:
+        return False
+    try:
+        return Path(path).resolve() == default_library_path().resolve()
+    except OSError:
+        return False
+
+
+def keep_library(directory: str | Path, library: Any) -> str:
+    """Copy the library a model is trained on into its folder (unless it is the shipped one,
+    or was never saved); returns the library's absolute folder for the manifest ("" if none)."""
+    import shutil
+
+    source = getattr(library, "path", None)
+    if source is None or is_shipped_library(source):
+        return ""
+    target = Path(directory) / LIBRARY_COPY
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    return str(Path(source).resolve())
+
+
+def library_dir_for(directory: str | Path | None, manifest: ModelManifest) -> Path | None:
+    """The library a model folder was trained on: its copy, else the recorded path, else None
+    (the shipped library). A candidate whose manifest's sha256 is not the recorded one is
+    refused with a ModelError, never silently paired with the model."""
+    model_dir = Path(directory) if directory else default_model_path()
+    candidates = [model_dir / LIBRARY_COPY] + ([Path(manifest.library_path)] if manifest.library_path else [])
+    changed = []
+    for folder in candidates:
+        if not (folder / "manifest.json").is_file():
+            continue
+        if sha256_file(folder / "manifest.json") == manifest.library_sha256:
+            return folder
+        changed.append(str(folder))
+    if changed:
+        raise ModelError(f"the library this model was trained on ({manifest.library_version!r}) has changed at "
+                         f"{' and '.join(changed)} (sha256 of its manifest differs); give it with --library")
+    return None
 
 
 def subset_library(library: Any, n: int) -> Any:

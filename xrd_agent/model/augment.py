@@ -34,7 +34,7 @@ from scipy import fft as _fft
 
 from xrd_agent.errors import ConfigError
 from xrd_agent.pattern import GRID_POINTS, GRID_STEP, MODEL_GRID
-from xrd_agent.profile import PeakProfile
+from xrd_agent.peakshape import PeakProfile
 from xrd_agent.scan import ANODE_LINES
 
 _CU_A1, _CU_A2 = ANODE_LINES["Cu"]

@@ -82,7 +82,7 @@ class Engine:
     @classmethod
     def from_config(cls, config: Config, *, library: Any = None, **overrides: Any) -> Engine:
         m = config.model
-        policy = _flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
+        policy = _flags.policy_from(m)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
                        batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy,
                        elements_mode=m.elements_mode, elements_factor=m.elements_factor)
@@ -136,7 +136,7 @@ class Engine:
         rules = self._rules()
         classes = _decide.evidence_classes(prediction.probabilities, rules, elements)
         return _evidence.peak_evidence(pattern, prediction, self.references_, depth=rules.evidence_depth,
-                                       policy=self.policy, classes=classes, elements=elements)
+                                       policy=self.policy, scan=scan, classes=classes, elements=elements)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

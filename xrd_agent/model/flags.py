@@ -9,9 +9,9 @@ evidence that does not come from the network:
   present in the scan? A common zero shift of up to +-0.3 deg is allowed, and the
   position tolerance grows with tan(theta) like the shift of a lattice that is ~1 %
   larger or smaller than the reference's.
-* **crystallinity** -- is there any sharp reflection standing clear of both the
-  noise and the broad background? Measured on the raw counts on the grid (before the
-  max-1 scaling, which would blow noise up into "peaks").
+* **crystallinity** -- what share of the product is crystalline
+  (:mod:`xrd_agent.crystallinity`, on the scan's raw points); :func:`crystallinity_verdict`
+  turns it into ``amorphous`` / ``low_crystallinity`` when the scan covers enough to judge.
 
 The judge (:mod:`xrd_agent.decide`) turns these measurements into confidence and flags
 with the thresholds of :class:`FlagPolicy` (calibrated in docs/model.md).
@@ -20,12 +20,14 @@ with the thresholds of :class:`FlagPolicy` (calibrated in docs/model.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import signal
 
+from xrd_agent.crystallinity import Crystallinity
 from xrd_agent.identification import Flag
-from xrd_agent.pattern import GRID_START, GRID_STEP
+from xrd_agent.pattern import GRID_START, GRID_STEP, Coverage
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class FlagPolicy:
     unknown_threshold: float = 0.35  # confidence (softmax x match score) below: unknown_phase
     min_match: float = 0.6  # peak-match score below: unknown_phase, whatever the softmax says
     min_coverage: float = 0.5  # covered share of 5-50 deg below: low_coverage
-    amorphous_snr: float = 12.0  # strongest sharp peak / noise sigma below: amorphous ...
-    amorphous_relative: float = 0.04  # ... or / signal range below: amorphous
+    amorphous_below: float = 0.25  # crystalline fraction below: amorphous (docs/preprocessing.md)
+    low_crystallinity_below: float = 0.35  # ... below this (and not amorphous): low_crystallinity
     mixture_unexplained: float = 0.25  # share of strong-peak intensity the top phase leaves unexplained
     mixture_min_peaks: int = 2  # ... in at least this many reflections ...
     mixture_peak: float = 0.15  # ... each at least this strong (relative to the scan's max)
@@ -44,6 +46,12 @@ class FlagPolicy:
     reference_peak: float = 0.1  # relative height of a reference peak that must be found
     max_zero_shift: float = 0.3  # deg, common offset tried when matching
     intensity_ratio: float = 0.2  # a matching peak must be at least this share as strong
+
+
+def policy_from(model: Any) -> FlagPolicy:
+    """The policy with the thresholds of a :class:`~xrd_agent.config.ModelConfig` (one place)."""
+    return FlagPolicy(unknown_threshold=model.unknown_threshold, min_coverage=model.min_coverage,
+                      amorphous_below=model.amorphous_below, low_crystallinity_below=model.low_crystallinity_below)
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,93 +113,111 @@ def match_peaks(scan: Peaks, reference: Peaks, first: float, last: float,
     maximum inside the measured span, so a partial scan is judged on what it measured.
     All zero shifts are tried at once (one array per shift), the best product wins.
     """
-    inside = (reference.position >= first) & (reference.position <= last)
-    if not inside.any() or scan.position.size == 0:
-        return Match(0.0, 0.0, 0.0, tuple(float(p) for p in scan.above(policy.strong_peak).position[:10]))
-    ref = Peaks(reference.position[inside], reference.height[inside] / reference.height[inside].max())
-    ref = _strongest(ref.above(policy.weak_peak), 80)
+    return match_many(scan, [reference], first, last, policy)[0]
+
+
+def match_many(scan: Peaks, references: list[Peaks], first: float, last: float,
+               policy: FlagPolicy = FlagPolicy()) -> list[Match]:
+    """:func:`match_peaks` of one scan against several references (the network's best
+    candidates) at once. Only peak pairs within reach of each other (tolerance plus the
+    largest zero shift) are compared at every shift, for all candidates in one array; the
+    full (shift x scan peak x reference peak) cube per candidate was the cost. Same numbers,
+    bit for bit, as comparing everything (tests/test_match_many.py)."""
     found = _strongest(scan, 60)
     strong = found.above(policy.strong_peak)
-    ref_strong = ref.above(policy.reference_peak)
-    if strong.position.size == 0 or ref_strong.position.size == 0:
-        return Match(0.0, 0.0, 0.0, tuple(float(p) for p in strong.position[:10]))
+    out: list[Match | None] = [None] * len(references)
+    usable: list[tuple[int, Peaks, Peaks]] = []
+    for i, reference in enumerate(references):
+        inside = (reference.position >= first) & (reference.position <= last)
+        if not inside.any() or scan.position.size == 0:
+            out[i] = Match(0.0, 0.0, 0.0, tuple(float(p) for p in scan.above(policy.strong_peak).position[:10]))
+            continue
+        ref = Peaks(reference.position[inside], reference.height[inside] / reference.height[inside].max())
+        ref = _strongest(ref.above(policy.weak_peak), 80)
+        ref_strong = ref.above(policy.reference_peak)
+        if strong.position.size == 0 or ref_strong.position.size == 0:
+            out[i] = Match(0.0, 0.0, 0.0, tuple(float(p) for p in strong.position[:10]))
+            continue
+        usable.append((i, ref, ref_strong))
+    if not usable:
+        return out  # type: ignore[return-value]
+    n, width, strong_width = len(usable), max(r.position.size for _, r, _ in usable), \
+        max(rs.position.size for _, _, rs in usable)
+    ref_pos, ref_h = np.zeros((n, width)), np.zeros((n, width))
+    ref_ok = np.zeros((n, width), bool)
+    rs_pos, rs_h = np.zeros((n, strong_width)), np.zeros((n, strong_width))
+    rs_ok = np.zeros((n, strong_width), bool)
+    for c, (_, ref, ref_strong) in enumerate(usable):
+        m, q = ref.position.size, ref_strong.position.size
+        ref_pos[c, :m], ref_h[c, :m], ref_ok[c, :m] = ref.position, ref.height, True
+        rs_pos[c, :q], rs_h[c, :q], rs_ok[c, :q] = ref_strong.position, ref_strong.height, True
     ratio = policy.intensity_ratio
-    shifts = np.arange(-policy.max_zero_shift, policy.max_zero_shift + 1e-9, 0.02)[:, None, None]
-    # scan -> reference: (shifts, strong scan peaks, reference peaks)
-    d_s = np.abs(strong.position[None, :, None] - shifts - ref.position[None, None, :])
-    ok_s = (d_s <= tolerance(strong.position)[None, :, None]) & (ref.height[None, None, :] >= ratio * strong.height[None, :, None])
-    hit_s = ok_s.any(axis=2)
-    explained = (hit_s * strong.height).sum(axis=1) / strong.height.sum()
-    # reference -> scan: (shifts, strong reference peaks, scan peaks)
-    d_r = np.abs(ref_strong.position[None, :, None] + shifts - found.position[None, None, :])
-    ok_r = (d_r <= tolerance(ref_strong.position)[None, :, None]) & (found.height[None, None, :] >= ratio * ref_strong.height[None, :, None])
-    recovered = (ok_r.any(axis=2) * ref_strong.height).sum(axis=1) / ref_strong.height.sum()
+    shifts = np.arange(-policy.max_zero_shift, policy.max_zero_shift + 1e-9, 0.02)
+    nk = shifts.size
+    reach = policy.max_zero_shift + 1e-6  # no shift moves a peak further than this
+    # scan -> reference, (candidate, shift, strong scan peak): only the (peak, reference peak)
+    # pairs close enough to match at some shift are compared, shift by shift, with the very
+    # arithmetic of the full comparison; all other pairs could never be within tolerance.
+    tol_s = tolerance(strong.position)
+    near = (np.abs(strong.position[None, :, None] - ref_pos[:, None, :]) <= (tol_s + reach)[None, :, None]) & ref_ok[:, None, :]
+    near &= ref_h[:, None, :] >= ratio * strong.height[None, :, None]
+    pc, ps, pr = np.nonzero(near)
+    d_s = np.abs(strong.position[ps][:, None] - shifts[None, :] - ref_pos[pc, pr][:, None])  # (pairs, shifts)
+    ok_s = d_s <= tol_s[ps][:, None]
+    at_s = (pc[:, None], np.arange(nk)[None, :], ps[:, None])
+    hit_s = np.zeros((n, nk, strong.position.size), bool)
+    np.logical_or.at(hit_s, at_s, ok_s)
+    nearest = np.full(hit_s.shape, np.inf)
+    np.minimum.at(nearest, at_s, np.where(ok_s, d_s, np.inf))
+    explained = (hit_s * strong.height).sum(axis=2) / strong.height.sum()
+    # reference -> scan, (candidate, shift, strong reference peak)
+    tol_r = tolerance(rs_pos)
+    near_r = (np.abs(rs_pos[:, :, None] - found.position[None, None, :]) <= (tol_r + reach)[:, :, None]) & rs_ok[:, :, None]
+    near_r &= found.height[None, None, :] >= ratio * rs_h[:, :, None]
+    qc, qq, qf = np.nonzero(near_r)
+    d_r = np.abs(rs_pos[qc, qq][:, None] + shifts[None, :] - found.position[qf][:, None])
+    hit_r = np.zeros((n, nk, strong_width), bool)
+    np.logical_or.at(hit_r, (qc[:, None], np.arange(nk)[None, :], qq[:, None]), d_r <= tol_r[qc, qq][:, None])
     # Among equally good shifts, the one that puts the matched peaks closest wins.
-    nearest = np.where(ok_s, d_s, np.inf).min(axis=2)
-    residual = np.where(hit_s, nearest * strong.height, 0.0).sum(axis=1) / np.maximum((hit_s * strong.height).sum(axis=1), 1e-12)
-    best = int(np.lexsort((residual, -np.round(explained * recovered, 9)))[0])
-    miss = ~hit_s[best]
-    missing = np.argsort(-strong.height[miss])[:10]  # the strongest few are what a chemist checks
-    return Match(float(explained[best]), float(recovered[best]), round(float(shifts[best, 0, 0]), 3),
-                 tuple(float(p) for p in strong.position[miss][missing]),
-                 tuple(float(h) for h in strong.height[miss][missing]))
+    residual = (np.where(hit_s, nearest * strong.height, 0.0).sum(axis=2)
+                / np.maximum((hit_s * strong.height).sum(axis=2), 1e-12))
+    for c, (i, _, ref_strong) in enumerate(usable):
+        q = ref_strong.position.size  # per-candidate sums over its own peaks: the same numbers as alone
+        recovered = (hit_r[c, :, :q] * ref_strong.height).sum(axis=1) / ref_strong.height.sum()
+        best = int(np.lexsort((residual[c], -np.round(explained[c] * recovered, 9)))[0])
+        miss = ~hit_s[c, best]
+        missing = np.argsort(-strong.height[miss])[:10]  # the strongest few are what a chemist checks
+        out[i] = Match(float(explained[c, best]), float(recovered[best]), round(float(shifts[best]), 3),
+                       tuple(float(p) for p in strong.position[miss][missing]),
+                       tuple(float(h) for h in strong.height[miss][missing]))
+    return out  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class Crystallinity:
-    snr: float  # strongest sharp peak over the noise sigma
-    relative: float  # strongest sharp peak over the signal's range (max - min)
+#: A crystallinity verdict needs the low angles, where a MOF's strongest reflections are
+#: (a 20-50 deg scan of a large-cell MOF shows only its weak quasi-continuum: it would
+#: look amorphous), and at least ``min_coverage`` of 5-50 deg. 10 deg, plus half a degree
+#: for scans that start "at 10" one step late.
+VERDICT_FIRST_MAX_DEG = 10.5
 
 
-#: Background window for the crystallinity test: wider than a reflection, narrower
-#: than an amorphous hump (same reasoning as preprocess.BACKGROUND_WINDOW_DEG).
-_BG_POINTS = 201
-_SHARP_MAX_WIDTH = 100  # points (1 deg): anything wider is hump, not reflection
+def crystallinity_verdict(cryst: Crystallinity | None, coverage: Coverage, policy: FlagPolicy = FlagPolicy(),
+                          amorphous_below: float | None = None, low_below: float | None = None) -> Flag | None:
+    """``AMORPHOUS``, ``LOW_CRYSTALLINITY`` or None, from the estimate and what the scan covered.
 
-
-def _native_lag(v: np.ndarray) -> int:
-    """Grid points per measured step: a scan coarser than the grid was linearly
-    interpolated onto it, and the second differences at interpolated points are zero
-    (k - 1 of every k). Noise must be measured at the scan's own step, or it vanishes."""
-    d2 = np.abs(np.diff(v, 2))
-    if d2.size == 0:
-        return 1
-    tol = 1e-9 * (float(np.abs(v).max()) + 1.0)
-    zero_share = float(np.mean(d2 <= tol))
-    return int(min(max(round(1.0 / max(1.0 - zero_share, 1e-3)), 1), 16))
-
-
-def _noise_sigma(v: np.ndarray, k: int) -> float:
-    """Robust noise sigma from the MAD of second differences taken at the native step ``k``."""
-    if v.size <= 2 * k:
-        return 0.0
-    d2 = v[2 * k:] - 2.0 * v[k:-k] + v[: -2 * k]
-    # Only the phase that sits on measured points carries the full noise; between them
-    # interpolation has averaged it down. That phase is the one with the largest spread.
-    return max(1.4826 * float(np.median(np.abs(p - np.median(p)))) / np.sqrt(6.0)
-               for p in (d2[o::k] for o in range(k)) if p.size)
-
-
-def crystallinity(values: np.ndarray, mask: np.ndarray) -> Crystallinity:
-    """How clearly sharp reflections stand out of noise and background in raw counts.
-
-    ``values`` are the scan's intensities on MODEL_GRID before any scaling; only the
-    covered points are read. Noise sigma comes from the MAD of second differences,
-    which a smooth background or hump does not inflate.
+    The calibrated fraction is compared with the thresholds (its uncertainty is reported,
+    not subtracted: the calibration scatter near 0.2 is ~0.1, and a rule on the upper end of
+    the interval would never call a failed synthesis failed). ``amorphous_below`` and
+    ``low_below`` override the policy (per-sample thresholds from ``expect``).
     """
-    v = np.asarray(values, np.float64)[np.asarray(mask, bool)]
-    if v.size < 2 * _BG_POINTS:
-        return Crystallinity(snr=float("inf"), relative=1.0)  # too little to judge: don't cry wolf
-    k = _native_lag(v)
-    sigma = _noise_sigma(v, k)
-    smooth = ndimage.uniform_filter1d(v, 3 * k, mode="nearest")
-    bg = ndimage.grey_opening(smooth, size=_BG_POINTS, mode="nearest")
-    bg = ndimage.uniform_filter1d(bg, _BG_POINTS, mode="nearest")
-    resid = smooth - bg
-    span = float(v.max() - v.min())
-    if span <= 0:
-        return Crystallinity(0.0, 0.0)
-    _, props = signal.find_peaks(resid, prominence=0.0, width=(None, _SHARP_MAX_WIDTH), wlen=_BG_POINTS)
-    prom = float(props["prominences"].max()) if props["prominences"].size else 0.0
-    snr = prom / sigma if sigma > 0 else float("inf")
-    return Crystallinity(snr=float(snr), relative=prom / span)
+    if cryst is None or not np.isfinite(cryst.fraction):
+        return None
+    if coverage.fraction < policy.min_coverage or not coverage.first <= VERDICT_FIRST_MAX_DEG:
+        return None
+    amorphous = policy.amorphous_below if amorphous_below is None else amorphous_below
+    low = policy.low_crystallinity_below if low_below is None else low_below
+    if cryst.fraction < amorphous:
+        return Flag.AMORPHOUS
+    if cryst.fraction < low:
+        return Flag.LOW_CRYSTALLINITY
+    return None
+

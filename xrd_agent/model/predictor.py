@@ -31,7 +31,9 @@ def select_device(preference: str = "auto") -> str:
     Memory growth must be set before TensorFlow initialises the GPU, so this runs
     before any model is built or loaded.
     """
-    import tensorflow as tf
+    from xrd_agent.tfimport import import_tensorflow
+
+    tf = import_tensorflow()
 
     if preference not in ("auto", "cpu", "gpu"):
         raise ModelError(f"device must be auto, cpu or gpu, not {preference!r}")
@@ -67,13 +69,17 @@ class NetworkPredictor:
 
     def load(self) -> NetworkPredictor:
         """Read the model and its library, check they belong together, warm every batch size."""
-        import tensorflow as tf
+        from xrd_agent.tfimport import import_tensorflow
+
+        tf = import_tensorflow()
 
         from xrd_agent.library.artifact import Library
         from xrd_agent.model import artifact
 
         manifest = artifact.read_manifest(self.model_dir)
         library = self.library
+        if library is None:  # the model folder knows its library (a copy, a path, or the shipped one)
+            library = artifact.library_dir_for(self.model_dir, manifest)
         if library is None or isinstance(library, (str, Path)):
             library = Library.load(library or None)
         library = artifact.check_library(manifest, library)

@@ -172,10 +172,13 @@ def train(
     ``synthesize(library, per_class, seed=..., options=..., workers=...) -> (X, y)`` makes the
     training spectra; the default is :func:`xrd_agent.model.dataset.synthesize`.
     """
+    from xrd_agent.tfimport import import_tensorflow
+
+    import_tensorflow()
     import keras
 
-    from xrd_agent.model.predictor import select_device
     from xrd_agent.model.network import build
+    from xrd_agent.model.predictor import select_device
 
     device = select_device(config.device)
     emit(f"training on {device}")
@@ -247,6 +250,7 @@ def train(
         # (clone_model would recompile; a new Model over the same layers has no optimizer.)
         inference = keras.Model(model.inputs, model.outputs, name=model.name)
         inference.save(path / artifact.MODEL_FILE)
+        manifest = replace(manifest, library_path=artifact.keep_library(path, library))
         manifest = artifact.write_manifest(path, manifest)
         (path / artifact.HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
         plot_history(history, path / artifact.REPORT_FILE, title=f"{config.arch}, {len(library)} classes")

@@ -16,6 +16,7 @@ text last), imported only when needed. A file is given to the first module whose
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -29,10 +30,12 @@ READERS: tuple[str, ...] = ("raw4", "raw", "brml", "xrdml", "uxd", "text")
 
 __all__ = [
     "READERS",
+    "Reading",
     "detect_format",
     "formats",
     "is_complete",
     "parse_wavelength",
+    "read_file",
     "read_scan",
     "reader_for",
     "scan_from_bytes",
@@ -55,19 +58,9 @@ def parse_wavelength(text: str) -> Wavelength:
 
 
 @cache
-def _module(name: str) -> ModuleType | None:
-    """Import one reader module; None if it is not part of this installation yet."""
-    qualified = f"{__name__}.{name}"
-    try:
-        return importlib.import_module(qualified)
-    except ModuleNotFoundError as exc:
-        if exc.name == qualified:
-            return None
-        raise
-
-
 def _modules() -> list[ModuleType]:
-    return [m for m in (_module(name) for name in READERS) if m is not None]
+    """The reader modules, imported on first use, in sniffing priority."""
+    return [importlib.import_module(f"{__name__}.{name}") for name in READERS]
 
 
 def formats() -> dict[str, tuple[str, ...]]:
@@ -103,12 +96,54 @@ def detect_format(path: str | Path) -> str:
     return reader_for(path).FORMAT
 
 
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """One version of a file, opened and read once: the (size, mtime_ns) the bytes came from,
+    their sha256, and what the reader made of them (a Scan, before any default wavelength,
+    or the error). Completeness comes from the same parse; the service keeps a Reading per
+    file version so that the watcher's completeness check, the worker's read and a
+    rejection's hash are one read of the file."""
+
+    path: Path
+    size: int  # -1 with mtime_ns -1: the file changed while it was read (matches no version)
+    mtime_ns: int
+    sha256: str | None  # None when no bytes could be read
+    scan: Scan | None = None
+    error: Exception | None = None  # a ScanError, or a reader bug (re-raised by scan_with)
+
+    @property
+    def complete(self) -> bool:
+        """The file holds everything its headers promise (end marker, declared points)."""
+        return self.scan is not None and self.scan.complete
+
+    def scan_with(self, wavelength: Wavelength | None = None) -> Scan:
+        """The Scan, with ``wavelength`` applied when the file does not say; raises what the read raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.scan is not None
+        return _with_default_wavelength(self.scan, wavelength, self.path)
+
+
+def read_file(path: str | Path, *, max_bytes: int = _common.DEFAULT_MAX_BYTES) -> Reading:
+    """Open, read, hash and parse one file version, once. Never raises: errors are in the Reading."""
+    path = Path(path)
+    try:
+        data, (size, mtime_ns) = _common.read_version(path, max_bytes)
+    except ScanError as exc:
+        return Reading(path, -1, -1, None, error=exc)
+    except OSError as exc:
+        return Reading(path, -1, -1, None, error=ScanError(f"the file cannot be read ({exc})", path))
+    digest = _common.sha256_hex(data)
+    try:
+        scan = _parse(data, path, digest)
+    except Exception as exc:  # noqa: BLE001 - a ScanError, or a reader bug the caller reports
+        return Reading(path, size, mtime_ns, digest, error=exc)
+    return Reading(path, size, mtime_ns, digest, scan=scan)
+
+
 def is_complete(path: str | Path) -> bool:
     """Whether the file holds everything its headers promise. Never raises."""
-    try:
-        return bool(reader_for(path).is_complete(Path(path)))
-    except (ScanError, OSError, ValueError):
-        return False
+    return read_file(path).complete
 
 
 def read_scan(
@@ -133,15 +168,22 @@ def scan_from_bytes(data: bytes, path: str | Path, *, wavelength: Wavelength | N
     """What :func:`read_scan` does once it holds the file's bytes (``path`` names the file
     in the Scan and picks the reader when no signature matches)."""
     path = Path(path)
+    return _with_default_wavelength(_parse(data, path, _common.sha256_hex(data) if data else ""), wavelength, path)
+
+
+def _parse(data: bytes, path: Path, sha256: str) -> Scan:
     if not data:
         raise TruncatedScan("the file is empty (0 bytes); the instrument may still be writing it", path)
     module = _choose(data[: _common.HEAD_BYTES], path)
     try:
-        scan = _common.validate_scan(module.read(path, data, _common.sha256_hex(data)))
+        return _common.validate_scan(module.read(path, data, sha256))
     except ScanError as exc:
         if exc.path is None:
             raise type(exc)(exc.reason, path) from None
         raise
+
+
+def _with_default_wavelength(scan: Scan, wavelength: Wavelength | None, path: Path) -> Scan:
     if scan.wavelength is None or scan.wavelength.primary is None:
         if wavelength is None or wavelength.primary is None:
             raise UnknownWavelength(

@@ -59,23 +59,7 @@ def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     The file is checked again after opening, so a file swapped for a link or a pipe
     between the check and the read is refused too.
     """
-    path = Path(path)
-    st = _check_regular(path)
-    if st.st_size > max_bytes:
-        raise UnsafeScan(
-            f"the file is {st.st_size:,} bytes, more than the {max_bytes:,}-byte limit for a scan", path
-        )
-    fd = _open(path)
-    try:
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise NotAScanFile(f"the file cannot be read ({exc.strerror or exc})", path) from None
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise UnsafeScan(f"the file grew beyond the {max_bytes:,}-byte limit while being read", path)
-    return data
+    return read_version(path, max_bytes)[0]
 
 
 def _open(path: Path) -> int:
@@ -103,6 +87,39 @@ def read_head(path: str | Path, size: int = HEAD_BYTES) -> bytes:
         raise NotAScanFile(f"the file cannot be read ({exc.strerror or exc})", path) from None
     finally:
         os.close(fd)
+
+
+def last_line_finished(data: bytes) -> bool:
+    """A text export is finished when its last line is: the writer's final newline is there."""
+    return data.rstrip(b" \t").endswith(b"\n")
+
+
+def read_version(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, tuple[int, int]]:
+    """:func:`read_bytes`, plus the (size, mtime_ns) of the file version the bytes came from
+    (``fstat`` of the same descriptor, before and after the read); (-1, -1) when the file
+    changed while it was read, so that the bytes match no version."""
+    path = Path(path)
+    st = _check_regular(path)
+    if st.st_size > max_bytes:
+        raise UnsafeScan(
+            f"the file is {st.st_size:,} bytes, more than the {max_bytes:,}-byte limit for a scan", path
+        )
+    fd = _open(path)
+    try:
+        before = os.fstat(fd)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise NotAScanFile(f"the file cannot be read ({exc.strerror or exc})", path) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise UnsafeScan(f"the file grew beyond the {max_bytes:,}-byte limit while being read", path)
+    version = (int(before.st_size), int(before.st_mtime_ns))
+    if (int(after.st_size), int(after.st_mtime_ns)) != version or len(data) != before.st_size:
+        return data, (-1, -1)
+    return data, version
 
 
 def sha256_hex(data: bytes) -> str:

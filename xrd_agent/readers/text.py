@@ -186,13 +186,9 @@ def _parse_lines(lines: list[str]) -> np.ndarray:
 def is_complete(path: Path) -> bool:
     """The last line is finished and every row parses."""
     try:
-        data = c.read_bytes(path)
-        if not data.rstrip(b" \t").endswith(b"\n"):
-            return False
-        parse(_decode(data))
+        return read(path, c.read_bytes(path), "").complete
     except (ScanError, OSError):
         return False
-    return True
 
 
 def read(path: Path, data: bytes, sha256: str) -> Scan:
@@ -206,4 +202,5 @@ def read(path: Path, data: bytes, sha256: str) -> Scan:
         format_version=f"{table.shape[1]} columns",
         sha256=sha256,
         metadata={"columns": "2-theta, counts" + (", uncertainty" if table.shape[1] == 3 else "")},
+        complete=c.last_line_finished(data),
     )

@@ -38,13 +38,9 @@ def sniff(head: bytes) -> bool:
 def is_complete(path: Path) -> bool:
     """The last line is finished and the whole file parses into at least one range."""
     try:
-        data = c.read_bytes(path)
-        if not data.rstrip(b" \t").endswith(b"\n"):
-            return False
-        read(path, data, "")
+        return read(path, c.read_bytes(path), "").complete
     except (ScanError, OSError):
         return False
-    return True
 
 
 def read(path: Path, data: bytes, sha256: str) -> Scan:
@@ -94,4 +90,5 @@ def read(path: Path, data: bytes, sha256: str) -> Scan:
         operator=c.text_or_none(meta.get("USER")),
         measured_at=c.parse_datetime(meta.get("DATEMEASURED")),
         metadata=metadata,
+        complete=c.last_line_finished(data),
     )

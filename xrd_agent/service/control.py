@@ -1,4 +1,5 @@
-"""The control socket: a ROUTER that answers JSON requests (replay, status, expect, ping).
+"""The control socket: a ROUTER that answers JSON requests (replay, status, expect, ping,
+by_sample, health).
 
 It runs in a thread of its own, and its socket lives and dies in that thread. Every
 request is checked against ``schemas/control_request.json`` before a handler sees it;

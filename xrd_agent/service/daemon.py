@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import inspect
 import json
 import os
 import select
@@ -25,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,15 @@ import structlog
 from xrd_agent import messages
 from xrd_agent.config import Config, load_config
 from xrd_agent.errors import ConfigError, XrdAgentError
-from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.decide import aliases_of
+from xrd_agent.service import health as health_mod
+from xrd_agent.service import startup
+from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger, path_text
 from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.service.readings import Readings
 from xrd_agent.service.sdnotify import Notifier
 from xrd_agent.service.watcher import FolderEvent, Watcher, choose_mode
 
@@ -104,42 +109,92 @@ class Daemon:
         from xrd_agent.service.publisher import Publisher
 
         self.curve = security.server_keys(config.publish)
-        self.publisher = Publisher(self.context, config.publish.pub_endpoint,
-                                   high_water_mark=config.publish.high_water_mark, curve=self.curve)
+        try:
+            self.publisher = Publisher(self.context, config.publish.pub_endpoint,
+                                       high_water_mark=config.publish.high_water_mark, curve=self.curve)
+        except zmq.ZMQError as exc:
+            raise _bind_error(exc, config.publish.pub_endpoint, "publish.pub_endpoint", "--pub") from None
         try:
             self.control = ControlServer(self.context, config.publish.control_endpoint, self._handlers(),
                                          curve=self.curve)
             self.control.start()
-        except (zmq.ZMQError, RuntimeError):
+        except zmq.ZMQError as exc:
+            self.publisher.close()
+            raise _bind_error(exc, config.publish.control_endpoint, "publish.control_endpoint", "--control") from None
+        except RuntimeError:
             self.publisher.close()
             raise
+        self.http = None
+        if config.http.enabled:
+            from xrd_agent.service.webapi import HttpServer
+
+            try:
+                self.http = HttpServer(config.http)
+                self.http.bind()
+            except XrdAgentError:
+                self.control.stop()
+                self.publisher.close()
+                raise
         self._write_endpoints()
 
     def _handlers(self) -> dict[str, Any]:
         from xrd_agent.service.control import replay_handler
 
         return {"replay": replay_handler(self.ledger.replay, self.ledger.last_seq),
-                "status": self._status_reply, "expect": self._expect}
+                "status": self._status_reply, "expect": self._expect,
+                "by_sample": self._by_sample, "health": self.health}
+
+    def _serve_http(self) -> None:
+        """The read-only HTTP API and review page, in a thread of its own (``[http]``)."""
+        from xrd_agent.service.webapi import Backend
+
+        backend = Backend(state_dir=self.state_dir, health=lambda: self.health(None),
+                          submit_review=self.pipeline.notify_review, load_pattern=self._load_pattern,
+                          reference=self._reference, review_below=lambda: self.config.http.review_below)
+        self.http.serve(backend)
+        log.info("http ready", url=self.http.url)
+
+    def _load_pattern(self, path: str) -> Any:
+        """The scan at ``path`` (from the ledger, never from a request) prepared as the model saw it."""
+        from xrd_agent import readers
+        from xrd_agent.preprocess import prepare
+
+        scan_path = Path(path)
+        if not scan_path.is_file():
+            return None
+        scan = readers.read_scan(scan_path, wavelength=self.instrument.wavelength_for(scan_path))
+        return prepare(scan, self.config.gate)
+
+    def _reference(self, refcode: str) -> Any:
+        library = getattr(getattr(self, "engine", None), "library_", None)
+        if library is None:
+            return None
+        try:
+            index = library.refcodes.index(refcode)
+        except ValueError:
+            return None
+        return library.patterns16[index].astype("float32")
 
     def _write_endpoints(self) -> None:
         data = {"pub": self.publisher.endpoint, "control": self.control.endpoint, "pid": os.getpid()}
+        if getattr(self, "http", None) is not None:
+            data["http"] = self.http.url
         tmp = self.state_dir / (ENDPOINTS_FILE + ".tmp")
         tmp.write_text(json.dumps(data) + "\n")
         os.replace(tmp, self.state_dir / ENDPOINTS_FILE)
 
     def _make_watcher(self, config: Config) -> Watcher:
-        from xrd_agent import readers
-
         directory = Path(config.watch.directory).absolute()
         instrument = self.instrument
 
         def classify(path: Path) -> str | None:
-            return None if instrument.settle_only(path) else signature_format(path)
+            fmt = signature_format(path)  # one look at the header serves both questions
+            return None if instrument.settle_only(path, fmt) else fmt
 
         debouncer = Debouncer(
             settle_s=instrument.settle_s,
             incomplete_timeout_s=config.watch.incomplete_timeout_s,
-            is_complete=readers.is_complete,
+            is_complete=self.readings.complete,  # the worker reuses this read of the file version
             classify=classify,
             settle_for=instrument.settle_for,
         )
@@ -182,13 +237,61 @@ class Daemon:
         }
 
     def _expect(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not hasattr(self, "expectations"):
+            raise ConfigError("the agent is still starting; send the expectation again in a few seconds")
+        elements = request.get("elements")
+        extra: dict[str, Any] = {}
+        if elements is not None and "elements" in inspect.signature(self.expectations.expect).parameters:
+            extra["elements"] = elements  # the identification side uses them where it knows how
         try:
             exp = self.expectations.expect(request["sample_id"], request["phases"],
-                                           request.get("top_k", self.config.model.top_k))
+                                           request.get("top_k", self.config.model.top_k), request, **extra)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k)
-        return {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
+        log.info("expectation set", sample_id=exp.sample_id, phases=list(exp.phases), top_k=exp.top_k,
+                 elements=elements, amorphous_below=exp.amorphous_below,
+                 low_crystallinity_below=exp.low_crystallinity_below)
+        reply = {"sample_id": exp.sample_id, "phases": list(exp.phases), "top_k": exp.top_k}
+        if elements is not None:
+            reply["elements"] = list(getattr(exp, "elements", None) or elements)
+        return reply
+
+    def _by_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        found, more = self.ledger.by_sample(request["sample_id"], int(request.get("limit", 100)))
+        return {"sample_id": request["sample_id"], "messages": found, "more": more}
+
+    def observe(self) -> health_mod.Observed:
+        """What the agent sees of itself now (for ``health``; any thread)."""
+        pipeline = getattr(self, "pipeline", None)
+        watcher = getattr(self, "watcher", None)
+        interval = self.notifier.watchdog_interval_s
+        error = None if pipeline is None or pipeline.error is None else repr(pipeline.error)[:200]
+        return health_mod.Observed(
+            state=self.state,
+            folder=str(watcher.directory) if watcher is not None else str(self.config.watch.directory),
+            folder_present=bool(watcher.present) if watcher is not None else True,
+            worker_alive=pipeline is not None and pipeline.alive,
+            worker_error=error,
+            worker_silent_s=max(0.0, time.monotonic() - pipeline.beat) if pipeline is not None else 0.0,
+            max_silence_s=interval * 2 if interval else DEFAULT_MAX_SILENCE_S,
+            queue_depth=pipeline.depth if pipeline is not None else 0,
+            queue_size=self.config.watch.queue_size,
+            model_loaded=bool(getattr(self, "engine_version", "") or getattr(self, "library_version", "")),
+        )
+
+    def health(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``health`` op's fields (also served as HTTP ``/health``)."""
+        seen = self.observe()
+        why = health_mod.reasons(seen)
+        state = "degraded" if seen.state == "ready" and why else seen.state
+        last = self.ledger.last_scan_at()
+        age = None if last is None else round(max(0.0, (datetime.now(UTC) - last).total_seconds()), 3)
+        return {"state": state, "healthy": state == "ready" and not why, "reasons": why,
+                "queue_depth": seen.queue_depth, "queue_size": seen.queue_size, "last_scan_age_s": age,
+                "worker_silent_s": round(seen.worker_silent_s, 3), "last_seq": self.ledger.last_seq(),
+                "uptime_s": round(time.monotonic() - self.started, 3),
+                "model_version": str(getattr(self, "engine_version", "") or ""),
+                "library_version": str(getattr(self, "library_version", "") or "")}
 
     # -- the service -----------------------------------------------------------------------------
     def _publish_direct(self, state: str, detail: str) -> None:
@@ -232,14 +335,12 @@ class Daemon:
     def run(self) -> int:
         import zmq
 
-        from xrd_agent import readers
         from xrd_agent.service.engines import make_engine
 
         config = self.config
         self.started = time.monotonic()
         self.state, self.detail = "starting", ""
-        self.state_dir = Path(config.service.state_dir).absolute()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = startup.prepare_state_dir(Path(config.service.state_dir).absolute())
         self._lock_state(self.state_dir)
         wake = self._install_signals()
         self.notifier.status("starting: binding sockets")
@@ -264,6 +365,7 @@ class Daemon:
                  library_version=engine.library_version, load_s=round(time.monotonic() - t0, 2))
 
         self.instrument = Instrument(config)
+        self.readings = Readings()  # one read per file version, shared by the debouncer and the worker
         library = getattr(engine, "library_", None)
         self.expectations = ExpectationBook(config.service.expectations, config.model.top_k, self.ledger,
                                             materials=getattr(library, "materials", None),
@@ -275,7 +377,7 @@ class Daemon:
             expectations=self.expectations,
             identity=Identity(config.service.agent_id, config.service.instrument_id),
             root=Path(config.watch.directory),
-            read=lambda path, wl: readers.read_scan(path, wavelength=wl),
+            read=self.readings.get,
             wavelength_for=self.instrument.wavelength_for,
             sample_id_of=self.instrument.sample_id,
             queue_size=config.watch.queue_size,
@@ -285,6 +387,9 @@ class Daemon:
         self.pipeline.start()
         self.watcher = self._make_watcher(config)
         self.watcher.start()
+        self.engine = engine
+        if self.http is not None:
+            self._serve_http()
         self.state = "ready" if self.watcher.present else "degraded"
         self.detail = f"watching {self.watcher.directory} ({self.watcher.mode})"
         self.pipeline.notify_status(self.state, self.detail)
@@ -333,6 +438,8 @@ class Daemon:
         self.state = "draining"
         self._stopping.set()
         self.watcher.stop()
+        if self.http is not None:
+            self.http.stop()
         self.pipeline.notify_status("draining", f"{self.pipeline.depth} scan(s) queued")
         self.pipeline.stop(drain=True)
         self.state = "stopped"
@@ -443,6 +550,19 @@ class Daemon:
         log.info("sockets re-bound", pub=self.publisher.endpoint, control=self.control.endpoint)
 
 
+def _bind_error(exc: Any, endpoint: str, setting: str, flag: str) -> XrdAgentError:
+    """A failed bind as one line that says what to do."""
+    import zmq
+
+    if exc.errno == zmq.EADDRINUSE:
+        return startup.address_in_use(endpoint, setting, flag)
+    if exc.errno == zmq.EADDRNOTAVAIL:
+        return startup.StartupError(f"cannot listen on {endpoint}: this machine has no such address; "
+                                    f"set {setting} or {flag} to one of its addresses (or 127.0.0.1)")
+    return startup.StartupError(f"cannot listen on {endpoint} ({exc.strerror}); check {setting} / {flag} "
+                                "(e.g. tcp://127.0.0.1:5556)")
+
+
 def _bind_retrying(new: Any, old: Any, what: str, attempts: int = 50) -> Any:
     """Bind with ``new()``; a just-closed socket may hold the port for some milliseconds,
     so retry for a few seconds; then fall back to ``old()`` (retried the same way)."""
@@ -463,7 +583,7 @@ def _bind_retrying(new: Any, old: Any, what: str, attempts: int = 50) -> Any:
 
 def run_service(config_path: str | None, overrides: Mapping[str, Any]) -> int:
     """Entry point of ``xrd-agent run`` after argument parsing."""
-    from xrd_agent.service import logging as service_logging
+    from xrd_agent.service import logs as service_logging
 
     config = load_config(config_path, overrides)
     service_logging.configure(config.service.log_level)

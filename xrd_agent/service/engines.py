@@ -26,7 +26,7 @@ from xrd_agent.decide import Rules
 from xrd_agent.errors import ConfigError, NotFittedError, ScanError
 from xrd_agent.evidence import Evidence, cosine_evidence
 from xrd_agent.identification import Identification
-from xrd_agent.model.flags import FlagPolicy
+from xrd_agent.model import flags
 from xrd_agent.pattern import Pattern
 from xrd_agent.predict import Prediction
 from xrd_agent.scan import Scan
@@ -39,7 +39,9 @@ COSINE_VERSION = "cosine-search-match-1"
 COSINE_TEMPERATURE = 0.02
 
 
-class Engine(Protocol):
+class ServiceEngine(Protocol):
+    """What the service's worker needs of an engine (the CNN or the cosine fallback)."""
+
     model_version: str
     library_version: str
 
@@ -65,7 +67,7 @@ def choose(config: Config) -> str:
     return "cnn" if (model_dir_of(config) / "manifest.json").is_file() else "cosine"
 
 
-def make_engine(config: Config) -> Engine:
+def make_engine(config: Config) -> ServiceEngine:
     """Build (not load) the configured engine."""
     kind = choose(config)
     if kind == "cosine":
@@ -76,7 +78,7 @@ def make_engine(config: Config) -> Engine:
     return _cnn_engine(config)
 
 
-def _cnn_engine(config: Config) -> Engine:
+def _cnn_engine(config: Config) -> ServiceEngine:
     return CnnEngine(config)
 
 
@@ -104,10 +106,8 @@ class CnnEngine:
 
     def reconfigure(self, config: Config) -> None:
         """New thresholds (SIGHUP): flag policy, Top-k and noise gate; the network stays loaded."""
-        from xrd_agent.model import flags
-
         m = config.model
-        self._engine.policy = flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
+        self._engine.policy = flags.policy_from(m)
         self._engine.top_k = m.top_k
         self._engine.elements_mode, self._engine.elements_factor = m.elements_mode, m.elements_factor
         self._engine.gate = config.gate
@@ -188,7 +188,7 @@ class CosineEngine:
         m = self.config.model
         return Rules(refcodes=self._labels[0], names=self._labels[1], model_version=self.model_version,
                      library_version=self.library_version, top_k=m.top_k,
-                     policy=FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage))
+                     policy=flags.policy_from(m))
 
     def _gather(self, scan: Any, pattern: Pattern, prediction: Prediction) -> Evidence:
         return cosine_evidence(scan, pattern, prediction, self._patterns)

@@ -3,7 +3,11 @@
 1. a sidecar file next to the scan, ``<scan file name>.expect.json``
    (e.g. ``S042.raw.expect.json``), written by the robot before the scan::
 
-       {"phases": ["HKUST-1", "Cu-BTC"], "top_k": 5, "elements": ["Cu", "C", "H", "O"]}
+       {"phases": ["HKUST-1", "Cu-BTC"], "top_k": 5, "elements": ["Cu", "C", "H", "O"],
+        "amorphous_below": 0.3}
+
+   (``amorphous_below`` and ``low_crystallinity_below``, optional: this sample's
+   crystallinity thresholds in place of the configured ones),
 
 2. the control socket, ``{"op": "expect", "sample_id": "S042", "phases": [...], "top_k": 5,
    "elements": [...]}`` (phases and top_k are kept in the ledger, so they survive a restart;
@@ -97,6 +101,21 @@ def _clean_top_k(value: object, default: int) -> int:
     return value
 
 
+def _clean_thresholds(data: Mapping[str, object]) -> dict[str, float]:
+    """The optional per-sample crystallinity thresholds, each a number from 0 to 1."""
+    out: dict[str, float] = {}
+    for key in ("amorphous_below", "low_crystallinity_below"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{key} must be a number from 0 to 1")
+        out[key] = float(value)
+    if out.get("amorphous_below", 0.0) > out.get("low_crystallinity_below", 1.0):
+        raise ValueError("amorphous_below must not exceed low_crystallinity_below")
+    return out
+
+
 def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int, materials: Any = None) -> Expectation | None:
     path = sidecar_path(scan_path)
     try:
@@ -110,12 +129,14 @@ def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int, materials:
         phases = check_phases(_clean_phases(data.get("phases", [])), materials)
         top_k = _clean_top_k(data.get("top_k"), default_top_k)
         elements = clean_elements(data.get("elements"))
+        thresholds = _clean_thresholds(data)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         log.warning("ignoring expectation sidecar", sidecar=str(path), reason=str(exc))
         return None
     if not phases and not elements:
         return None
-    return Expectation(str(data.get("sample_id") or sample_id), phases, top_k, "sidecar", elements)
+    return Expectation(str(data.get("sample_id") or sample_id), phases, top_k, "sidecar", elements=elements,
+                       **thresholds)
 
 
 class ExpectationBook:
@@ -140,19 +161,24 @@ class ExpectationBook:
         for sid in dict.fromkeys([*configured, *elements]):
             try:
                 phases = check_phases(_clean_phases(configured.get(sid, [])), self.materials)
-                book[sid] = Expectation(sid, phases, default_top_k, "config", clean_elements(elements.get(sid)))
+                book[sid] = Expectation(sid, phases, default_top_k, "config",
+                                        elements=clean_elements(elements.get(sid)))
             except ValueError as exc:
                 log.error("configured expectation left out", sample_id=sid, reason=str(exc))
         with self._lock:
             self._configured, self.default_top_k = book, default_top_k
 
-    def expect(self, sample_id: str, phases: object, top_k: object = None, elements: object = None) -> Expectation:
+    def expect(self, sample_id: str, phases: object, top_k: object = None,
+               thresholds: Mapping[str, object] | None = None, elements: object = None) -> Expectation:
         """Set (or, with no phases and no elements, clear) the expectation for a sample id (control
-        socket). Raises ValueError for a name that means no library material or several."""
+        socket). Raises ValueError for a name that means no library material or several.
+        ``thresholds`` (amorphous_below, low_crystallinity_below) and ``elements`` live as long as
+        the process: the ledger keeps phases and top_k only."""
         if not isinstance(sample_id, str) or not sample_id.strip():
             raise ValueError("sample_id must be a non-empty string")
         exp = Expectation(sample_id.strip(), check_phases(_clean_phases(phases), self.materials),
-                          _clean_top_k(top_k, self.default_top_k), "control", clean_elements(elements))
+                          _clean_top_k(top_k, self.default_top_k), "control", elements=clean_elements(elements),
+                          **_clean_thresholds(thresholds or {}))
         with self._lock:
             self._control[exp.sample_id] = exp
         if self._ledger is not None:

@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS scans (
 );
 CREATE INDEX IF NOT EXISTS scans_by_stat ON scans(path, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS scans_by_hash ON scans(sha256, outcome);
+-- by_sample, the HTTP API and the review page look messages up by sample id (expression index)
+CREATE INDEX IF NOT EXISTS messages_by_sample ON messages(json_extract(message, '$.sample_id'), seq);
 CREATE TABLE IF NOT EXISTS expectations (
     sample_id  TEXT PRIMARY KEY,
     phases     TEXT NOT NULL,          -- JSON list
@@ -259,12 +261,6 @@ class Ledger:
             "SELECT 1 FROM scans WHERE path = ? AND size = ? AND mtime_ns = ? LIMIT 1", (path, size, mtime_ns)
         ))
 
-    def has(self, key: FileKey) -> bool:
-        return bool(self._query(
-            "SELECT 1 FROM scans WHERE path = ? AND size = ? AND mtime_ns = ? AND sha256 = ? LIMIT 1",
-            (key.path, key.size, key.mtime_ns, key.sha256),
-        ))
-
     def original(self, sha256: str) -> Original | None:
         """The first identification of this content, if any (for ``duplicate_of``)."""
         rows = self._query(
@@ -282,6 +278,32 @@ class Ledger:
         limit = max(1, min(int(limit), 10_000))
         rows = self._query("SELECT message FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (int(since_seq), limit + 1))
         return [json.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+
+    def by_sample(self, sample_id: str, limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
+        """Every stored message naming ``sample_id``, newest first, and whether older ones were left out."""
+        limit = max(1, min(int(limit), 10_000))
+        rows = self._query("SELECT message FROM messages WHERE json_extract(message, '$.sample_id') = ?"
+                           " ORDER BY seq DESC LIMIT ?", (sample_id, limit + 1))
+        return [json.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+
+    def message(self, seq: int) -> dict[str, Any] | None:
+        """The stored message with this seq, or None."""
+        rows = self._query("SELECT message FROM messages WHERE seq = ?", (int(seq),))
+        return json.loads(rows[0][0]) if rows else None
+
+    def recent(self, topics: Sequence[str], limit: int = 500) -> list[dict[str, Any]]:
+        """The newest stored messages of ``topics``, newest first."""
+        marks = ", ".join("?" for _ in topics)
+        rows = self._query(f"SELECT message FROM messages WHERE topic IN ({marks}) ORDER BY seq DESC LIMIT ?",
+                           (*topics, max(1, int(limit))))
+        return [json.loads(r[0]) for r in rows]
+
+    def last_scan_at(self) -> _dt.datetime | None:
+        """When the newest scan outcome was recorded (None before the first)."""
+        rows = self._query("SELECT recorded_at FROM scans ORDER BY id DESC LIMIT 1")
+        if not rows:
+            return None
+        return _dt.datetime.fromisoformat(str(rows[0][0]).replace("Z", "+00:00"))
 
     def expectations(self) -> dict[str, tuple[list[str], int]]:
         rows = self._query("SELECT sample_id, phases, top_k FROM expectations")

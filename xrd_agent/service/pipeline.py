@@ -27,6 +27,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from xrd_agent import decide
 from xrd_agent import messages
 from xrd_agent.decide import Alert
 from xrd_agent.errors import NotAScanFile, ScanError
+from xrd_agent.readers import Reading
 from xrd_agent.identification import Identification
 from xrd_agent.scan import Scan
 from xrd_agent.service.debounce import Due, Signature
@@ -125,8 +127,8 @@ class Pipeline:
         expectations: ExpectationBook,
         identity: Identity,
         root: Path,
-        read: Callable[[Path, Any], Scan],
-        wavelength_for: Callable[[Path], Any] = lambda p: None,
+        read: Callable[[Path], Reading],
+        wavelength_for: Callable[..., Any] = lambda path, format=None: None,
         sample_id_of: Callable[[Scan], str] = lambda s: s.sample_id or s.source_path.stem,
         queue_size: int = 256,
         settings: Settings | None = None,
@@ -233,11 +235,25 @@ class Pipeline:
 
         self._notices.put(make)
 
+    def notify_review(self, body: Mapping[str, Any]) -> Future[list[dict[str, Any]]]:
+        """Record and publish an ``xrd.review`` (from the HTTP thread): it takes its seq in the
+        worker like every durable message, so seq order and replay hold. The future resolves to
+        the published message(s) once sent, or to the error that kept it from the ledger."""
+        review = dict(body)
+
+        def make(tx: Transaction) -> list[dict[str, Any]]:
+            return [tx.build(lambda seq: self._build(messages.REVIEW, seq, review))]
+
+        future: Future[list[dict[str, Any]]] = Future()
+        make.future = future  # type: ignore[attr-defined]
+        self._notices.put(make)
+        return future
+
     def use_sender(self, send: Callable[[Mapping[str, Any]], bool]) -> None:
         """Publish through ``send`` from now on (call in the worker: see :meth:`call_in_worker`)."""
         self._send = send
 
-    def use_instrument(self, wavelength_for: Callable[[Path], Any], sample_id_of: Callable[[Scan], str]) -> None:
+    def use_instrument(self, wavelength_for: Callable[..., Any], sample_id_of: Callable[[Scan], str]) -> None:
         """New default wavelengths and sample-id rules (a reloaded configuration)."""
         self._wavelength_for, self._sample_id_of = wavelength_for, sample_id_of
 
@@ -306,9 +322,18 @@ class Pipeline:
                 make = self._notices.get_nowait()
             except queue.Empty:
                 return
-            with self.ledger.transaction() as tx:
-                out = make(tx)
+            future = getattr(make, "future", None)
+            try:
+                with self.ledger.transaction() as tx:
+                    out = make(tx)
+            except Exception as exc:
+                if future is None:
+                    raise
+                future.set_exception(exc)  # a request from outside failed: nothing kept, the worker goes on
+                continue
             self._publish(out)
+            if future is not None:
+                future.set_result(out)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -424,16 +449,20 @@ class Pipeline:
                 self.notify_unreadable(due, "the agent has no permission to read this file; it retries "
                                             "until it can (check the export folder's permissions)")
             return None
+        # The debouncer's reading of this version when it has one: one open, one parse, one hash.
+        reading = self._read(path)
+        digest = reading.sha256 if (reading.size, reading.mtime_ns) == (sig.size, sig.mtime_ns) else None
         try:
-            scan = self._read(path, self._wavelength_for(path))
+            fmt = reading.scan.format if reading.scan is not None else None
+            scan = reading.scan_with(self._wavelength_for(path, fmt))
         except ScanError as exc:
-            digest = _sha256_file(path)
+            digest = digest or _sha256_file(path)
             key = FileKey(path_text(path), sig.size, sig.mtime_ns, digest or "")
             self._record_rejection(due, key, exc, None, scan_id=digest)
             return None
         except Exception as exc:  # a reader bug: never crash the service, never lose the file silently
             log.exception("reader failed", path=str(path))
-            digest = _sha256_file(path)
+            digest = digest or _sha256_file(path)
             err = ScanError(f"the reader failed on this file ({type(exc).__name__}); see the agent's log", path)
             self._record_rejection(due, FileKey(path_text(path), sig.size, sig.mtime_ns, digest or ""), err, None,
                                    scan_id=digest)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from xrd_agent.library.artifact import Library, Sticks
-from xrd_agent.profile import broaden
+from xrd_agent.peakshape import broaden
 
 
 def tiny_library(count: int = 12, *, seed: int = 3) -> Library:

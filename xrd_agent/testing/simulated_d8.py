@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from xrd_agent.profile import PeakProfile, broaden
+from xrd_agent.peakshape import PeakProfile, broaden
 from xrd_agent.testing.formats import WRITERS, Measurement
 
 #: The instrument's scan: 2-theta 4-52 deg in 0.01 deg steps (covers the model's 5-50 deg;

@@ -1,4 +1,4 @@
-"""Peak profiles: turn diffraction sticks (2-theta, intensity) into a pattern on a grid.
+"""Peak shapes: turn diffraction sticks (2-theta, intensity) into a pattern on a grid (pseudo-Voigt, Caglioti widths).
 
 Shared by the library simulator and the physics augmentation, so a reference and a
 synthetic training spectrum are broadened the same way.

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from xrd_agent.pattern import MODEL_GRID
-from xrd_agent.profile import PeakProfile, broaden
+from xrd_agent.peakshape import PeakProfile, broaden
 
 
 def test_broadened_peak_keeps_area_and_position():
