@@ -258,7 +258,9 @@ def test_control_unreachable_at_start_starts_from_the_first_message(context, age
 def test_typed_events():
     ident = to_event(messages.example(messages.IDENTIFICATION, 3))
     assert isinstance(ident, IdentificationEvent)
-    assert ident.top[0].name == "HKUST-1" and ident.top[0].probability == pytest.approx(0.912)
+    assert ident.top[0].name == "HKUST-1" and ident.top[0].probability == pytest.approx(0.953)
+    assert ident.top[0].material == "FIQCEN" and ident.top[0].determinations[1] == ("DIHVIB", pytest.approx(0.041))
+    assert ident.top[1].determinations == ()  # an agent that predates materials still decodes
     assert ident.sample_id == "S-042" and ident.duplicate_of is None
     assert isinstance(to_event(messages.example(messages.REJECTED, 4)), RejectedEvent)
     assert isinstance(to_event(messages.example(messages.STATUS, 5)), StatusEvent)

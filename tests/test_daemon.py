@@ -147,6 +147,9 @@ def test_alerts_from_the_service_and_expect_over_the_control_socket(tmp_path, li
         client = ControlClient(site.agent.control, timeout_s=5)
         reply = client.expect("E-1", ["TSTMOF09"], top_k=1)
         assert reply["ok"] and reply["phases"] == ["TSTMOF09"]
+        # a name the library does not hold is refused with the closest library names
+        with pytest.raises(ControlError, match="not a material of the library; closest library names: TESTMOF-"):
+            client.expect("E-2", ["TESTMOF-99"])
         client.close()
         with Capture(site.agent.pub, site.agent.control, since_seq=0) as cap:
             site.d8.export("E-1.raw", site.d8.measure("E-1", ["TSTMOF02"]))

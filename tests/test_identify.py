@@ -50,7 +50,9 @@ def test_identify_json_gives_schema_shaped_lines(trained, fixtures_dir, tmp_path
     for doc in lines:
         assert set(doc) >= {"file", "sample_id", "top", "confidence", "flags", "gate", "coverage", "cam_regions"}
         assert [c["rank"] for c in doc["top"]] == [1, 2, 3]
-        assert all(set(c) == {"rank", "refcode", "name", "probability"} for c in doc["top"])
+        assert all(set(c) == {"rank", "refcode", "name", "probability", "material", "determinations"}
+                   for c in doc["top"])  # answers are materials
+        assert len({c["material"] for c in doc["top"]}) == 3
         assert 0.0 <= doc["confidence"] <= 1.0
         assert set(doc["flags"]) <= {"unknown_phase", "amorphous", "mixture", "low_coverage", "low_crystallinity"}
         assert set(doc["gate"]) == {"applied", "high_band_mean", "threshold", "cutoff_bins"}

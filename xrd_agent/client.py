@@ -45,10 +45,21 @@ REPLAY_PAGE = 500
 
 @dataclass(frozen=True)
 class Phase:
+    """One answer of the Top-k: a material (its common name, its best determination's refcode,
+    the probability summed over its determinations)."""
+
     rank: int
     refcode: str
     name: str
     probability: float
+    material: str = ""  # material id; empty from an agent that predates materials
+    determinations: tuple[tuple[str, float], ...] = ()  # (refcode, probability), most probable first
+
+    @classmethod
+    def from_dict(cls, c: Mapping[str, Any]) -> Phase:
+        return cls(int(c["rank"]), str(c["refcode"]), str(c["name"]), float(c["probability"]),
+                   str(c.get("material", "")),
+                   tuple((str(d["refcode"]), float(d["probability"])) for d in c.get("determinations", ())))
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ def to_event(message: Mapping[str, Any]) -> Event:
         result = message["result"]
         return IdentificationEvent(
             seq, topic, message, sample_id=message["sample_id"], scan_id=message["scan_id"],
-            path=message["path"], top=tuple(Phase(**c) for c in result["top"]),
+            path=message["path"], top=tuple(Phase.from_dict(c) for c in result["top"]),
             confidence=result["confidence"], flags=tuple(result["flags"]),
             duplicate_of=message["duplicate_of"],
             crystallinity=result["crystallinity"]["fraction"] if "crystallinity" in result else None)

@@ -44,6 +44,10 @@ class ModelConfig:
     low_crystallinity_below: float = 0.35
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
+    # Elements or metals in the pot (expect --elements): a candidate material with a metal outside
+    # them is demoted (its summed probability x elements_factor) or excluded (x 0).
+    elements_mode: str = "demote"  # demote | exclude
+    elements_factor: float = 0.001
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.amorphous_below <= self.low_crystallinity_below <= 1.0:
@@ -86,6 +90,7 @@ class ServiceConfig:
     state_dir: str = "./xrd-state"
     default_anode: str = ""  # used when a scan's file does not say (e.g. plain .xy)
     expectations: dict[str, list[str]] = field(default_factory=dict)  # sample id -> phases
+    expected_elements: dict[str, list[str]] = field(default_factory=dict)  # sample id -> elements in the pot
     log_level: str = "info"  # debug | info | warning | error
 
 

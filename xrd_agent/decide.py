@@ -19,7 +19,9 @@ Alert rules (``docs/service.md`` explains them for users):
 reason                     severity  when
 =========================  ========  ===================================================
 amorphous                  critical  the product's crystalline fraction is below ``model.amorphous_below`` (failed synthesis)
-expected_phase_missing     critical  an expectation exists and none of its phases is in the Top-k
+expected_phase_missing     critical  an expectation exists and no expected material is in the result
+                                     (its Top-k materials), or nothing crystalline was found
+expected_phase_uncertain   warning   an expected material is in the Top-k but not a confident first answer
 unknown_phase              warning   the scan is crystalline but nothing in the library explains it
 mixture                    warning   a second phase is likely
 low_crystallinity          warning   crystalline, but the crystalline fraction is below ``model.low_crystallinity_below``
@@ -33,10 +35,17 @@ An amorphous scan with an expectation raises both ``amorphous`` and
 ``expected_phase_missing``: the robot's rule may key on either. An expectation may carry its
 own crystallinity thresholds (``amorphous_below``, ``low_crystallinity_below``); they replace
 the configured ones for that sample's verdict.
+
+Answers are materials (:mod:`xrd_agent.materials`): the Top-k lists materials with their
+probabilities summed over their determinations, an expectation names materials, and
+every alert's ``detail`` names materials by their common names; refcodes appear only in
+the evidence (``found``). What the chemist says is in the pot (``Evidence.elements``)
+demotes or excludes materials whose metals contradict it (``Rules.elements_mode``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +53,7 @@ import numpy as np
 
 from xrd_agent.evidence import Evidence
 from xrd_agent.identification import Candidate, Flag, Identification
+from xrd_agent.messages import Determination
 from xrd_agent.messages import AlertReason, Severity
 from xrd_agent.model import cam as _cam
 from xrd_agent.model.flags import FlagPolicy, Match, crystallinity_verdict
@@ -78,6 +88,21 @@ class Rules:
     rerank: bool = True  # reorder the network's best by softmax x peak-match score^RERANK_POWER
     rerank_depth: int = RERANK_DEPTH  # how many of the network's best the peak match may reorder
     policy: FlagPolicy = FlagPolicy()
+
+    materials: Any = None  # the library's xrd_agent.materials.Materials; None: answers are classes
+    elements_mode: str = "demote"  # demote | exclude: materials whose metals contradict Evidence.elements
+    elements_factor: float = 0.001  # demote: their summed probability x this (and they rank after the rest)
+
+    def element_weights(self, elements: Sequence[str]) -> np.ndarray | None:
+        """Per-material multipliers for the elements in the pot (None: no elements, or no materials)."""
+        if not elements or self.materials is None:
+            return None
+        return self.materials.element_weights(elements, mode=self.elements_mode, factor=self.elements_factor)
+
+    @property
+    def evidence_depth(self) -> int:
+        """How many of the best candidates need a peak match."""
+        return self.rerank_depth if self.rerank else 1
 
 
 def network_flags(p_top: float, match: Match, verdict: Flag | None, coverage_fraction: float,
@@ -133,6 +158,8 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
     """The decide stage: one scan's prediction and evidence -> its Identification."""
     if evidence.cosine is not None:
         return _decide_cosine(prediction, evidence, rules)
+    if rules.materials is not None:
+        return _decide_materials(prediction, evidence, rules)
     probs = prediction.probabilities
     pattern = evidence.pattern
     k = min(rules.top_k, probs.size)
@@ -166,6 +193,69 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
                           library_version=rules.library_version, extra=extra, crystallinity=cryst)
 
 
+def evidence_classes(probs: np.ndarray, rules: Rules, elements: Sequence[str] = ()) -> list[int]:
+    """The classes whose peak match the material judge needs: the network's ``evidence_depth``
+    best classes and the most probable determination of each of the ``evidence_depth`` best
+    materials (with the elements' weights), leaving out materials the elements exclude."""
+    depth = rules.evidence_depth
+    out = [int(j) for j in np.argsort(-probs)[:depth]]
+    mats = rules.materials
+    if mats is None:
+        return out
+    weights = rules.element_weights(elements)
+    summed = mats.summed(probs) * (weights if weights is not None else 1.0)
+    order = np.argsort(-summed, kind="stable")
+    if weights is not None:  # allowed materials first, as the ranking puts them
+        order = np.concatenate([order[weights[order] >= 1.0], order[weights[order] < 1.0]])
+    for m in order[:depth]:
+        members = list(mats[int(m)].indices)
+        out.append(members[int(np.argmax(probs[members]))])
+    if weights is not None:
+        out = [j for j in out if weights[mats.of_class[j]] > 0]
+    return list(dict.fromkeys(out))
+
+
+def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:
+    """Top-k materials: probabilities summed over each material's determinations; the peak match
+    of its best-supported determination reorders the few best and sets the confidence."""
+    probs = prediction.probabilities
+    pattern = evidence.pattern
+    mats = rules.materials
+    weights = rules.element_weights(evidence.elements)
+    k = min(rules.top_k, len(mats))
+    matches = dict(evidence.matches)
+    scores = {j: m.score for j, m in matches.items()} if rules.rerank else None
+    ranked = mats.rank(probs, k, evidence=scores, power=RERANK_POWER, weights=weights)
+    best = ranked[0].best
+    match = matches.get(best)
+    if match is None:  # no evidence gathered for it (a stand-in gather): nothing vouches for it
+        match = Match(0.0, 0.0, 0.0, ())
+    top = tuple(Candidate(rank=r + 1, refcode=rules.refcodes[c.best], name=c.material.name,
+                          probability=min(1.0, c.probability), material=c.material.id,
+                          determinations=tuple(Determination(rules.refcodes[i], p) for i, p in c.determinations))
+                for r, c in enumerate(ranked))
+    cryst = evidence.crystallinity
+    cov = pattern.coverage
+    verdict = crystallinity_verdict(cryst, cov, rules.policy)
+    confidence, flags = network_flags(min(1.0, ranked[0].probability), match, verdict, cov.fraction, rules.policy)
+    regions: tuple = ()
+    if prediction.cam is not None:
+        regions = _cam.regions(prediction.cam, pattern.mask)
+    extra: dict[str, object] = {
+        "softmax_top": round(float(probs[best]), 6),
+        "material_top": round(float(ranked[0].probability), 6),
+        "cam_refcode": rules.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
+        "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
+                  "score": round(match.score, 4), "shift": match.shift,
+                  "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
+    }
+    if evidence.elements:
+        extra["elements"] = sorted(set(evidence.elements))
+    return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
+                          coverage=cov, cam_regions=regions, model_version=rules.model_version,
+                          library_version=rules.library_version, extra=extra, crystallinity=cryst)
+
+
 def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:
     prob = prediction.probabilities
     order = prediction.order()[: rules.top_k]
@@ -185,6 +275,7 @@ def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> 
 # checks that this table covers exactly those reasons with those severities.
 AMORPHOUS: AlertReason = "amorphous"
 EXPECTED_PHASE_MISSING: AlertReason = "expected_phase_missing"
+EXPECTED_PHASE_UNCERTAIN: AlertReason = "expected_phase_uncertain"
 UNKNOWN_PHASE: AlertReason = "unknown_phase"
 MIXTURE: AlertReason = "mixture"
 LOW_COVERAGE: AlertReason = "low_coverage"
@@ -196,6 +287,7 @@ FOLDER_RESTORED: AlertReason = "folder_restored"
 SEVERITY: dict[AlertReason, Severity] = {
     AMORPHOUS: "critical",
     EXPECTED_PHASE_MISSING: "critical",
+    EXPECTED_PHASE_UNCERTAIN: "warning",
     UNKNOWN_PHASE: "warning",
     MIXTURE: "warning",
     LOW_COVERAGE: "info",
@@ -208,7 +300,8 @@ SEVERITY: dict[AlertReason, Severity] = {
 
 @dataclass(frozen=True)
 class Expectation:
-    """What a sample should contain: any one of ``phases`` (names, aliases or refcodes) in the Top-k."""
+    """What a sample should contain: any one of ``phases`` (names, aliases or refcodes of library
+    materials) in the Top-k; ``elements``: the elements or metals in the pot, when known."""
 
     sample_id: str
     phases: tuple[str, ...]
@@ -216,9 +309,12 @@ class Expectation:
     source: str = "config"  # control | sidecar | config
     amorphous_below: float | None = None  # this sample's crystallinity thresholds (None: the configured)
     low_crystallinity_below: float | None = None
+    elements: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {"sample_id": self.sample_id, "phases": list(self.phases), "top_k": self.top_k, "source": self.source}
+        if self.elements:
+            out["elements"] = list(self.elements)
         for key in ("amorphous_below", "low_crystallinity_below"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -272,20 +368,37 @@ def _sample_flags(identification: Identification, expectation: Expectation | Non
     return frozenset(flags)
 
 
+def _names(cands: Any) -> str:
+    return ", ".join(dict.fromkeys(c.name for c in cands)) or "nothing"
+
+
+def _material_of(cand: Any, materials: Any) -> str:
+    """A candidate's material id (its own field, else looked up from its refcode)."""
+    if getattr(cand, "material", ""):
+        return str(cand.material)
+    if materials is not None:
+        for m in materials.resolve(cand.refcode).matches:
+            return m.id
+    return cand.refcode
+
+
 def alerts(
     identification: Identification,
     expectation: Expectation | None = None,
     *,
     aliases: dict[str, set[str]] | None = None,
+    materials: Any = None,
     unknown_threshold: float | None = None,
 ) -> list[Alert]:
-    """Alerts for one identification. ``aliases`` maps a refcode to every lower-case name it
-    answers to (name, aliases, refcode), from the library; without it only the candidate's
-    own name and refcode count. Evidence uses the contract's keys (``messages.Evidence``)."""
+    """Alerts for one identification. ``materials`` (:class:`xrd_agent.materials.Materials` of the
+    library) lets an expectation name a material by any of its names and compares materials;
+    without it, ``aliases`` (refcode -> lower-case names) or the candidate's own name and refcode
+    count. Evidence uses the contract's keys (``messages.Evidence``)."""
     found: list[Alert] = []
     flags = _sample_flags(identification, expectation)
     flag_names = sorted(f.value for f in flags)
-    refcodes = [c.refcode for c in identification.top]
+    top = identification.top
+    refcodes = [c.refcode for c in top]
     confidence = min(1.0, max(0.0, float(identification.confidence)))
     basic: dict[str, Any] = {"confidence": confidence, "flags": flag_names}
     cryst = identification.crystallinity
@@ -298,36 +411,58 @@ def alerts(
     elif Flag.UNKNOWN_PHASE in flags:
         extra = {"threshold": unknown_threshold} if unknown_threshold is not None else {}
         found.append(alert(UNKNOWN_PHASE, **basic, **extra, found=refcodes[:3],
-                            detail="crystalline, but no library phase explains the pattern"))
+                           found_names=[c.name for c in top[:3]],
+                           detail=("crystalline, but no library material explains the pattern "
+                                   f"(closest: {_names(top[:3])})")))
     if Flag.LOW_CRYSTALLINITY in flags:
         found.append(alert(LOW_CRYSTALLINITY, **basic, **shown,
                            detail=f"crystalline, but much of the product is amorphous{share}"))
     if Flag.MIXTURE in flags:
-        found.append(alert(MIXTURE, **basic, found=refcodes[:3], detail="a second phase is likely"))
+        found.append(alert(MIXTURE, **basic, found=refcodes[:3], found_names=[c.name for c in top[:3]],
+                           detail=f"a second phase is likely besides {top[0].name if top else 'the first'}"))
     if Flag.LOW_COVERAGE in flags:
         cov = identification.coverage
         found.append(alert(LOW_COVERAGE, **basic, detail=(
             f"the scan covers {cov.fraction:.0%} of 2-theta 5-50 deg (Cu); the ranking is less reliable")))
     if expectation is not None and expectation.phases:
-        k = max(1, expectation.top_k)
-        wanted = _expected_names(expectation.phases, aliases or {})
-        hits = []
-        for cand in identification.top[:k]:
-            names = {cand.refcode.lower(), cand.name.lower()}
-            if aliases and cand.refcode in aliases:
-                names |= aliases[cand.refcode]
-            if names & wanted:
-                hits.append(cand.refcode)
-        # An amorphous or unknown scan names no phase with any trust: the expectation is missed.
-        untrusted = bool(flags & {Flag.AMORPHOUS, Flag.UNKNOWN_PHASE})
-        if not hits or untrusted:
-            found.append(alert(
-                EXPECTED_PHASE_MISSING,
-                **basic,
-                expected_phases=list(expectation.phases),
-                top_k=k,
-                found=refcodes[:k],
-                detail=(("the scan shows no phase that can be trusted" if untrusted
-                         else f"no expected phase in the Top-{k}") + f" (expectation from {expectation.source})"),
-            ))
+        found.extend(_expected(identification, flags, expectation, basic, aliases, materials))
     return found
+
+
+def _expected(identification: Identification, flags: frozenset[Flag], expectation: Expectation,
+              basic: dict[str, Any], aliases: dict[str, set[str]] | None, materials: Any) -> list[Alert]:
+    """expected_phase_missing when no expected material is in the result (Top-k materials), or
+    nothing crystalline is there; expected_phase_uncertain when one is there but it is not the
+    confident first answer (rank > 1, or unknown_phase)."""
+    k = max(1, expectation.top_k)
+    cands = identification.top[:k]
+    if materials is not None:
+        wanted = {m.id: m.name for p in expectation.phases for m in materials.resolve(p).matches}
+        hits = [r for r, c in enumerate(cands) if _material_of(c, materials) in wanted]
+        expected_names = list(dict.fromkeys(wanted.values())) or list(expectation.phases)
+    else:
+        names = _expected_names(expectation.phases, aliases or {})
+        hits = []
+        for r, cand in enumerate(cands):
+            own = {cand.refcode.lower(), cand.name.lower()}
+            if aliases and cand.refcode in aliases:
+                own |= aliases[cand.refcode]
+            if own & names:
+                hits.append(r)
+        expected_names = list(expectation.phases)
+    facts = {**basic, "expected_phases": list(expectation.phases), "expected_materials": expected_names,
+             "top_k": k, "found": [c.refcode for c in cands], "found_names": [c.name for c in cands]}
+    wanted_text = " or ".join(expected_names)
+    source = f" (expectation from {expectation.source})"
+    if Flag.AMORPHOUS in flags:
+        return [alert(EXPECTED_PHASE_MISSING, **facts,
+                      detail=f"expected {wanted_text}, but nothing crystallised{source}")]
+    if not hits:
+        return [alert(EXPECTED_PHASE_MISSING, **facts,
+                      detail=f"expected {wanted_text}, found {_names(cands)}{source}")]
+    if hits[0] > 0 or Flag.UNKNOWN_PHASE in flags:
+        where = (f"ranked {hits[0] + 1} behind {_names(cands[:hits[0]])}" if hits[0] > 0
+                 else "first, but the pattern is not explained well enough to be sure")
+        return [alert(EXPECTED_PHASE_UNCERTAIN, **facts,
+                      detail=f"expected {wanted_text}: {cands[hits[0]].name} is {where}{source}")]
+    return []

@@ -13,7 +13,7 @@ add theirs without touching the others.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ class Evidence:
     matches: Mapping[int, Match] = field(default_factory=dict)  # library index -> peak match, best candidates
     crystallinity: Crystallinity | None = None  # None: no raw counts to judge (synthetic rows)
     cosine: CosineEvidence | None = None  # set by the cosine fallback, which judges by its own rules
+    elements: tuple[str, ...] = ()  # what the chemist says is in the pot (expect --elements); () unknown
     # verify (issue 12) and compose (issue 13) add their fields here, with defaults.
 
 
@@ -96,17 +97,20 @@ def _safe_estimate(two_theta: np.ndarray, intensity: np.ndarray) -> Crystallinit
 
 
 def peak_evidence(pattern: Pattern, prediction: Prediction, references: ReferencePeaks, *,
-                  depth: int, policy: FlagPolicy = FlagPolicy(), scan: Any = None) -> Evidence:
-    """Peak match of the ``depth`` best candidates and the crystalline fraction of the product."""
+                  depth: int, policy: FlagPolicy = FlagPolicy(), scan: Any = None,
+                  classes: Sequence[int] | None = None, elements: Sequence[str] = ()) -> Evidence:
+    """Peak match of the ``depth`` best candidates (or of ``classes``, when the judge names them:
+    materials need their best determinations) and the crystalline fraction of the product."""
     probs = prediction.probabilities
-    order = prediction.order()[:max(1, min(depth, probs.size))]
+    order = list(classes) if classes is not None else prediction.order()[:max(1, min(depth, probs.size))]
     scan_peaks = _flags.find_peaks(pattern.intensity, pattern.mask, min_height=policy.weak_peak)
     cov = pattern.coverage
     first, last = (cov.first, cov.last) if cov.fraction > 0 else (0.0, 0.0)
     candidates = [int(j) for j in order]
     found = _flags.match_many(scan_peaks, [references(j) for j in candidates], first, last, policy)
     matches = dict(zip(candidates, found))
-    return Evidence(pattern=pattern, matches=matches, crystallinity=crystallinity_of(scan, pattern))
+    return Evidence(pattern=pattern, matches=matches, crystallinity=crystallinity_of(scan, pattern),
+                    elements=tuple(elements))
 
 
 def explained_share(y: np.ndarray, ref: np.ndarray, mask: np.ndarray, tolerance_deg: float = 0.3) -> float:

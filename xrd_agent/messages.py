@@ -110,7 +110,7 @@ DetectedAt = Annotated[str, doc("When the agent first saw the finished file (RFC
 Refcode = Annotated[str, doc("Library key of a phase: the CSD refcode (CoRE MOF stem) or a user "
                              "library's key.", minLength=1, maxLength=128)]
 PhaseFlag = Literal["unknown_phase", "amorphous", "mixture", "low_coverage", "low_crystallinity"]
-AlertReason = Literal["expected_phase_missing", "amorphous", "unknown_phase", "mixture", "low_coverage",
+AlertReason = Literal["expected_phase_missing", "expected_phase_uncertain", "amorphous", "unknown_phase", "mixture", "low_coverage",
                       "unreadable", "folder_missing", "folder_restored", "low_crystallinity"]
 Severity = Literal["info", "warning", "critical"]
 ServiceState = Literal["starting", "ready", "reloading", "draining", "stopped", "degraded"]
@@ -121,19 +121,44 @@ RequestId = Annotated[str, doc("Optional correlation id chosen by the client; th
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One ranked phase of the Top-k."""
+class Determination:
+    """One library class (one structure determination) of a material."""
 
-    rank: Annotated[int, doc("1 for the most probable phase.", minimum=1)]
     refcode: Refcode
-    name: Annotated[str, doc("Common name of the phase (e.g. HKUST-1), or the refcode when the library "
-                             "has none.", maxLength=256)]
-    probability: Annotated[float, doc("Softmax probability the model gives this phase.",
+    probability: Annotated[float, doc("Softmax probability the model gives this determination.",
                                       minimum=0, maximum=1)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "refcode": self.refcode, "name": self.name,
-                "probability": round(float(self.probability), 6)}
+        return {"refcode": self.refcode, "probability": round(float(self.probability), 6)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One ranked material of the Top-k (several library determinations of one material are one
+    answer; xrd_agent.materials)."""
+
+    rank: Annotated[int, doc("1 for the most probable material.", minimum=1)]
+    refcode: Annotated[str, doc("The library determination (CSD refcode or user key) that represents the "
+                                "material best: the one the peak evidence supports.",
+                                minLength=1, maxLength=128)]
+    name: Annotated[str, doc("Common name of the material (e.g. HKUST-1), or its first refcode when the "
+                             "library has none.", maxLength=256)]
+    probability: Annotated[float, doc("Probability the model gives the material: the sum over its "
+                                      "determinations.", minimum=0, maximum=1)]
+    material: Annotated[str, doc("Material id: the refcode of the material's first library class; the "
+                                 "same for all its determinations. Absent from class-level answers.",
+                                 minLength=1, maxLength=128)] = ""
+    determinations: Annotated[tuple[Determination, ...], doc(
+        "The material's library determinations with their probabilities, most probable first.",
+        maxItems=100)] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rank": self.rank, "refcode": self.refcode, "name": self.name,
+                               "probability": round(float(self.probability), 6)}
+        if self.material:
+            out["material"] = self.material
+            out["determinations"] = [d.to_dict() for d in self.determinations]
+        return out
 
 
 class Gate(TypedDict):
@@ -213,8 +238,12 @@ class Evidence(TypedDict, total=False):
                                                   "(control op `expect` or config `service.expectations`).",
                                                   maxItems=50)]
     top_k: Annotated[int, doc("How deep in the ranking an expected phase had to appear.", minimum=1)]
-    found: Annotated[list[Refcode], doc("Refcodes the model ranked in the Top-k, most probable first.",
-                                        maxItems=50)]
+    found: Annotated[list[Refcode], doc("Refcodes the model ranked in the Top-k, most probable first "
+                                        "(each material's best determination).", maxItems=50)]
+    found_names: Annotated[list[Annotated[str, doc("A material's common name.", maxLength=256)]],
+                           doc("Common names of the materials in `found`, same order.", maxItems=50)]
+    expected_materials: Annotated[list[Annotated[str, doc("A material's common name.", maxLength=256)]],
+                                  doc("The library materials the expected phases name.", maxItems=50)]
     confidence: Annotated[float, doc("Probability of the top phase.", minimum=0, maximum=1)]
     threshold: Annotated[float, doc("The threshold the decision was compared with "
                                     "(e.g. `model.unknown_threshold`).")]
@@ -269,8 +298,9 @@ class AlertMessage(Header):
                                           "folder alerts.", pattern=_TIMESTAMP_PATTERN)]
     detected_at: Annotated[str | None, doc("When the agent saw the file or the folder change "
                                            "(RFC 3339, UTC).", pattern=_TIMESTAMP_PATTERN)]
-    reason: Annotated[AlertReason, doc("What happened: expected_phase_missing (an expected phase is not "
-                                       "in the Top-k), amorphous, unknown_phase, mixture, low_coverage, "
+    reason: Annotated[AlertReason, doc("What happened: expected_phase_missing (no expected material "
+                                       "is in the Top-k), expected_phase_uncertain (an expected material "
+                                       "is there but the answer is not confident), amorphous, unknown_phase, mixture, low_coverage, "
                                        "unreadable (a finished file could not be read), folder_missing, "
                                        "folder_restored, low_crystallinity (much of the product is amorphous).")]
     severity: Annotated[Severity, doc("info, warning or critical (critical: a synthesis most likely failed "
@@ -613,7 +643,7 @@ def _to_schema(tp: Any) -> dict[str, Any]:
                 out["enum"] = [v for e in enums for v in e] + [None] * ("null" in types)
         else:
             out = {"anyOf": members}
-    elif origin is list:
+    elif origin is list or (origin is tuple and len(get_args(tp)) == 2 and get_args(tp)[1] is Ellipsis):
         out = {"type": "array", "items": _to_schema(get_args(tp)[0])}
     elif origin is dict:
         out = {"type": "object", "additionalProperties": _to_schema(get_args(tp)[1])}
@@ -631,10 +661,13 @@ def _object_schema(cls: type) -> dict[str, Any]:
     hints = get_type_hints(cls, include_extras=True)
     names = sorted(hints, key=lambda n: (_FIRST_KEYS.index(n) if n in _FIRST_KEYS else len(_FIRST_KEYS)))
     properties = {name: _to_schema(hints[name]) for name in names}
-    if dataclasses.is_dataclass(cls):  # a value the code also uses (Candidate, Coverage, CamRegion): all required
-        hints = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-        names = [n for n in names if n in hints]
-        required = list(names)
+    if dataclasses.is_dataclass(cls):  # a value the code also uses (Candidate, Coverage, CamRegion)
+        fields_ = {f.name: f for f in dataclasses.fields(cls)}
+        names = [n for n in names if n in fields_]
+        properties = {name: properties[name] for name in names}
+        # required unless it has a default (a field added later, absent from older agents' messages)
+        required = [n for n in names if fields_[n].default is dataclasses.MISSING
+                    and fields_[n].default_factory is dataclasses.MISSING]
     else:
         required = [name for name in names if name in cls.__required_keys__]  # type: ignore[attr-defined]
     out: dict[str, Any] = {"type": "object", "description": " ".join((cls.__doc__ or "").split()),
@@ -870,11 +903,12 @@ def decode(frames: Sequence[bytes]) -> dict[str, Any]:
 
 _EXAMPLE_RESULT: dict[str, Any] = {
     "top": [
-        {"rank": 1, "refcode": "FIQCEN", "name": "HKUST-1", "probability": 0.912},
-        {"rank": 2, "refcode": "DOTSOV", "name": "HKUST-1", "probability": 0.041},
-        {"rank": 3, "refcode": "OFERUN", "name": "ZIF-8", "probability": 0.017},
-        {"rank": 4, "refcode": "SAHYIK", "name": "MOF-5", "probability": 0.009},
-        {"rank": 5, "refcode": "RUBTAK", "name": "UiO-66", "probability": 0.006},
+        {"rank": 1, "refcode": "FIQCEN", "name": "HKUST-1", "probability": 0.953, "material": "FIQCEN",
+         "determinations": [{"refcode": "FIQCEN", "probability": 0.912}, {"refcode": "DIHVIB", "probability": 0.041}]},
+        {"rank": 2, "refcode": "OFERUN", "name": "ZIF-8", "probability": 0.017},
+        {"rank": 3, "refcode": "EDUSIF", "name": "MOF-5", "probability": 0.009},
+        {"rank": 4, "refcode": "RUBTAK02", "name": "UiO-66", "probability": 0.006},
+        {"rank": 5, "refcode": "GITTOT", "name": "ZIF-67", "probability": 0.004},
     ],
     "confidence": 0.912,
     "flags": [],
@@ -896,8 +930,9 @@ _EXAMPLE_SCAN: dict[str, Any] = {
 _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     IDENTIFICATION: {**_EXAMPLE_SCAN, "format": "brml", "result": _EXAMPLE_RESULT, "duplicate_of": None},
     ALERT: {**_EXAMPLE_SCAN, "reason": "expected_phase_missing", "severity": "critical",
-            "evidence": {"expected_phases": ["OFERUN"], "top_k": 2, "found": ["FIQCEN", "DOTSOV"],
-                         "confidence": 0.912},
+            "evidence": {"expected_phases": ["ZIF-8"], "expected_materials": ["ZIF-8"], "top_k": 1,
+                         "found": ["FIQCEN"], "found_names": ["HKUST-1"], "confidence": 0.912,
+                         "detail": "expected ZIF-8, found HKUST-1 (expectation from control)"},
             "result": _EXAMPLE_RESULT},
     REJECTED: {**_EXAMPLE_SCAN, "reason": "the file ends after 1,204 of 2,374 data points",
                "error": "truncated"},

@@ -29,8 +29,9 @@ from xrd_agent.pattern import Pattern
 from xrd_agent.predict import Prediction, Predictor
 from xrd_agent.scan import Scan
 
-#: (scan or None, pattern, prediction) -> Evidence: how a predictor's answer is checked.
-Gather = Callable[[Scan | None, Pattern, Prediction], Evidence]
+#: (scan or None, pattern, prediction) -> Evidence: how a predictor's answer is checked. A gather
+#: that takes ``elements=`` (what the chemist says is in the pot) is given them when known.
+Gather = Callable[..., Evidence]
 
 
 class Stages:
@@ -53,26 +54,36 @@ class Stages:
         return self.predictor.predict(patterns)
 
     def judge(self, patterns: Sequence[Pattern], predictions: Sequence[Prediction],
-              scans: Sequence[Scan | None]) -> list[Identification]:
+              scans: Sequence[Scan | None], elements: Sequence[Sequence[str] | None] | None = None,
+              ) -> list[Identification]:
         """evidence -> decide for each scan (verify and compose slot in here)."""
         rules = self.rules()
-        return [_decide.decide(prediction, self.gather(scan, pattern, prediction), rules)
-                for scan, pattern, prediction in zip(scans, patterns, predictions)]
+        given = elements if elements is not None else [None] * len(patterns)
+        out = []
+        for scan, pattern, prediction, els in zip(scans, patterns, predictions, given):
+            evidence = (self.gather(scan, pattern, prediction, elements=tuple(els)) if els
+                        else self.gather(scan, pattern, prediction))
+            out.append(_decide.decide(prediction, evidence, rules))
+        return out
 
     # -- the path ----------------------------------------------------------------------
-    def identify_patterns(self, patterns: Sequence[Pattern],
-                          scans: Sequence[Scan | None] | None = None) -> list[Identification]:
-        """predict -> evidence -> decide for prepared patterns."""
+    def identify_patterns(self, patterns: Sequence[Pattern], scans: Sequence[Scan | None] | None = None,
+                          elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification]:
+        """predict -> evidence -> decide for prepared patterns; ``elements`` per pattern: what the
+        chemist says is in the pot (None: not known)."""
         if not patterns:
             return []
-        return self.judge(patterns, self.predict(patterns), scans if scans is not None else [None] * len(patterns))
+        return self.judge(patterns, self.predict(patterns), scans if scans is not None else [None] * len(patterns),
+                          elements)
 
-    def identify_many(self, scans: Sequence[Scan], wavelength: float | None = None) -> list[Identification | ScanError]:
+    def identify_many(self, scans: Sequence[Scan], wavelength: float | None = None,
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
         """One result per scan, in order: an Identification, or the ScanError that stopped it."""
         prepared = self.prepare(scans, wavelength)
         ready = [i for i, p in enumerate(prepared) if not isinstance(p, ScanError)]
         out: list[Any] = list(prepared)
-        done = self.identify_patterns([prepared[i] for i in ready], [scans[i] for i in ready])  # type: ignore[misc]
+        done = self.identify_patterns([prepared[i] for i in ready], [scans[i] for i in ready],  # type: ignore[misc]
+                                      [elements[i] for i in ready] if elements is not None else None)
         for i, result in zip(ready, done):
             out[i] = result
         return out

@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fixtures", type=Path, nargs="*", default=None, metavar="FILE",
                         help="non-MOF scans for the open-set table (default: the silicon and corundum "
                              "standards of the test fixtures, if present)")
+    parser.add_argument("--real", type=Path, default=None, metavar="DIR",
+                        help="score measured scans under DIR instead (needs --labels): material Top-1/Top-5, "
+                             "flags and confident wrong names, without and with the labelled elements")
+    parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                        help="TOML labels of the --real scans (see xrd_agent/model/evaluate_real.py)")
+    parser.add_argument("--materials", action="store_true",
+                        help="only the material-level Top-1/Top-5 of the engine on the held-out set "
+                             "(clean and realistic; no baselines, sweeps or figures)")
     parser.set_defaults(func=run)
 
 
@@ -88,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
     if fixtures is None:
         here = Path(__file__).resolve().parents[2] / "tests" / "data" / "fixtures" / "scans"
         fixtures = sorted(p for p in here.glob("*") if p.suffix.lower() in {".brml", ".raw", ".uxd", ".xrdml"})
+    if args.real is not None or args.labels is not None:
+        return _real(args, engine, command)
+    if args.materials:
+        from xrd_agent.model.evaluate import material_heldout
+
+        table = material_heldout(engine, library, config, emit=lambda line: print(line, file=sys.stderr, flush=True))
+        _write(args.out, "materials", table, command)
+        return 0
     results = evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,
                        emit=lambda line: print(line, file=sys.stderr, flush=True))
     cryst, table = crystallinity_table(args.crystallinity, command)
@@ -97,3 +113,32 @@ def run(args: argparse.Namespace) -> int:
         f.write("\n## Crystallinity\n\n" + table)
     print(table)
     return 0
+
+
+def _write(out: Path, stem: str, results: dict, command: str) -> None:
+    import json
+
+    from xrd_agent.model.evaluate import markdown_materials
+    from xrd_agent.model.evaluate_real import markdown_real
+
+    text = (markdown_real if stem == "real" else markdown_materials)(results, command)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps({**results, "command": command}, indent=1, default=float) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    print(text, end="")
+
+
+def _real(args: argparse.Namespace, engine, command: str) -> int:
+    from xrd_agent.errors import XrdAgentError
+    from xrd_agent.model.evaluate_real import evaluate_real, load_labels
+
+    if args.real is None or args.labels is None:
+        print("--real DIR and --labels FILE go together", file=sys.stderr)
+        return 2
+    try:
+        results = evaluate_real(engine, args.real, load_labels(args.labels))
+    except XrdAgentError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    _write(args.out, "real", results, command)
+    return 1 if results["summary"]["errors"] else 0

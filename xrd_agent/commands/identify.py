@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "records: its copy, else its path, else the shipped library)")
     parser.add_argument("--png", type=Path, default=None, metavar="FILE",
                         help="plot scan, best reference and CAM regions (one file per scan when several)")
+    parser.add_argument("--elements", default=None, metavar="EL,EL",
+                        help="elements or metals in the pot, e.g. Zn,C,N,O: materials with other metals are "
+                             "demoted (config model.elements_mode)")
     add_wavelength_argument(parser)
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="xrd-agent TOML configuration")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
@@ -52,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     if args.top is not None and not 1 <= args.top <= 50:
         print("--top must be between 1 and 50", file=sys.stderr)
         return 2
+    elements = None
+    if args.elements:
+        from xrd_agent.service.expectations import clean_elements
+        try:
+            elements = clean_elements(args.elements)
+        except ValueError as exc:
+            print(f"--elements: {exc}", file=sys.stderr)
+            return 2
     files = ScanFiles(args.files, wavelength, profiles=list(load_profiles().values()))
     read = list(files)
     paths, scans = [p for p, _ in read], [s for _, s in read]
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     # Batch sizes: one call for all files, padded to the next warmed size.
     engine = Engine.from_config(config, library=args.library, **overrides).load()
-    results = engine.identify_many(scans)
+    results = engine.identify_many(scans, elements=[elements] * len(scans) if elements else None)
     try:
         for n, (path, scan, result) in enumerate(zip(paths, scans, results)):
             if isinstance(result, ScanError):
@@ -118,13 +129,17 @@ def _print_text(path: Path, sample_id: str, result: Any, out: TextIO) -> None:
     out.write(f"  confidence {result.confidence:.2f}   flags: {flags}   "
               f"coverage {cov.first:.1f}-{cov.last:.1f} deg ({cov.fraction:.0%})   "
               f"noise gate {'applied' if result.gate.applied else 'not applied'}\n")
+    if result.extra.get("elements"):
+        out.write(f"  elements in the pot: {', '.join(result.extra['elements'])}\n")
     cryst = getattr(result, "crystallinity", None)
     if cryst is not None and cryst.fraction == cryst.fraction:
         out.write(f"  crystalline fraction {cryst.fraction:.2f} +- {cryst.uncertainty:.2f}\n")
-    width = max([len(c.refcode) for c in result.top] + [7])
-    out.write(f"  {'#':>2}  {'refcode':<{width}}  {'p':>6}  name\n")
+    width = max([len(c.name) for c in result.top] + [8])
+    out.write(f"  {'#':>2}  {'material':<{width}}  {'p':>6}  determinations (refcode p)\n")
     for c in result.top:
-        out.write(f"  {c.rank:>2}  {c.refcode:<{width}}  {c.probability:>6.3f}  {c.name}\n")
+        dets = [f"{d.refcode} {d.probability:.3f}" for d in c.determinations if d.probability >= 0.001] or [c.refcode]
+        shown = ", ".join(dets[:4]) + (f", +{len(dets) - 4}" if len(dets) > 4 else "")
+        out.write(f"  {c.rank:>2}  {c.name:<{width}}  {c.probability:>6.3f}  {shown}\n")
     if result.cam_regions:
         regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({r.weight:.0%})" for r in result.cam_regions)
         out.write(f"  decided by 2-theta regions: {regions}\n")

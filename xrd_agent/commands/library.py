@@ -35,6 +35,15 @@ def register(subparsers: Any) -> None:
     relabel.add_argument("--library", metavar="DIR", required=True, help="library folder to update")
     relabel.set_defaults(func=_relabel)
 
+    niggli = sub.add_parser("niggli", help="store the Niggli cells that group classes into materials",
+                            description="Read each class's CIF from core-mof again (no simulation) and write "
+                                        "niggli.json beside the library: the reduced cells of the held-out "
+                                        "rule, from which xrd-agent groups classes into materials.")
+    niggli.add_argument("--library", metavar="DIR", required=True, help="library folder to update")
+    niggli.add_argument("--workers", type=int, default=None, metavar="N", help="parallel processes")
+    niggli.add_argument("--quiet", action="store_true", help="no progress bar")
+    niggli.set_defaults(func=_niggli)
+
     info = sub.add_parser("info", help="list the classes of a library")
     info.add_argument("--library", metavar="DIR", default=None, help="library folder (default: the shipped one)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -74,6 +83,16 @@ def _relabel(args: argparse.Namespace) -> int:
     named, changed = relabel(args.library)
     print(f"{args.library}: {named} classes carry a common name, {changed} names changed")
     return 0
+
+
+def _niggli(args: argparse.Namespace) -> int:
+    from xrd_agent.library.build import default_workers, store_niggli
+
+    stored, failed = store_niggli(args.library, workers=args.workers or default_workers(), progress=not args.quiet)
+    print(f"{args.library}: {stored} Niggli cells stored, {len(failed)} CIFs failed")
+    for reason in failed:
+        print(f"  {reason}", file=sys.stderr)
+    return 0 if not failed else 1
 
 
 def _load(path: str | None):

@@ -111,12 +111,18 @@ def _sample(message: dict) -> str:
     return message.get("sample_id") or "-"
 
 
+def _determinations(candidate: dict) -> str:
+    """`` (FIQCEN)`` or, for a material the model split over determinations, `` (FIQCEN +2)``."""
+    more = len([d for d in candidate.get("determinations", []) if d["probability"] >= 0.001]) - 1
+    return f" ({candidate['refcode']}" + (f" +{more}" if more > 0 else "") + ")"
+
+
 def describe(message: dict) -> str:
     """One readable line per message."""
     topic, seq = message["topic"], message["seq"]
     if topic == messages.IDENTIFICATION:
         result = message["result"]
-        top = " | ".join(f"{c['name']} ({c['refcode']}) {c['probability']:.3f}" for c in result["top"])
+        top = " | ".join(f"{c['name']} {c['probability']:.3f}" + _determinations(c) for c in result["top"])
         extra = "".join(f" [{flag}]" for flag in result["flags"])
         if message["duplicate_of"] is not None:
             extra += f" (re-export of #{message['duplicate_of']})"
@@ -124,12 +130,13 @@ def describe(message: dict) -> str:
     if topic == messages.ALERT:
         evidence = message["evidence"]
         facts = []
-        if "expected_phases" in evidence:
-            facts.append("expected " + ", ".join(evidence["expected_phases"]))
-        if "found" in evidence:
-            facts.append("found " + ", ".join(evidence["found"]))
-        if "detail" in evidence:
+        if "detail" in evidence:  # names the materials in words
             facts.append(evidence["detail"])
+        else:
+            if "expected_phases" in evidence:
+                facts.append("expected " + ", ".join(evidence.get("expected_materials", evidence["expected_phases"])))
+            if "found" in evidence:
+                facts.append("found " + ", ".join(evidence.get("found_names", evidence["found"])))
         where = _sample(message) if message["sample_id"] or not message["path"] else message["path"]
         return (f"#{seq} ALERT {message['severity'].upper()} {message['reason']} {where}"
                 + (": " + "; ".join(facts) if facts else ""))

@@ -9,6 +9,8 @@ Layout of a library folder (the default one ships in ``xrd_agent/data/library``)
     patterns.npz    ``patterns``: float16 (count, GRID_POINTS), each max 1
     sticks.npz      ``offsets`` (count+1), ``two_theta``, ``intensity``, ``hkl`` (M, 3):
                     the reflections of class i are rows offsets[i]:offsets[i+1]
+    niggli.json     optional: refcode -> Niggli cell of the primitive lattice, from which
+                    :mod:`xrd_agent.materials` groups classes into materials
     heldout/        optional, same layout: other determinations of the same materials;
                     each entry's ``class_refcode`` names its class in the parent library
 
@@ -84,6 +86,24 @@ class Library:
     def patterns(self) -> np.ndarray:
         """float32 copy of the patterns (what training and search-match use)."""
         return self.patterns16.astype(np.float32)
+
+    @cached_property
+    def niggli(self) -> dict[str, tuple[float, ...]]:
+        """refcode -> Niggli cell (``niggli.json``); empty when the library has none."""
+        if self.path is None or not (self.path / "niggli.json").is_file():
+            return {}
+        try:
+            cells = json.loads((self.path / "niggli.json").read_text())["cells"]
+            return {str(k): tuple(float(x) for x in v) for k, v in cells.items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LibraryError(f"{self.path / 'niggli.json'} is damaged: {exc}") from None
+
+    @cached_property
+    def materials(self) -> Any:
+        """The classes grouped by material (:func:`xrd_agent.materials.group`), computed once."""
+        from xrd_agent.materials import group
+
+        return group(self)
 
     def sticks(self, index: int) -> Sticks:
         a, b = int(self.stick_offsets[index]), int(self.stick_offsets[index + 1])

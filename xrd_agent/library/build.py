@@ -6,6 +6,7 @@ simulated is recorded in the manifest's ``skipped`` list and never stops the bui
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -29,6 +30,7 @@ DEFAULT_COUNT = 1012
 LIBRARY_VERSION = "coremof2019-default-1"
 SAME_PHASE_RULE = ("same material when the Niggli-reduced cell volumes and the sorted Niggli "
                    "cell lengths of the two determinations agree within 5 %")
+NIGGLI_FILE = "niggli.json"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,54 @@ def simulate_job(job: Job, settings: SimulationSettings = SimulationSettings()) 
     }
     sticks = Sticks(sim.two_theta.astype(np.float32), sim.intensity.astype(np.float32), sim.hkl.astype(np.int16))
     return Outcome(job.key, job.source, meta, sticks, sim.pattern, parsed.niggli, seconds=time.perf_counter() - t0)
+
+
+def niggli_job(job: Job) -> Outcome:
+    """Only the Niggli cell of one CIF (what :func:`store_niggli` needs; no simulation)."""
+    from xrd_agent.library.cif import parse_cif
+
+    t0 = time.perf_counter()
+    try:
+        parsed = parse_cif(job.text, job.source)
+    except Exception as exc:  # StructureError or a third-party parser bug: a reason, not a crash
+        return Outcome(job.key, job.source, error=f"{job.source}: {exc}"[:300], seconds=time.perf_counter() - t0)
+    return Outcome(job.key, job.source, niggli=parsed.niggli, seconds=time.perf_counter() - t0)
+
+
+def write_niggli(out: str | Path, cells: dict[str, tuple[float, ...]]) -> Path:
+    """``niggli.json`` beside a library: refcode -> Niggli cell of its primitive lattice, the cells
+    the held-out rule (:data:`SAME_PHASE_RULE`) compares. :mod:`xrd_agent.materials` groups the
+    library's classes into materials with the same rule; entries.json and the class order stay."""
+    path = Path(out) / NIGGLI_FILE
+    doc = {"rule": SAME_PHASE_RULE, "cells": {k: [round(float(x), 4) for x in v] for k, v in sorted(cells.items())}}
+    path.write_text(json.dumps(doc, indent=0) + "\n")
+    return path
+
+
+def store_niggli(directory: str | Path, workers: int = 2, progress: bool = True) -> tuple[int, list[str]]:
+    """Add ``niggli.json`` to a built CoRE MOF library (the shipped one was built before the file
+    existed): read each class's CIF again from core-mof, nothing is simulated. Returns (cells
+    stored, reasons of the CIFs that failed)."""
+    from xrd_agent.library.coremof import iter_cifs
+
+    require_build_extra()
+    lib = Library.load(directory)
+    wanted: dict[str, set[str]] = {}
+    keys: dict[tuple[str, str], str] = {}
+    for e in lib.entries:
+        dataset, _, name = str(e.get("source", "")).partition("/")
+        if name.endswith(".cif"):
+            wanted.setdefault(dataset, set()).add(name[:-4])
+            keys[(dataset, name[:-4])] = e["refcode"]
+    jobs = (Job(keys[(d, f)], f"{d}/{f}.cif", text) for d, f, text in iter_cifs(wanted))
+    cells, failed = {}, []
+    for o in run_jobs(jobs, len(keys), workers, progress, desc="Niggli cells", func=niggli_job):
+        if o.ok and o.niggli is not None:
+            cells[o.key] = o.niggli
+        else:
+            failed.append(o.error or o.key)
+    write_niggli(directory, cells)
+    return len(cells), failed
 
 
 def require_build_extra() -> None:
@@ -227,6 +277,7 @@ def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, p
     library = _library(entries, kept, manifest)
     library.save(out)
     _write_selection(Path(out), entries)
+    write_niggli(out, {o.key: o.niggli for o in kept if o.niggli is not None})
     return BuildReport(library, None, skipped, time.perf_counter() - t0, len(kept) + len(skipped))
 
 
@@ -318,6 +369,7 @@ def build_from_coremof(out: str | Path, select: str = "default", workers: int = 
     out = Path(out)
     library.save(out)
     _write_selection(out, entries)
+    write_niggli(out, {r: outcomes[r].niggli for _, r in chosen if outcomes[r].niggli is not None})
     heldout = None
     stale = out / "heldout"
     if stale.is_dir() and (stale / "manifest.json").is_file():

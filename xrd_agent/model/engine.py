@@ -23,7 +23,7 @@ import numpy as np
 from xrd_agent import decide as _decide
 from xrd_agent import evidence as _evidence
 from xrd_agent.config import Config, GateConfig
-from xrd_agent.errors import ScanError
+from xrd_agent.errors import ModelError, ScanError
 from xrd_agent.identification import Identification
 from xrd_agent.model import cam as _cam
 from xrd_agent.model import flags as _flags
@@ -59,7 +59,13 @@ class Engine:
         rerank_depth: int = RERANK_DEPTH,
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
+        elements_mode: str = "demote",
+        elements_factor: float = 0.001,
     ) -> None:
+        if elements_mode not in ("demote", "exclude"):
+            raise ModelError(f"elements_mode must be demote or exclude, not {elements_mode!r}")
+        if not 0.0 <= float(elements_factor) <= 1.0:
+            raise ModelError(f"elements_factor must be between 0 and 1, not {elements_factor!r}")
         self.model_dir = model_dir
         self.library = library
         self.device = device
@@ -70,13 +76,16 @@ class Engine:
         self.rerank_depth = rerank_depth  # how many of the network's best the peak match may reorder
         self.gate = gate
         self.policy = policy
+        self.elements_mode = elements_mode  # demote | exclude: materials whose metals contradict the elements
+        self.elements_factor = elements_factor  # demote: their summed probability x this
 
     @classmethod
     def from_config(cls, config: Config, *, library: Any = None, **overrides: Any) -> Engine:
         m = config.model
         policy = _flags.policy_from(m)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
-                       batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy)
+                       batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy,
+                       elements_mode=m.elements_mode, elements_factor=m.elements_factor)
         options.update(overrides)
         return cls(**options)
 
@@ -119,12 +128,15 @@ class Engine:
     def _rules(self) -> _decide.Rules:
         return _decide.Rules(refcodes=self._labels[0], names=self._labels[1],
                              model_version=str(self.manifest_.version), library_version=str(self.library_.version),
-                             top_k=self.top_k, rerank=self.rerank, rerank_depth=self.rerank_depth, policy=self.policy)
+                             top_k=self.top_k, rerank=self.rerank, rerank_depth=self.rerank_depth, policy=self.policy,
+                             materials=self.library_.materials, elements_mode=self.elements_mode,
+                             elements_factor=self.elements_factor)
 
-    def _gather(self, scan: Any, pattern: Pattern, prediction: Any) -> _evidence.Evidence:
-        depth = self.rerank_depth if self.rerank else 1
-        return _evidence.peak_evidence(pattern, prediction, self.references_, depth=depth, policy=self.policy,
-                                       scan=scan)
+    def _gather(self, scan: Any, pattern: Pattern, prediction: Any, elements: Sequence[str] = ()) -> _evidence.Evidence:
+        rules = self._rules()
+        classes = _decide.evidence_classes(prediction.probabilities, rules, elements)
+        return _evidence.peak_evidence(pattern, prediction, self.references_, depth=rules.evidence_depth,
+                                       policy=self.policy, scan=scan, classes=classes, elements=elements)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -144,11 +156,13 @@ class Engine:
     def reference_peaks(self, index: int) -> _flags.Peaks:
         return self.references_(index)
 
-    def identify_patterns(self, patterns: Sequence[Pattern]) -> list[Identification]:
+    def identify_patterns(self, patterns: Sequence[Pattern],
+                          elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification]:
         """Identify prepared patterns (predict -> evidence -> decide); patterns that carry their
-        raw grid values (``Pattern.values``) also get the amorphous test."""
+        raw grid values (``Pattern.values``) also get the amorphous test; ``elements`` per
+        pattern: the elements or metals in the pot (None: not known)."""
         self._require()
-        return self.stages.identify_patterns(patterns)
+        return self.stages.identify_patterns(patterns, None, elements)
 
     def identify_arrays(self, two_theta_cu: np.ndarray, intensity: np.ndarray) -> Identification:
         """Measured points on the Cu K-alpha1 scale -> Identification (raises ScanError)."""
@@ -158,13 +172,16 @@ class Engine:
         pattern, _ = preprocess.prepare_arrays_raw(two_theta_cu, intensity, self.gate)
         return self.identify_patterns([pattern])[0]
 
-    def identify_many(self, scans: Sequence[Any], wavelength: float | None = None) -> list[Identification | ScanError]:
-        """One result per scan, in order: an Identification, or the ScanError that stopped it."""
+    def identify_many(self, scans: Sequence[Any], wavelength: float | None = None,
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
+        """One result per scan, in order: an Identification, or the ScanError that stopped it.
+        ``elements``: per scan, the elements or metals in the pot (None: not known)."""
         self._require()
-        return self.stages.identify_many(scans, wavelength)
+        return self.stages.identify_many(scans, wavelength, elements)
 
-    def identify(self, scan: Any, wavelength: float | None = None) -> Identification:
-        result = self.identify_many([scan], wavelength)[0]
+    def identify(self, scan: Any, wavelength: float | None = None,
+                 elements: Sequence[str] | None = None) -> Identification:
+        result = self.identify_many([scan], wavelength, [elements] if elements else None)[0]
         if isinstance(result, ScanError):
             raise result
         return result

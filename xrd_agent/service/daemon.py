@@ -366,7 +366,10 @@ class Daemon:
 
         self.instrument = Instrument(config)
         self.readings = Readings()  # one read per file version, shared by the debouncer and the worker
-        self.expectations = ExpectationBook(config.service.expectations, config.model.top_k, self.ledger)
+        library = getattr(engine, "library_", None)
+        self.expectations = ExpectationBook(config.service.expectations, config.model.top_k, self.ledger,
+                                            materials=getattr(library, "materials", None),
+                                            configured_elements=config.service.expected_elements)
         self.pipeline = Pipeline(
             ledger=self.ledger,
             engine=engine,
@@ -463,7 +466,7 @@ class Daemon:
             return
         old, self.config = self.config, new
         self.pipeline.notify_status("reloading", "configuration changed (SIGHUP)")
-        self.expectations.reload(new.service.expectations, new.model.top_k)
+        self.expectations.reload(new.service.expectations, new.model.top_k, new.service.expected_elements)
         self.pipeline.settings.heartbeat_s = new.publish.heartbeat_s
         self.pipeline.settings.max_batch = max(new.model.batch_sizes or (64,))
         reconfigure = getattr(self.pipeline.engine, "reconfigure", None)

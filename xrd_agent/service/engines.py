@@ -109,13 +109,15 @@ class CnnEngine:
         m = config.model
         self._engine.policy = flags.policy_from(m)
         self._engine.top_k = m.top_k
+        self._engine.elements_mode, self._engine.elements_factor = m.elements_mode, m.elements_factor
         self._engine.gate = config.gate
         self.config = config
 
-    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
+    def identify_many(self, scans: Sequence[Scan],
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
         if self._engine is None:
             raise NotFittedError("CnnEngine.load() must run before identify")
-        return list(self._engine.identify_many(scans))
+        return list(self._engine.identify_many(scans, elements=elements))
 
 
 class CosinePredictor:
@@ -201,7 +203,9 @@ class CosineEngine:
         """New thresholds (SIGHUP); the library stays loaded."""
         self.config = config
 
-    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
+    def identify_many(self, scans: Sequence[Scan],
+                      elements: Sequence[Sequence[str] | None] | None = None) -> list[Identification | ScanError]:
+        """``elements`` are accepted and not used: the cosine fallback ranks library classes."""
         if self.stages is None:
             raise NotFittedError("CosineEngine.load() must run before identify")
         return self.stages.identify_many(scans)

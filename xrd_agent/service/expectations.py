@@ -3,16 +3,26 @@
 1. a sidecar file next to the scan, ``<scan file name>.expect.json``
    (e.g. ``S042.raw.expect.json``), written by the robot before the scan::
 
-       {"phases": ["HKUST-1", "Cu-BTC"], "top_k": 5, "amorphous_below": 0.3}
+       {"phases": ["HKUST-1", "Cu-BTC"], "top_k": 5, "elements": ["Cu", "C", "H", "O"],
+        "amorphous_below": 0.3}
 
    (``amorphous_below`` and ``low_crystallinity_below``, optional: this sample's
    crystallinity thresholds in place of the configured ones),
 
-2. the control socket, ``{"op": "expect", "sample_id": "S042", "phases": [...], "top_k": 5}``
-   (kept in the ledger, so it survives a restart),
-3. the configuration, ``[service.expectations]`` ``S042 = ["HKUST-1"]``.
+2. the control socket, ``{"op": "expect", "sample_id": "S042", "phases": [...], "top_k": 5,
+   "elements": [...]}`` (phases and top_k are kept in the ledger, so they survive a restart;
+   the elements are kept in memory until the next restart),
+3. the configuration, ``[service.expectations]`` ``S042 = ["HKUST-1"]`` and
+   ``[service.expected_elements]`` ``S042 = ["Cu", "C", "H", "O"]``.
 
-A broken sidecar is logged and ignored; it never stops a scan from being identified.
+Phases are names of library materials (:mod:`xrd_agent.materials`): a name the library does
+not hold (ZIF-90) or one that means several materials (MOF-74: Zn, Co, Mg, ...) is refused
+with the closest library names, so a typo never turns into a false "expected phase missing".
+``elements`` are the elements or metals in the pot; the engine demotes candidates whose
+metals contradict them (config ``model.elements_mode``).
+
+A broken sidecar is logged and ignored; it never stops a scan from being identified. A bad
+configured expectation is logged and left out.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -30,6 +41,11 @@ from xrd_agent.service.ledger import Ledger
 log = structlog.get_logger("xrd_agent.expectations")
 
 SIDECAR_SUFFIX = ".expect.json"
+#: Element symbols, for checking ``elements`` (a typo must not exclude every candidate).
+ELEMENTS = frozenset("""H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge
+As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er
+Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr
+D""".split())
 SIDECAR_MAX_BYTES = 64 * 1024
 MAX_PHASES = 64
 
@@ -47,6 +63,34 @@ def _clean_phases(phases: object) -> tuple[str, ...]:
     if len(out) > MAX_PHASES:
         raise ValueError(f"at most {MAX_PHASES} phases")
     return out
+
+
+def clean_elements(elements: object) -> tuple[str, ...]:
+    """Element symbols, any case (``zn`` -> ``Zn``), from a list or a comma-separated string."""
+    if elements is None:
+        return ()
+    if isinstance(elements, str):
+        elements = [e for e in elements.replace(" ", ",").split(",") if e]
+    if not isinstance(elements, Sequence) or not all(isinstance(e, str) for e in elements):
+        raise ValueError("elements must be a list of element symbols")
+    out = []
+    for e in elements:
+        sym = e.strip()[:1].upper() + e.strip()[1:].lower()
+        if sym not in ELEMENTS:
+            raise ValueError(f"{e!r} is not an element symbol")
+        out.append(sym)
+    return tuple(dict.fromkeys(out))
+
+
+def check_phases(phases: tuple[str, ...], materials: Any) -> tuple[str, ...]:
+    """Refuse (ValueError) a phase that names no library material or several; ``materials`` is
+    the library's :class:`~xrd_agent.materials.Materials` (None: names are not checked)."""
+    if materials is None:
+        return phases
+    problems = [p for p in (materials.resolve(ph).problem() for ph in phases) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return phases
 
 
 def _clean_top_k(value: object, default: int) -> int:
@@ -72,7 +116,7 @@ def _clean_thresholds(data: Mapping[str, object]) -> dict[str, float]:
     return out
 
 
-def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int) -> Expectation | None:
+def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int, materials: Any = None) -> Expectation | None:
     path = sidecar_path(scan_path)
     try:
         if path.is_symlink() or not path.is_file():
@@ -82,41 +126,58 @@ def read_sidecar(scan_path: Path, sample_id: str, default_top_k: int) -> Expecta
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        phases = _clean_phases(data.get("phases", []))
+        phases = check_phases(_clean_phases(data.get("phases", [])), materials)
         top_k = _clean_top_k(data.get("top_k"), default_top_k)
+        elements = clean_elements(data.get("elements"))
         thresholds = _clean_thresholds(data)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         log.warning("ignoring expectation sidecar", sidecar=str(path), reason=str(exc))
         return None
-    return (Expectation(str(data.get("sample_id") or sample_id), phases, top_k, "sidecar", **thresholds)
-            if phases else None)
+    if not phases and not elements:
+        return None
+    return Expectation(str(data.get("sample_id") or sample_id), phases, top_k, "sidecar", elements=elements,
+                       **thresholds)
 
 
 class ExpectationBook:
     """Thread-safe: the control thread sets, the worker thread looks up."""
 
-    def __init__(self, configured: Mapping[str, Sequence[str]], default_top_k: int, ledger: Ledger | None = None):
+    def __init__(self, configured: Mapping[str, Sequence[str]], default_top_k: int, ledger: Ledger | None = None,
+                 materials: Any = None, configured_elements: Mapping[str, Sequence[str]] | None = None):
         self._lock = threading.Lock()
         self._ledger = ledger
+        self.materials = materials  # the library's Materials: phases are checked against it
         self._control: dict[str, Expectation] = {}
         if ledger is not None:
             for sample_id, (phases, top_k) in ledger.expectations().items():
                 self._control[sample_id] = Expectation(sample_id, tuple(phases), top_k, "control")
-        self.reload(configured, default_top_k)
+        self.reload(configured, default_top_k, configured_elements)
 
-    def reload(self, configured: Mapping[str, Sequence[str]], default_top_k: int) -> None:
-        book = {sid: Expectation(sid, _clean_phases(ph), default_top_k, "config") for sid, ph in configured.items()}
+    def reload(self, configured: Mapping[str, Sequence[str]], default_top_k: int,
+               configured_elements: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Take the configured expectations; a bad one is logged and left out (never a crash)."""
+        book = {}
+        elements = dict(configured_elements or {})
+        for sid in dict.fromkeys([*configured, *elements]):
+            try:
+                phases = check_phases(_clean_phases(configured.get(sid, [])), self.materials)
+                book[sid] = Expectation(sid, phases, default_top_k, "config",
+                                        elements=clean_elements(elements.get(sid)))
+            except ValueError as exc:
+                log.error("configured expectation left out", sample_id=sid, reason=str(exc))
         with self._lock:
             self._configured, self.default_top_k = book, default_top_k
 
     def expect(self, sample_id: str, phases: object, top_k: object = None,
-               thresholds: Mapping[str, object] | None = None) -> Expectation:
-        """Set (or, with no phases, clear) the expectation for a sample id (control socket).
-        ``thresholds`` (amorphous_below, low_crystallinity_below) live as long as the process:
-        the ledger keeps phases and top_k only."""
+               thresholds: Mapping[str, object] | None = None, elements: object = None) -> Expectation:
+        """Set (or, with no phases and no elements, clear) the expectation for a sample id (control
+        socket). Raises ValueError for a name that means no library material or several.
+        ``thresholds`` (amorphous_below, low_crystallinity_below) and ``elements`` live as long as
+        the process: the ledger keeps phases and top_k only."""
         if not isinstance(sample_id, str) or not sample_id.strip():
             raise ValueError("sample_id must be a non-empty string")
-        exp = Expectation(sample_id.strip(), _clean_phases(phases), _clean_top_k(top_k, self.default_top_k), "control",
+        exp = Expectation(sample_id.strip(), check_phases(_clean_phases(phases), self.materials),
+                          _clean_top_k(top_k, self.default_top_k), "control", elements=clean_elements(elements),
                           **_clean_thresholds(thresholds or {}))
         with self._lock:
             self._control[exp.sample_id] = exp
@@ -126,12 +187,12 @@ class ExpectationBook:
 
     def for_scan(self, scan_path: Path, sample_id: str | None) -> Expectation | None:
         sid = sample_id or scan_path.stem
-        side = read_sidecar(scan_path, sid, self.default_top_k)
+        side = read_sidecar(scan_path, sid, self.default_top_k, self.materials)
         if side is not None:
             return side
         with self._lock:
             found = self._control.get(sid) or self._configured.get(sid)
-        return found if found is not None and found.phases else None
+        return found if found is not None and (found.phases or found.elements) else None
 
     def snapshot(self) -> list[dict[str, object]]:
         with self._lock:

@@ -383,8 +383,11 @@ class Pipeline:
         if not fresh:
             return
         self.beat = time.monotonic()
-        results = self._identify([r.scan for r in fresh])  # prepare -> predict -> evidence -> decide
-        for item, result in zip(fresh, results):
+        # The expectation is looked up before identifying: its elements steer the ranking.
+        expected = [self.expectations.for_scan(r.due.path, self._sample_id_of(r.scan)) for r in fresh]
+        elements = [e.elements if e is not None and e.elements else None for e in expected]
+        results = self._identify([r.scan for r in fresh], elements if any(elements) else None)
+        for item, result, expectation in zip(fresh, results, expected):
             self.beat = time.monotonic()
             original = self.ledger.original(item.key.sha256)  # an identical file earlier in this batch
             if original is not None:
@@ -392,17 +395,20 @@ class Pipeline:
             elif isinstance(result, ScanError):
                 self._record_rejection(item.due, item.key, result, item.scan.sample_id)
             else:
-                self._record_identification(item, result)
+                self._record_identification(item, result, expectation)
 
-    def _identify(self, scans: list[Scan]) -> list[Identification | ScanError]:
+    def _identify(self, scans: list[Scan], elements: list[Any] | None = None) -> list[Identification | ScanError]:
         try:
-            return list(self.engine.identify_many(scans))
+            if elements is None:  # engines that take no elements (tests' stand-ins) keep working
+                return list(self.engine.identify_many(scans))
+            return list(self.engine.identify_many(scans, elements=elements))
         except Exception:
             log.exception("batch identification failed; identifying one by one", size=len(scans))
         out: list[Identification | ScanError] = []
-        for scan in scans:
+        for n, scan in enumerate(scans):
             try:
-                out.extend(self.engine.identify_many([scan]))
+                out.extend(self.engine.identify_many([scan]) if elements is None
+                           else self.engine.identify_many([scan], elements=[elements[n]]))
             except Exception as exc:
                 log.exception("identification failed", path=str(scan.source_path))
                 out.append(ScanError(f"the identification engine failed on this scan ({type(exc).__name__}); "
@@ -512,10 +518,10 @@ class Pipeline:
         log.info("duplicate export", path=str(item.due.path), duplicate_of=original_seq, seq=msg["seq"])
         self._publish([msg])
 
-    def _record_identification(self, item: _Read, result: Identification) -> None:
+    def _record_identification(self, item: _Read, result: Identification, expectation: Any = None) -> None:
         sample_id = self._sample_id_of(item.scan)
-        expectation = self.expectations.for_scan(item.due.path, sample_id)
-        found = decide.alerts(result, expectation, aliases=self.settings.aliases)  # the alerts stage
+        found = decide.alerts(result, expectation, aliases=self.settings.aliases,  # the alerts stage
+                              materials=self.expectations.materials)
         fields = self._scan_fields(item.due, item.key, item.key.sha256, sample_id)
         result_dict = result.to_dict()
         body = {**fields, "format": item.scan.format, "result": result_dict, "duplicate_of": None}
