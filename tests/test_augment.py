@@ -318,7 +318,8 @@ def test_pore_solvent_is_smooth_in_inverse_d_and_fades_at_high_angle():
     # through augment: the low-angle peak changes against the high-angle one
     tt = np.array([6.0, 40.0])
     opts = dataclasses.replace(INSTRUMENT_OFF, solvent=1.0, solvent_jitter=0.0)
-    y, _ = augment(tt, np.array([1.0, 1.0]), np.array([[1, 0, 0], [3, 3, 3]]), 8, opts, np.random.default_rng(4))
+    hkl = np.array([[1, 0, 0], [3, 3, 3]])
+    y, _ = augment(tt, np.array([1.0, 1.0]), hkl, 8, opts, np.random.default_rng(4))
     ratio = y[:, np.argmin(np.abs(MODEL_GRID - 6.0))] / y[:, np.argmin(np.abs(MODEL_GRID - 40.0))]
     clean = augment(tt, np.array([1.0, 1.0]), None, 1, INSTRUMENT_OFF, np.random.default_rng(4))[0][0]
     base = clean[np.argmin(np.abs(MODEL_GRID - 6.0))] / clean[np.argmin(np.abs(MODEL_GRID - 40.0))]

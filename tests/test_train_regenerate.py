@@ -10,8 +10,8 @@ from test_model_support import tiny_library
 from xrd_agent.model import artifact
 from xrd_agent.model.train import TrainConfig, train
 
-FRESH = TrainConfig(epochs=2, per_class=8, batch_size=32, seed=1, regenerate=True, augment_preset="instrument",
-                    augment={"bank_noise": 0.0}, patience=5)
+FRESH = TrainConfig(epochs=2, per_class=8, batch_size=32, seed=1, regenerate=True,
+                    augment_preset="instrument", augment={"bank_noise": 0.0}, patience=5)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def test_regenerated_training_runs_every_epoch_and_is_recorded(fresh):
 
 def test_fine_tuning_starts_from_the_folders_weights(fresh):
     root, library, first = fresh
-    config = TrainConfig(epochs=1, per_class=8, batch_size=32, seed=1, regenerate=True, augment={"bank_noise": 0.0},
-                         learning_rate=1e-12, init_model=str(root / "model"))
+    config = TrainConfig(epochs=1, per_class=8, batch_size=32, seed=1, regenerate=True,
+                         augment={"bank_noise": 0.0}, learning_rate=1e-12, init_model=str(root / "model"))
     tuned = train(library, config, None, command="pytest", progress=False, emit=lambda s: None)
     assert tuned.manifest.metrics["init_model_version"] == first.manifest.version
     # a negligible learning rate: the tuned weights are still the folder's

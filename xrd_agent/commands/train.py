@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="draw new training spectra every epoch (--per-class of each class per epoch; "
                              "the validation set stays fixed) instead of one fixed set")
     parser.add_argument("--init-model", type=Path, default=None, metavar="DIR",
-                        help="start from the weights of this model folder (same library classes): fine-tuning")
+                        help="start from the weights of this model folder (same library classes): "
+                             "fine-tuning")
     parser.add_argument("--no-bank-noise", action="store_true",
                         help="train without merging real baseline noise (no noise bank needed)")
     parser.add_argument("--max-minutes", type=float, default=0.0,

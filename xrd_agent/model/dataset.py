@@ -31,7 +31,8 @@ from xrd_agent.model.noise import NoiseBank
 from xrd_agent.pattern import GRID_POINTS
 from xrd_agent.preprocess import prepare_grid_batch
 
-__all__ = ["epoch_batch", "epoch_plan", "realistic_heldout", "spectra_per_epoch", "synthesize", "synthesize_class"]
+__all__ = ["epoch_batch", "epoch_plan", "realistic_heldout", "spectra_per_epoch", "synthesize",
+           "synthesize_class"]
 
 #: Below this many spectra a process pool costs more than it saves.
 _POOL_MIN_SPECTRA = 2_000

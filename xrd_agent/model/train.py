@@ -195,12 +195,14 @@ def train(
         from xrd_agent.model.dataset import spectra_per_epoch
 
         # The fixed validation set draws from its own seed: never one of the epochs' spectra.
-        Xv, yv = synthesize(library, n_val, seed=config.seed + 500_000, options=options, workers=config.workers)
+        Xv, yv = synthesize(library, n_val, seed=config.seed + 500_000, options=options,
+                            workers=config.workers)
         x_tr: Any = spectra_per_epoch(library, config.per_class, seed=config.seed, options=options,
                                       batch_size=config.batch_size, workers=config.workers)
         y_tr = None
-        val = (np.asarray(Xv, np.float32)[..., None], np.asarray(yv, np.int32)) if config.validation_fraction > 0 \
-            else None
+        val = None
+        if config.validation_fraction > 0:
+            val = (np.asarray(Xv, np.float32)[..., None], np.asarray(yv, np.int32))
         n_train, n_valid = len(library) * config.per_class, len(yv)
         emit(f"synthesised {n_valid} validation spectra for {len(library)} classes in "
              f"{time.perf_counter() - t0:.0f}s; {n_train} new training spectra every epoch")
@@ -225,8 +227,8 @@ def train(
         parent = _start_from(model, Path(config.init_model), library)
         emit(f"weights initialised from {config.init_model} ({parent})")
     callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss" if val is not None else "loss", patience=config.patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss" if val is not None else "loss",
+                                      patience=config.patience, restore_best_weights=True),
     ]
     if monitor:
         callbacks.insert(0, _Monitor(monitor, config.batch_size))
