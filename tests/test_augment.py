@@ -225,3 +225,191 @@ def test_shipped_library_clean_spectra_are_its_own_patterns():
     assert np.abs(X - expected).max() < 0.01
     augmented, _ = synthesize(library, 2, seed=0, classes=classes[:1])
     assert np.isfinite(augmented).all() and not np.allclose(augmented[0], X[0], atol=0.05)
+
+
+# -- instrument effects of measured as-made MOFs ----------------------------------------
+from xrd_agent.model.augment import (  # noqa: E402
+    cell_axis_ratio,
+    march_dollase,
+    solvent_factor,
+    tied_axes,
+)
+from xrd_agent.model.dataset import _cell  # noqa: E402
+
+INSTRUMENT_OFF = dataclasses.replace(NONE, kalpha2=0.0)
+
+
+def _two_theta(d: np.ndarray) -> np.ndarray:
+    from xrd_agent.scan import ANODE_LINES
+
+    return 2.0 * np.degrees(np.arcsin(ANODE_LINES["Cu"][0] / (2.0 * np.asarray(d, float))))
+
+
+def _peak(y: np.ndarray, near: float, window: float = 1.5) -> float:
+    sel = np.abs(MODEL_GRID - near) < window
+    return float(MODEL_GRID[sel][np.argmax(y[sel])])
+
+
+def test_axis_change_moves_h00_and_not_0k0():
+    cell = _cell({"cell": [10.0, 12.0, 15.0, 90.0, 90.0, 90.0]})
+    hkl = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    ratio = cell_axis_ratio(hkl, cell, np.array([[1.05, 1.0, 1.0]]))[0]
+    np.testing.assert_allclose(ratio[:3], [1.05, 1.0, 1.0], rtol=1e-12)
+    d110_new = 1.0 / np.sqrt(1 / 10.5**2 + 1 / 12.0**2)
+    d110_old = 1.0 / np.sqrt(1 / 10.0**2 + 1 / 12.0**2)
+    assert ratio[3] == pytest.approx(d110_new / d110_old, rel=1e-12)
+    # monoclinic: the reciprocal metric tensor, not 1/d = |h|/a per axis
+    mono = _cell({"cell": [10.0, 12.0, 15.0, 90.0, 105.0, 90.0]})
+    g = np.linalg.inv(mono @ mono.T)
+    h = np.array([1.0, 0.0, 1.0])
+    s = np.array([0.95, 1.0, 1.08])
+    expected = np.sqrt((h @ g @ h) / ((h / s) @ g @ (h / s)))
+    assert cell_axis_ratio(h[None], mono, s[None])[0, 0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_equal_axes_move_together():
+    assert list(tied_axes(_cell({"cell": [20.0, 20.0, 20.0, 90, 90, 90]}))) == [0, 0, 0]
+    assert list(tied_axes(_cell({"cell": [20.0, 20.0, 9.0, 90, 90, 120]}))) == [0, 0, 2]
+    assert list(tied_axes(_cell({"cell": [10.0, 12.0, 15.0, 90, 90, 90]}))) == [0, 1, 2]
+
+
+def test_augmented_cell_change_shifts_peaks_through_hkl():
+    """A tetragonal cell (a = b != c): (100) and (010) stay together, (001) moves on its own,
+    and each peak lands where the changed cell's d says."""
+    cell = _cell({"cell": [14.0, 14.0, 9.0, 90.0, 90.0, 90.0]})
+    hkl = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    tt = _two_theta([14.0, 14.0, 9.0])
+    opts = dataclasses.replace(INSTRUMENT_OFF, cell_axes=1.0, cell_axes_max=0.08)
+    y, _ = augment(tt, np.array([1.0, 0.5, 0.8]), hkl, 6, opts, np.random.default_rng(2), cell=cell)
+    moved_a = np.array([_peak(row, tt[0], 1.2) - tt[0] for row in y])
+    moved_c = np.array([_peak(row, tt[2], 2.0) - tt[2] for row in y])
+    # (100) and (010) stay one peak: against the same draws without (010), the peak is 1.5x
+    single, _ = augment(tt[[0, 2]], np.array([1.0, 0.8]), hkl[[0, 2]], 6, opts, np.random.default_rng(2),
+                        cell=cell)
+    for row, one in zip(y, single):
+        i_a = np.argmin(np.abs(MODEL_GRID - (tt[0] + _peak(row, tt[0], 1.2) - tt[0])))
+        i_c = np.argmin(np.abs(MODEL_GRID - _peak(row, tt[2], 2.0)))
+        assert (row[i_a] / row[i_c]) / (one[i_a] / one[i_c]) == pytest.approx(1.5, rel=0.02)
+    assert np.abs(moved_a).max() > 0.03 and np.abs(moved_c).max() > 0.05  # up to 8 %: tenths of a degree
+    assert not np.allclose(moved_a / tt[0], moved_c / tt[2], atol=2e-3)  # anisotropic
+    # without the cell nothing moves (the change needs the metric tensor)
+    y0, _ = augment(tt, np.array([1.0, 0.5, 0.8]), hkl, 2, opts, np.random.default_rng(2))
+    assert _peak(y0[0], tt[0]) == pytest.approx(tt[0], abs=0.011)
+
+
+def test_march_dollase_boosts_the_chosen_direction():
+    dirs = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [np.sqrt(0.5), 0.0, np.sqrt(0.5)]])
+    axis = np.array([[0.0, 0.0, 1.0]])
+    platelet = march_dollase(dirs, axis, np.array([0.7]))[0]
+    assert platelet[0] > platelet[2] > platelet[1]
+    assert platelet[0] == pytest.approx(0.7**-3)  # the textbook P(alpha=0) = r^-3
+    needle = march_dollase(dirs, axis, np.array([1.3]))[0]
+    assert needle[0] < needle[2] < needle[1]
+    np.testing.assert_allclose(march_dollase(dirs, axis, np.array([1.0])), 1.0)
+
+
+def test_pore_solvent_is_smooth_in_inverse_d_and_fades_at_high_angle():
+    inv_d = np.linspace(0.02, 0.6, 50)
+    weak = solvent_factor(inv_d, np.array([0.2]), np.array([0.1]))[0]
+    assert weak[0] < 0.25 and weak[-1] == pytest.approx(1.0, abs=1e-6)
+    assert np.all(np.diff(weak) > 0)  # monotone: no reflection singled out
+    strong = solvent_factor(inv_d, np.array([2.0]), np.array([0.1]))[0]
+    assert strong[0] > 1.8 and np.all(np.diff(strong) < 0)
+    # through augment: the low-angle peak changes against the high-angle one
+    tt = np.array([6.0, 40.0])
+    opts = dataclasses.replace(INSTRUMENT_OFF, solvent=1.0, solvent_jitter=0.0)
+    hkl = np.array([[1, 0, 0], [3, 3, 3]])
+    y, _ = augment(tt, np.array([1.0, 1.0]), hkl, 8, opts, np.random.default_rng(4))
+    ratio = y[:, np.argmin(np.abs(MODEL_GRID - 6.0))] / y[:, np.argmin(np.abs(MODEL_GRID - 40.0))]
+    clean = augment(tt, np.array([1.0, 1.0]), None, 1, INSTRUMENT_OFF, np.random.default_rng(4))[0][0]
+    base = clean[np.argmin(np.abs(MODEL_GRID - 6.0))] / clean[np.argmin(np.abs(MODEL_GRID - 40.0))]
+    assert np.ptp(ratio / base) > 0.5
+
+
+def test_beam_stop_masks_and_zeroes_the_low_angle_range(library):
+    opts = dataclasses.replace(NONE, beam_stop=1.0)
+    s = library.sticks(0)
+    raw, mask = augment(s.two_theta, s.intensity, s.hkl, 5, opts, np.random.default_rng(0))
+    starts = MODEL_GRID[np.argmax(mask, axis=1)]
+    assert np.all((starts >= 5.0) & (starts <= 8.0 + 1e-9)) and np.ptp(starts) > 0.3
+    assert np.all(mask[:, -1])  # only the low-angle side is cut
+    X, _ = prepare_grid_batch(raw, mask)
+    assert np.all(X[~mask] == 0.0)  # as preprocessing treats an uncovered range of a real scan
+
+
+def test_capillary_hump_sits_near_21_degrees():
+    s = _sticks(np.random.default_rng(6))
+    base, _ = _one(NONE, s, n=4)
+    hump, _ = _one(dataclasses.replace(NONE, capillary=1.0), s, n=4)
+    diff = hump - base
+    assert np.all(diff >= -1e-9)
+    centres = MODEL_GRID[np.argmax(diff, axis=1)]
+    assert np.all((centres >= 20.0) & (centres <= 23.0))
+    assert np.all(diff.max(axis=1) >= 0.03)
+
+
+def test_instrument_effects_leave_the_older_presets_draws_alone(bank):
+    """The new effects draw from a spawned generator: with them off, the realistic preset's
+    spectra are what they were, so held-out figures stay comparable across versions."""
+    s = _sticks(np.random.default_rng(8))
+    noise = bank.sample(3, np.random.default_rng(0))
+    real, _ = _one(AugmentOptions.realistic(), s, seed=3, noise=noise)
+    off = dataclasses.replace(AugmentOptions.instrument(), cell_axes=0.0, solvent=0.0, capillary=0.0,
+                              beam_stop=0.0, displacement_mm=AugmentOptions.realistic().displacement_mm,
+                              march_r=AugmentOptions.realistic().march_r)
+    np.testing.assert_array_equal(real, _one(off, s, seed=3, noise=noise)[0])
+    assert not np.allclose(real, _one(AugmentOptions.instrument(), s, seed=3, noise=noise)[0])
+
+
+# -- new spectra every epoch -----------------------------------------------------------
+def test_epoch_plan_draws_every_class_and_reshuffles_each_epoch():
+    plan0 = dataset.epoch_plan(10, 8, 4, 8, seed=1, epoch=0)
+    flat = np.concatenate(plan0)
+    assert np.array_equal(np.bincount(flat, minlength=10), np.full(10, 2))  # 8 per class / 4 per draw
+    assert all(len(b) == 2 for b in plan0)
+    again = dataset.epoch_plan(10, 8, 4, 8, seed=1, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(plan0, again))
+    assert not np.array_equal(flat, np.concatenate(dataset.epoch_plan(10, 8, 4, 8, seed=1, epoch=1)))
+
+
+def test_epochs_see_new_spectra_of_a_class_and_a_seed_repeats_them(library):
+    opts = AugmentOptions.instrument()
+    kw = dict(group=2, seed=5, batch=0, options=opts, bank=None)
+    classes = np.array([1, 3])
+    X0, y0 = dataset.epoch_batch(library, classes, epoch=0, **kw)
+    X1, y1 = dataset.epoch_batch(library, classes, epoch=1, **kw)
+    assert list(y0) == [1, 1, 3, 3] and list(y1) == list(y0)
+    assert not np.allclose(X0[0], X1[0])  # same class, another epoch: another spectrum
+    np.testing.assert_array_equal(X0, dataset.epoch_batch(library, classes, epoch=0, **kw)[0])
+
+
+def test_keras_dataset_regenerates_every_epoch_deterministically(library):
+    pytest.importorskip("keras")
+
+    def make():
+        return dataset.spectra_per_epoch(library, 4, seed=2, options="instrument", batch_size=8, group=2,
+                                         workers=1)
+
+    ds = make()
+    assert len(ds) == 2  # 4 classes x 4 spectra / 8 per batch
+    first = [ds[b] for b in range(len(ds))]
+    x, y = first[0]
+    assert x.shape == (8, GRID_POINTS, 1) and x.dtype == np.float32 and y.dtype == np.int32
+    ds.on_epoch_end()
+    second = [ds[b] for b in range(len(ds))]
+
+    def by_class(batches):
+        xs = np.concatenate([b[0][..., 0] for b in batches])
+        ys = np.concatenate([b[1] for b in batches])
+        return {int(c): xs[ys == c] for c in np.unique(ys)}
+
+    e0, e1 = by_class(first), by_class(second)
+    assert sorted(e0) == sorted(e1) == [0, 1, 2, 3]
+    for c in e0:
+        assert len(e0[c]) == len(e1[c]) == 4
+        assert not np.any(np.all(np.isclose(e0[c][:, None], e1[c][None]), axis=-1))  # none repeated
+    again = make()
+    for b, (xa, ya) in enumerate(first):
+        xb, yb = again[b]
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)

@@ -41,9 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--workers", type=int, default=d.workers,
                         help="processes that synthesise the spectra (same result for any number)")
-    parser.add_argument("--augment", choices=("default", "realistic"), default=d.augment_preset,
-                        help="augmentation preset: default, or realistic (stronger: what another lab's scan "
-                             "of the same MOF looks like)")
+    parser.add_argument("--augment", choices=("default", "realistic", "instrument"), default=d.augment_preset,
+                        help="augmentation preset: default, realistic (stronger: what another lab's scan "
+                             "of the same MOF looks like) or instrument (realistic plus breathing cells, "
+                             "pore solvent, capillary hump, beam-stop cut)")
+    parser.add_argument("--regenerate", action="store_true",
+                        help="draw new training spectra every epoch (--per-class of each class per epoch; "
+                             "the validation set stays fixed) instead of one fixed set")
+    parser.add_argument("--init-model", type=Path, default=None, metavar="DIR",
+                        help="start from the weights of this model folder (same library classes): "
+                             "fine-tuning")
     parser.add_argument("--no-bank-noise", action="store_true",
                         help="train without merging real baseline noise (no noise bank needed)")
     parser.add_argument("--max-minutes", type=float, default=0.0,
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, device=args.device, workers=max(1, args.workers),
                          augment_preset=args.augment, max_minutes=args.max_minutes,
+                         regenerate=args.regenerate, init_model=str(args.init_model or ""),
                          augment={"bank_noise": 0.0} if args.no_bank_noise else {})
     monitor = None
     if args.monitor_heldout:

@@ -5,18 +5,28 @@ a switch or range in :class:`AugmentOptions` (0 or an empty range turns it off) 
 evaluation can measure what each buys:
 
 * peak positions: isotropic and anisotropic lattice strain (MOFs breathe, solvate and
-  swell), sample displacement (dtt = -2 s cos(theta) / R) and zero offset;
+  swell), per-axis cell changes of up to several per cent through each reflection's hkl
+  and the reciprocal metric tensor (1/d^2 = h^T G* h; axes of equal length move
+  together so a cubic or tetragonal cell keeps its symmetry), sample displacement
+  (dtt = -2 s cos(theta) / R) and zero offset;
 * peak widths: crystallite-size broadening (Scherrer, grows as 1/cos(theta)) on top of
   the instrument profile, and a random Lorentzian share;
 * intensities: per-reflection jitter, preferred orientation (March-Dollase along a
-  random [hkl]), and strong random scaling of low-angle reflections (pore solvent);
+  random [hkl]), strong random scaling of low-angle reflections, and pore solvent:
+  a factor smooth in 1/d (electron density in the pores weakens, sometimes strengthens,
+  the low-angle reflections) with its own per-reflection jitter;
 * the K-alpha2 doublet of an unmonochromated tube;
-* amorphous humps, air scatter and flat background;
+* amorphous humps, the glass hump of a capillary near 21-22 deg (Cu), air scatter and
+  flat background;
 * noise: Poisson counting statistics at a random count level, and/or the paper's merge
   of the strongest points with real baseline noise from a :class:`NoiseBank`;
-* coverage: a scan that starts late or stops early (its mask travels with it).
+* coverage: a scan that starts late or stops early, and the low-angle cut of a beam stop
+  or knife edge (its mask travels with it: uncovered grid points are masked and become
+  zero in preprocessing, as for a real scan).
 
 All randomness comes from the caller's ``np.random.Generator``: same seed, same spectra.
+The instrument effects added later (cell axes, solvent, capillary, beam stop) draw from a
+child generator (``rng.spawn``), so the older presets' spectra are unchanged by them.
 The output is raw (counts-like, background included); :mod:`xrd_agent.model.dataset`
 passes it through :func:`xrd_agent.preprocess.prepare_grid_batch` like any real scan.
 The approach follows XRD-AutoAnalyzer (Szymanski et al. 2021) in spirit; this is an
@@ -80,6 +90,19 @@ class AugmentOptions:
     crop: float = 0.1  # probability of a scan that starts late / stops early
     crop_start: tuple[float, float] = (5.0, 10.0)
     crop_stop: tuple[float, float] = (35.0, 50.0)
+    # instrument and sample effects of measured as-made MOFs (off unless a preset turns them on)
+    cell_axes: float = 0.0  # probability of a per-axis cell change (breathing, solvation)
+    cell_axes_max: float = 0.08  # max |fractional change| of each independent axis
+    solvent: float = 0.0  # probability of pore-solvent intensity changes
+    solvent_scale_log: tuple[float, float] = (0.15, 2.5)  # factor as 1/d -> 0
+    solvent_q0: tuple[float, float] = (0.05, 0.15)  # 1/angstrom: where the factor fades out
+    solvent_jitter: float = 0.3  # sigma of extra log-normal jitter, weighted like the factor
+    capillary: float = 0.0  # probability of a glass/capillary hump
+    capillary_height: tuple[float, float] = (0.03, 0.6)
+    capillary_centre: tuple[float, float] = (20.0, 23.0)  # Cu 2-theta
+    capillary_fwhm: tuple[float, float] = (6.0, 12.0)
+    beam_stop: float = 0.0  # probability of a low-angle cut (beam stop, knife edge)
+    beam_stop_deg: tuple[float, float] = (5.0, 8.0)  # the scan starts here
 
     @classmethod
     def none(cls) -> AugmentOptions:
@@ -103,6 +126,15 @@ class AugmentOptions:
                    counts_log=(80.0, 20_000.0), bank_noise=0.8, merge_top_points=0, crop=0.2)
 
     @classmethod
+    def instrument(cls) -> AugmentOptions:
+        """:meth:`realistic` plus what measured as-synthesized MOFs show and simulations
+        lack: cells several per cent off the activated structure, texture, pore solvent,
+        a capillary hump, a beam-stop cut and larger sample displacement (training preset;
+        the evaluation preset stays :meth:`realistic` so figures stay comparable)."""
+        return replace(cls.realistic(), displacement_mm=0.3, march_r=(0.7, 1.0), cell_axes=0.6,
+                       solvent=0.6, capillary=0.3, beam_stop=0.3)
+
+    @classmethod
     def paper(cls) -> AugmentOptions:
         """Wang et al. 2020 alone: the 400 strongest points merged with real baseline noise."""
         return replace(cls.none(), bank_noise=1.0, merge_top_points=400,
@@ -115,7 +147,7 @@ class AugmentOptions:
 
     @classmethod
     def preset(cls, name: str) -> AugmentOptions:
-        """One of :data:`PRESETS` by name: default, none, paper, physics, realistic."""
+        """One of :data:`PRESETS` by name: default, none, paper, physics, realistic, instrument."""
         try:
             return PRESETS[name]()
         except KeyError:
@@ -157,6 +189,7 @@ PRESETS = {
     "paper": AugmentOptions.paper,
     "physics": AugmentOptions.physics,
     "realistic": AugmentOptions.realistic,
+    "instrument": AugmentOptions.instrument,
 }
 
 
@@ -246,6 +279,55 @@ def _directions(hkl: np.ndarray, cell: np.ndarray | None) -> np.ndarray:
     return np.divide(h, norm, out=np.zeros_like(h), where=norm > 0)
 
 
+def reciprocal_metric(cell: np.ndarray) -> np.ndarray:
+    """G* (3x3, 1/angstrom^2) of cell vectors ``cell`` (rows a, b, c): 1/d^2 = h^T G* h."""
+    a = np.asarray(cell, float)
+    return np.linalg.inv(a @ a.T)
+
+
+def tied_axes(cell: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    """Group label per axis (3,): axes of equal length (within ``tol``) share a label, so
+    a per-axis change keeps a cubic, tetragonal, hexagonal or rhombohedral cell's
+    equal axes equal (their symmetry-equivalent reflections stay together)."""
+    lengths = np.linalg.norm(np.asarray(cell, float), axis=1)
+    close = np.abs(lengths[:, None] - lengths[None, :]) <= tol * lengths.max()
+    return np.argmax(close, axis=1)  # first equal axis names the group
+
+
+def cell_axis_ratio(hkl: np.ndarray, cell: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """d_new / d_old (n, m) of reflections ``hkl`` (m, 3) when the cell's axes are
+    multiplied by ``scales`` (n, 3), angles kept: with A' = S A the reciprocal metric is
+    S^-1 G* S^-1, so 1/d'^2 = (h/s)^T G* (h/s)."""
+    g = reciprocal_metric(cell)
+    h = np.asarray(hkl, float)
+    q2_old = np.einsum("mi,ij,mj->m", h, g, h)
+    hs = h[None, :, :] / np.asarray(scales, float)[:, None, :]
+    q2_new = np.einsum("nmi,ij,nmj->nm", hs, g, hs)
+    return np.sqrt(np.divide(q2_old, q2_new, out=np.ones_like(q2_new), where=q2_new > 0))
+
+
+def march_dollase(dirs: np.ndarray, axes: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """March-Dollase factor (n, m) of reflection normals ``dirs`` (m, 3) for texture axes
+    ``axes`` (n, 3) and ratios ``r`` (n,): r < 1 platelets (reflections along the axis
+    stronger), r > 1 needles (weaker); r = 1 no texture. Unit vectors expected."""
+    cos2 = np.clip(np.asarray(axes, float) @ np.asarray(dirs, float).T, -1.0, 1.0) ** 2
+    rr = np.asarray(r, float)[:, None]
+    return (rr * rr * cos2 + (1.0 - cos2) / rr) ** -1.5
+
+
+def solvent_factor(inv_d: np.ndarray, strength: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    """Pore-solvent intensity factor (n, m), smooth in 1/d: ``strength`` (n,) as 1/d -> 0,
+    fading to 1 by ~``q0`` (n,) as exp(-(q/q0)^2) in the exponent. Guest molecules fill
+    the pores and lower the framework's electron-density contrast, which affects the
+    longest spacings most (a strength > 1 stands for heavier guests or partial order)."""
+    return np.exp(np.log(np.asarray(strength, float))[:, None] * solvent_envelope(inv_d, q0))
+
+
+def solvent_envelope(inv_d: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    """exp(-(q/q0)^2) (n, m): 1 for the longest spacings, 0 well beyond ``q0``."""
+    return np.exp(-(np.asarray(inv_d, float)[None, :] / np.asarray(q0, float)[:, None]) ** 2)
+
+
 def fwhm_at(two_theta: np.ndarray, instrument_scale: np.ndarray, size_nm: np.ndarray) -> np.ndarray:
     """FWHM (deg) of the library profile times ``instrument_scale``, with Scherrer size
     broadening (K = 0.9) added in quadrature; ``size_nm`` inf = no size broadening.
@@ -276,6 +358,7 @@ def augment(
     changes that effect only.
     """
     o = options
+    extra = rng.spawn(1)[0]  # the later effects' draws leave the older presets' stream as it was
     tt0 = np.asarray(two_theta, float)
     i0 = np.asarray(intensity, float)
     m = tt0.size
@@ -287,7 +370,16 @@ def augment(
     e = _uniform(rng, (-1.0, 1.0), (n, 3, 3)) * o.strain_aniso
     if o.strain_aniso > 0 and have_hkl:
         strain = strain + np.einsum("mi,nij,mj->nm", dirs, (e + e.transpose(0, 2, 1)) / 2.0, dirs)
-    theta = np.arcsin(np.clip(np.sin(np.radians(tt0 / 2.0)) / (1.0 + strain), 0.0, 1.0))
+    sin0 = np.sin(np.radians(tt0 / 2.0))
+    inv_d = 2.0 * sin0 / _CU_A1
+    # Per-axis cell change through G* (needs hkl and the cell): the d-ratio per reflection.
+    changed = _chance(extra, o.cell_axes, n)
+    axis_draw = _uniform(extra, (-1.0, 1.0), (n, 3)) * o.cell_axes_max
+    if changed.any() and have_hkl and cell is not None and o.cell_axes_max > 0:
+        scales = 1.0 + np.take_along_axis(axis_draw, np.broadcast_to(tied_axes(cell), (n, 3)), axis=1)
+        scales[~changed] = 1.0
+        strain = (1.0 + strain) * cell_axis_ratio(hkl, cell, scales) - 1.0
+    theta = np.arcsin(np.clip(sin0 / (1.0 + strain), 0.0, 1.0))
     displacement = _uniform(rng, (-1.0, 1.0), (n, 1)) * o.displacement_mm
     zero = _uniform(rng, (-1.0, 1.0), (n, 1)) * o.zero_shift_deg
     shift = np.degrees(-2.0 * displacement * np.cos(theta) / o.goniometer_radius_mm)
@@ -304,11 +396,17 @@ def augment(
     r = _uniform(rng, o.march_r, n)
     r = np.where(rng.random(n) < 0.5, r, 1.0 / np.maximum(r, 1e-3))
     if textured.any() and have_hkl:
-        cos_a = np.abs(axes[textured] @ dirs.T)  # (textured, m)
-        rt = r[textured, None]
-        inten[textured] *= (rt * rt * cos_a**2 + (1.0 - cos_a**2) / rt) ** -1.5
+        inten[textured] *= march_dollase(dirs, axes[textured], r[textured])
     low_scale = _log_uniform(rng, o.low_angle_scale_log, (n, m))
     inten = np.where(tt0 < o.low_angle_deg, inten * low_scale, inten)
+    solvated = _chance(extra, o.solvent, n)
+    strength = _log_uniform(extra, o.solvent_scale_log, n)
+    q0 = _uniform(extra, o.solvent_q0, n)
+    solvent_noise = extra.standard_normal((n, m))
+    if solvated.any():
+        k = np.flatnonzero(solvated)
+        env = solvent_envelope(inv_d, q0[k])
+        inten[k] *= np.exp((np.log(strength[k])[:, None] + o.solvent_jitter * solvent_noise[k]) * env)
 
     # Widths at the render nodes: instrument scale and crystallite size per spectrum.
     scale = _uniform(rng, o.instrument_fwhm_scale, (n, 1))
@@ -341,6 +439,7 @@ def augment(
         y[rows] += np.asarray(noise, float)[rows] * noise_scale[rows]
 
     y += _backgrounds(o, rng, n)
+    y += _capillary(o, extra, n)
 
     # Counting statistics at a random count level.
     counted = _chance(rng, o.poisson, n)
@@ -354,13 +453,31 @@ def augment(
     cropped = _chance(rng, o.crop, n)
     lo = np.searchsorted(MODEL_GRID, _uniform(rng, o.crop_start, n))
     hi = np.maximum(np.searchsorted(MODEL_GRID, _uniform(rng, o.crop_stop, n), side="right"), lo + 1)
-    for i in np.flatnonzero(cropped):
+    lo = np.where(cropped, lo, 0)
+    hi = np.where(cropped, hi, GRID_POINTS)
+    # Beam stop / knife edge: nothing measured below a random start angle.
+    stopped = _chance(extra, o.beam_stop, n)
+    stop_at = np.searchsorted(MODEL_GRID, _uniform(extra, o.beam_stop_deg, n))
+    lo = np.where(stopped, np.maximum(lo, stop_at), lo)
+    hi = np.maximum(hi, lo + 1)
+    for i in np.flatnonzero(cropped | stopped):
         a, b = int(lo[i]), int(min(hi[i], GRID_POINTS))
         mask[i, :a] = False
         mask[i, b:] = False
         y[i, :a] = y[i, a]
         y[i, b:] = y[i, b - 1]
     return y, mask
+
+
+def _capillary(o: AugmentOptions, rng: np.random.Generator, n: int) -> np.ndarray:
+    """The broad hump of a glass capillary or slide (amorphous SiO2, near 21-22 deg Cu),
+    a Gaussian in units of the strongest peak."""
+    x = MODEL_GRID[None, :]
+    on = _chance(rng, o.capillary, n)[:, None]
+    height = _uniform(rng, o.capillary_height, (n, 1))
+    centre = _uniform(rng, o.capillary_centre, (n, 1))
+    fwhm = _uniform(rng, o.capillary_fwhm, (n, 1))
+    return on * height * np.exp(-4.0 * np.log(2.0) * ((x - centre) / fwhm) ** 2)
 
 
 def _backgrounds(o: AugmentOptions, rng: np.random.Generator, n: int) -> np.ndarray:

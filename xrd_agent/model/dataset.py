@@ -8,6 +8,10 @@ spectrum that skipped the path real scans take.
 Reproducible: class ``c`` always draws from ``np.random.default_rng([seed, c])``, so the
 spectra of a class do not depend on which other classes are asked for, on their order,
 or on how many worker processes share the work.
+
+:func:`epoch_batch` and :func:`spectra_per_epoch` (a ``keras.utils.PyDataset``) make
+new spectra every epoch instead: batch ``b`` of epoch ``e`` is a pure function of
+``(seed, e, b)``, so a run is reproducible whatever the worker threads do.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from xrd_agent.model.noise import NoiseBank
 from xrd_agent.pattern import GRID_POINTS
 from xrd_agent.preprocess import prepare_grid_batch
 
-__all__ = ["realistic_heldout", "synthesize", "synthesize_class"]
+__all__ = ["epoch_batch", "epoch_plan", "realistic_heldout", "spectra_per_epoch", "synthesize",
+           "synthesize_class"]
 
 #: Below this many spectra a process pool costs more than it saves.
 _POOL_MIN_SPECTRA = 2_000
@@ -56,13 +61,14 @@ def synthesize_class(
     index: int,
     n: int,
     *,
-    seed: int,
+    seed: int | Sequence[int],
     options: AugmentOptions,
     bank: NoiseBank | None,
     gate: GateConfig,
 ) -> np.ndarray:
-    """``n`` preprocessed spectra (float32 (n, 4501)) of library class ``index``."""
-    rng = np.random.default_rng([seed, index])
+    """``n`` preprocessed spectra (float32 (n, 4501)) of library class ``index``, drawn
+    from ``default_rng([*seed, index])`` (``seed`` an int or a sequence of ints)."""
+    rng = np.random.default_rng([*np.atleast_1d(np.asarray(seed, np.int64)).tolist(), index])
     sticks = library.sticks(index)
     if sticks.two_theta.size == 0:
         raise LibraryError(f"library entry {library.refcodes[index]} has no reflections to augment")
@@ -184,3 +190,84 @@ def realistic_heldout(
     if not blocks:
         return np.empty((0, GRID_POINTS), np.float32), np.empty(0, np.int32)
     return np.concatenate(blocks), np.concatenate(labels)
+
+
+# -- new spectra every epoch -----------------------------------------------------------
+def epoch_plan(n_classes: int, per_class: int, group: int, batch_size: int, seed: int,
+               epoch: int) -> list[np.ndarray]:
+    """The classes of each batch of one epoch: every class ``ceil(per_class / group)``
+    times, shuffled by ``(seed, epoch)``, ``batch_size // group`` draws a batch (each draw
+    is ``group`` spectra of one class: a handful per call keeps synthesis cheap)."""
+    draws = max(1, -(-per_class // max(group, 1)))
+    order = np.random.default_rng([seed, epoch, 1]).permutation(np.tile(np.arange(n_classes), draws))
+    per_batch = max(1, batch_size // max(group, 1))
+    return [order[a:a + per_batch] for a in range(0, order.size, per_batch)]
+
+
+def epoch_batch(
+    library: Library,
+    classes: np.ndarray,
+    group: int,
+    *,
+    seed: int,
+    epoch: int,
+    batch: int,
+    options: AugmentOptions,
+    bank: NoiseBank | None,
+    gate: GateConfig = GateConfig(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch: ``group`` fresh spectra of each class in ``classes``, drawn from
+    ``(seed, epoch, batch, slot)``; returns X float32 (len(classes) * group, 4501), y int32."""
+    X = np.empty((len(classes) * group, GRID_POINTS), np.float32)
+    for k, c in enumerate(classes):
+        X[k * group:(k + 1) * group] = synthesize_class(library, int(c), group, seed=(seed, epoch, batch, k),
+                                                        options=options, bank=bank, gate=gate)
+    return X, np.repeat(np.asarray(classes, np.int32), group)
+
+
+def spectra_per_epoch(
+    library: Library,
+    per_class: int,
+    *,
+    seed: int,
+    options: AugmentOptions | Mapping[str, Any] | str | None = None,
+    bank: NoiseBank | None = None,
+    batch_size: int = 256,
+    group: int = 4,
+    gate: GateConfig = GateConfig(),
+    workers: int = 1,
+    classes: Sequence[int] | None = None,
+) -> Any:
+    """A ``keras.utils.PyDataset`` of ``per_class`` new spectra of every class each epoch.
+
+    Batches come from :func:`epoch_batch`; ``on_epoch_end`` moves to the next epoch's
+    draws. ``workers`` > 1 synthesises batches in threads (numpy and the FFTs release the
+    GIL for most of the work; processes would copy the library into every worker).
+    ``classes`` restricts the draws to those library indices (labels stay library indices).
+    """
+    import keras
+
+    opts = AugmentOptions.coerce(options)
+    if bank is None and opts.bank_noise > 0:
+        bank = NoiseBank.load()
+    idx = np.arange(len(library)) if classes is None else np.asarray(classes, np.int64)
+
+    class EpochSpectra(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=max(int(workers), 1), use_multiprocessing=False, max_queue_size=8)
+            self.epoch = 0
+            self._plan = epoch_plan(idx.size, per_class, group, batch_size, seed, 0)
+
+        def __len__(self) -> int:
+            return len(self._plan)
+
+        def __getitem__(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+            X, y = epoch_batch(library, idx[self._plan[b]], group, seed=seed, epoch=self.epoch, batch=b,
+                               options=opts, bank=bank, gate=gate)
+            return X[..., None], y
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self._plan = epoch_plan(idx.size, per_class, group, batch_size, seed, self.epoch)
+
+    return EpochSpectra()

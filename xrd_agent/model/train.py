@@ -3,7 +3,10 @@
 The training set is made by ``xrd_agent.model.dataset.synthesize`` (physics and
 instrument augmentation of every library pattern, run through the same
 preprocessing as real scans), so the network only ever sees what a scan looks like
-after :func:`xrd_agent.preprocess.prepare`.
+after :func:`xrd_agent.preprocess.prepare`. With ``regenerate`` the training spectra are
+drawn anew every epoch (:func:`xrd_agent.model.dataset.spectra_per_epoch`) and only the
+validation set is fixed: the network never sees one spectrum twice, so it cannot learn
+a fixed set's noise by heart.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ class TrainConfig:
     validation_fraction: float = 0.1
     patience: int = 5  # EarlyStopping on validation loss, best weights restored
     device: str = "auto"  # auto | cpu | gpu
-    augment_preset: str = "default"  # default | realistic: the AugmentOptions the overrides apply to
+    augment_preset: str = "default"  # default | realistic | instrument: the AugmentOptions overridden
     augment: dict[str, Any] = field(default_factory=dict)  # overrides of single augmentation options
     workers: int = 1  # processes that synthesise spectra (the result is the same for any count)
     max_minutes: float = 0.0  # > 0: stop before an epoch would end past this budget (best weights kept)
+    regenerate: bool = False  # new training spectra every epoch (a PyDataset); validation stays fixed
+    init_model: str = ""  # a model folder whose weights start the fit (same classes); "" = random init
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +74,8 @@ def augment_options(config: TrainConfig) -> Any:
 
     from xrd_agent.model.augment import AugmentOptions
 
-    presets = {"default": AugmentOptions, "realistic": AugmentOptions.realistic}
+    presets = {"default": AugmentOptions, "realistic": AugmentOptions.realistic,
+               "instrument": AugmentOptions.instrument}
     if config.augment_preset not in presets:
         raise ValueError(f"unknown augmentation preset {config.augment_preset!r}; choose {', '.join(presets)}")
     base = presets[config.augment_preset]()
@@ -186,20 +192,46 @@ def train(
     synthesize = synthesize or _default_synthesizer()
 
     t0 = time.perf_counter()
-    per_class_total = config.per_class + max(1, int(round(config.per_class * config.validation_fraction)))
-    X, y = synthesize(library, per_class_total, seed=config.seed, options=augment_options(config),
-                      workers=config.workers)
-    X = np.asarray(X, np.float32)
-    y = np.asarray(y, np.int32)
-    tr, va = split_validation(y, config.validation_fraction, config.seed)
+    options = augment_options(config)
+    n_val = max(1, int(round(config.per_class * config.validation_fraction)))
+    if config.regenerate:
+        from xrd_agent.model.dataset import spectra_per_epoch
+
+        # The fixed validation set draws from its own seed: never one of the epochs' spectra.
+        Xv, yv = synthesize(library, n_val, seed=config.seed + 500_000, options=options,
+                            workers=config.workers)
+        x_tr: Any = spectra_per_epoch(library, config.per_class, seed=config.seed, options=options,
+                                      batch_size=config.batch_size, workers=config.workers)
+        y_tr = None
+        val = None
+        if config.validation_fraction > 0:
+            val = (np.asarray(Xv, np.float32)[..., None], np.asarray(yv, np.int32))
+        n_train, n_valid = len(library) * config.per_class, len(yv)
+        emit(f"synthesised {n_valid} validation spectra for {len(library)} classes in "
+             f"{time.perf_counter() - t0:.0f}s; {n_train} new training spectra every epoch")
+    else:
+        X, y = synthesize(library, config.per_class + n_val, seed=config.seed, options=options,
+                          workers=config.workers)
+        X = np.asarray(X, np.float32)
+        y = np.asarray(y, np.int32)
+        tr, va = split_validation(y, config.validation_fraction, config.seed)
+        emit(f"synthesised {len(y)} spectra for {len(library)} classes in {time.perf_counter() - t0:.0f}s "
+             f"({len(tr)} train / {len(va)} validation)")
+        # One reordering copy (training rows first), then views: a 1,012-class set is GBs.
+        order = np.concatenate([tr, va])
+        X, y = X[order], y[order]
+        x_tr, y_tr = X[: len(tr), :, None], y[: len(tr)]
+        val = (X[len(tr):, :, None], y[len(tr):]) if len(va) else None
+        n_train, n_valid = len(tr), len(va)
     synth_s = time.perf_counter() - t0
-    emit(f"synthesised {len(y)} spectra for {len(library)} classes in {synth_s:.0f}s "
-         f"({len(tr)} train / {len(va)} validation)")
 
     model = build(config.arch, len(library), learning_rate=config.learning_rate)
+    if config.init_model:
+        parent = _start_from(model, Path(config.init_model), library)
+        emit(f"weights initialised from {config.init_model} ({parent})")
     callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss" if len(va) else "loss", patience=config.patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss" if val is not None else "loss",
+                                      patience=config.patience, restore_best_weights=True),
     ]
     if monitor:
         callbacks.insert(0, _Monitor(monitor, config.batch_size))
@@ -209,13 +241,12 @@ def train(
     if not bar:
         callbacks.append(_EpochLog(emit, config.epochs))
     t1 = time.perf_counter()
-    # One reordering copy (training rows first), then views: a 1,012-class set is GBs.
-    order = np.concatenate([tr, va])
-    X, y = X[order], y[order]
-    x_tr, y_tr = X[: len(tr), :, None], y[: len(tr)]
-    val = (X[len(tr):, :, None], y[len(tr):]) if len(va) else None
-    fit = model.fit(x_tr, y_tr, validation_data=val, epochs=config.epochs, batch_size=config.batch_size,
-                    shuffle=True, callbacks=callbacks, verbose=1 if bar else 0)
+    if y_tr is None:
+        fit = model.fit(x_tr, validation_data=val, epochs=config.epochs, callbacks=callbacks,
+                        verbose=1 if bar else 0)
+    else:
+        fit = model.fit(x_tr, y_tr, validation_data=val, epochs=config.epochs, batch_size=config.batch_size,
+                        shuffle=True, callbacks=callbacks, verbose=1 if bar else 0)
     fit_s = time.perf_counter() - t1
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
@@ -223,8 +254,9 @@ def train(
         "epochs_run": len(history.get("loss", [])),
         "synthesis_s": round(synth_s, 1),
         "fit_s": round(fit_s, 1),
-        "train_samples": int(len(tr)),
-        "validation_samples": int(len(va)),
+        **({"init_model_version": parent} if config.init_model else {}),
+        "train_samples": int(n_train),  # per epoch when regenerated
+        "validation_samples": int(n_valid),
     }
     if val is not None:
         ev = model.evaluate(val[0], val[1], batch_size=config.batch_size, verbose=0, return_dict=True)
@@ -256,6 +288,18 @@ def train(
         plot_history(history, path / artifact.REPORT_FILE, title=f"{config.arch}, {len(library)} classes")
         emit(f"model written to {path} ({manifest.version})")
     return TrainResult(model=model, manifest=manifest, history=history, out=path)
+
+
+def _start_from(model: Any, folder: Path, library: Any) -> str:
+    """Copy the weights of the model in ``folder`` into ``model`` (fine-tuning): its
+    classes must be the library's, in order, and its architecture the same."""
+    import keras
+
+    manifest = artifact.read_manifest(folder)
+    if tuple(manifest.classes) != tuple(library.refcodes):
+        raise ValueError(f"{folder}: its classes are not this library's; cannot start from its weights")
+    model.set_weights(keras.models.load_model(folder / artifact.MODEL_FILE, compile=False).get_weights())
+    return manifest.version
 
 
 def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> None:
