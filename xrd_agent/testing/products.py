@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from xrd_agent.library.simulate import CU_KA1, Crystal, form_factor, structure_factors
-from xrd_agent.profile import PeakProfile, broaden
+from xrd_agent.peakshape import PeakProfile, broaden
 
 FRAMEWORKS_FILE = "crystallinity_frameworks.npz"
 CALIBRATION_FILE = "crystallinity_calibration.json"
