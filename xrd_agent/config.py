@@ -39,6 +39,7 @@ class ModelConfig:
     min_coverage: float = 0.5  # covered share of 5-50 deg below which: low_coverage
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
+    verify: bool = True  # physics check: fit candidates to the whole measured scan (xrd_agent/verify)
 
 
 @dataclass(frozen=True)

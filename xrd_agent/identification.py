@@ -23,10 +23,14 @@ class Candidate:
     refcode: str
     name: str
     probability: float
+    fit: dict[str, object] | None = None  # the physics check's fit of this phase (xrd_agent/verify)
 
     def to_dict(self) -> dict[str, object]:
-        return {"rank": self.rank, "refcode": self.refcode, "name": self.name,
-                "probability": round(float(self.probability), 6)}
+        out: dict[str, object] = {"rank": self.rank, "refcode": self.refcode, "name": self.name,
+                                  "probability": round(float(self.probability), 6)}
+        if self.fit is not None:
+            out["fit"] = self.fit
+        return out
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,17 @@ class Identification:
     model_version: str = ""
     library_version: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    composition: tuple[dict[str, object], ...] = ()  # phases with weight fractions (xrd_agent/verify)
+    physics: dict[str, object] | None = None  # the physics check's summary
 
     def to_dict(self) -> dict[str, object]:
+        out = self._base()
+        if self.physics is not None:
+            out["physics"] = self.physics
+            out["composition"] = list(self.composition)
+        return out
+
+    def _base(self) -> dict[str, object]:
         return {
             "top": [c.to_dict() for c in self.top],
             "confidence": round(float(self.confidence), 6),

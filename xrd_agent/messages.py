@@ -115,6 +115,47 @@ RequestId = Annotated[str, doc("Optional correlation id chosen by the client; th
                                maxLength=64)]
 
 
+class PhysicsFit(TypedDict):
+    """The whole-pattern fit of one candidate to the scan over its whole measured range
+    (xrd_agent/verify: cell within +-12 % per axis under its metric symmetry, zero shift, widths,
+    March-Dollase texture, a low-angle pore-solvent factor, Chebyshev background)."""
+
+    rwp: Annotated[float, doc("Weighted profile R of the fit (unit weights).", minimum=0)]
+    rwp_background: Annotated[float, doc("Rwp of a background-only fit of the same scan: the fit "
+                                         "explains the scan when rwp is well below it.", minimum=0)]
+    explained: Annotated[float, doc("Share of the background-only misfit (chi^2) the phase removes.",
+                                    minimum=0, maximum=1)]
+    posterior: Annotated[float, doc("Posterior of this candidate among those fitted (network prior x fit "
+                                    "likelihood x cell-change prior).", minimum=0, maximum=1)]
+    cell: Annotated[list[float], doc("Refined cell a, b, c (angstrom), alpha, beta, gamma (deg).",
+                                     minItems=6, maxItems=6)]
+    cell_change: Annotated[list[float], doc("Change against the library cell: a, b, c in per cent, "
+                                            "alpha, beta, gamma in degrees.", minItems=6, maxItems=6)]
+    zero_shift: Annotated[float, doc("Refined zero shift (deg 2-theta, the scan's own scale).")]
+
+
+class PhaseShare(TypedDict):
+    """One phase of the fitted composition."""
+
+    refcode: Refcode
+    name: Annotated[str, doc("Common name of the phase, or the refcode.", maxLength=256)]
+    weight_fraction: Annotated[float | None, doc("Hill-Howard weight fraction S(ZMV)/sum S(ZMV); null when "
+                                                 "the library carries no absolute intensity scale (no fit.npz).",
+                                                 minimum=0, maximum=1)]
+    uncertainty: Annotated[float | None, doc("Standard uncertainty of the weight fraction (least-squares "
+                                             "covariance).", minimum=0)]
+
+
+class PhysicsSummary(TypedDict):
+    """What the physics check concluded for the scan as a whole."""
+
+    explained: Annotated[float, doc("Share of the diffraction signal the best candidate explains.",
+                                    minimum=0, maximum=1)]
+    fits: Annotated[bool, doc("False when no candidate explains enough of the scan (an unknown phase).")]
+    confidence: Annotated[float, doc("Posterior of the top material x fit quality.", minimum=0, maximum=1)]
+    seconds: Annotated[float, doc("Time the check took.", minimum=0)]
+
+
 class Candidate(TypedDict):
     """One ranked phase of the Top-k."""
 
@@ -124,6 +165,8 @@ class Candidate(TypedDict):
                              "has none.", maxLength=256)]
     probability: Annotated[float, doc("Softmax probability the model gives this phase.",
                                       minimum=0, maximum=1)]
+    fit: NotRequired[Annotated[PhysicsFit, doc("The physics check's fit of this phase (absent when it was "
+                                               "not fitted).")]]
 
 
 class Gate(TypedDict):
@@ -169,6 +212,11 @@ class IdentificationResult(TypedDict):
                                                 "(class activation map).", maxItems=100)]
     model_version: ModelVersion
     library_version: LibraryVersion
+    physics: NotRequired[Annotated[PhysicsSummary, doc("The physics check of the candidates (absent when "
+                                                       "it did not run).")]]
+    composition: NotRequired[Annotated[list[PhaseShare], doc("Phases found by fitting, best first, with "
+                                                             "weight fractions; more than one means a "
+                                                             "significant mixture.", maxItems=3)]]
 
 
 class Evidence(TypedDict, total=False):

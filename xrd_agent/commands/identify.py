@@ -115,9 +115,32 @@ def _print_text(path: Path, scan: Any, result: Any, out: TextIO) -> None:
               f"coverage {cov.first:.1f}-{cov.last:.1f} deg ({cov.fraction:.0%})   "
               f"noise gate {'applied' if result.gate.applied else 'not applied'}\n")
     width = max([len(c.refcode) for c in result.top] + [7])
-    out.write(f"  {'#':>2}  {'refcode':<{width}}  {'p':>6}  name\n")
+    fitted = any(c.fit for c in result.top)
+    fit_head = f"  {'post':>5}  {'Rwp':>5} {'(bg)':>6}  {'cell change a/b/c %':>20}" if fitted else ""
+    out.write(f"  {'#':>2}  {'refcode':<{width}}  {'p':>6}{fit_head}  name\n")
     for c in result.top:
-        out.write(f"  {c.rank:>2}  {c.refcode:<{width}}  {c.probability:>6.3f}  {c.name}\n")
+        fit = ""
+        if fitted:
+            if c.fit:
+                ch = c.fit["cell_change"]
+                fit = (f"  {c.fit['posterior']:>5.2f}  {c.fit['rwp']:>5.3f} ({c.fit['rwp_background']:>4.2f})"
+                       f"  {ch[0]:>+6.2f} {ch[1]:>+6.2f} {ch[2]:>+6.2f}")
+            else:
+                fit = f"  {'-':>5}  {'-':>5} {'':>6}  {'-':>20}"
+        out.write(f"  {c.rank:>2}  {c.refcode:<{width}}  {c.probability:>6.3f}{fit}  {c.name}\n")
+    if result.physics is not None:
+        ph = result.physics
+        verdict = "fits" if ph["fits"] else "nothing in the library fits"
+        out.write(f"  physics check: best fit explains {ph['explained']:.0%} of the signal ({verdict}), "
+                  f"{ph['seconds']:.2f} s\n")
+        if result.composition:
+            parts = []
+            for p in result.composition:
+                wf = p["weight_fraction"]
+                share = (f"{wf:.0%}" + (f" +- {p['uncertainty']:.0%}" if p["uncertainty"] is not None else "")
+                         if wf is not None else "weight fraction n/a")
+                parts.append(f"{p['name']} ({p['refcode']}) {share}")
+            out.write(f"  composition: {'; '.join(parts)}\n")
     if result.cam_regions:
         regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({r.weight:.0%})" for r in result.cam_regions)
         out.write(f"  decided by 2-theta regions: {regions}\n")

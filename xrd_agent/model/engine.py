@@ -84,6 +84,7 @@ class Engine:
         rerank_depth: int = RERANK_DEPTH,
         gate: GateConfig = GateConfig(),
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
+        verify: bool = True,
     ) -> None:
         self.model_dir = model_dir
         self.library = library
@@ -95,6 +96,7 @@ class Engine:
         self.rerank_depth = rerank_depth  # how many of the network's best the peak match may reorder
         self.gate = gate
         self.policy = policy
+        self.verify = verify  # physics check of candidates on scans (xrd_agent/verify); arrays are not checked
         self.traces_ = 0
 
     @classmethod
@@ -102,7 +104,8 @@ class Engine:
         m = config.model
         policy = _flags.FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
-                       batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy)
+                       batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy,
+                       verify=m.verify)
         options.update(overrides)
         return cls(**options)
 
@@ -137,6 +140,10 @@ class Engine:
         self._reference_peaks: dict[int, _flags.Peaks] = {}
         for index in range(len(library)):
             self.reference_peaks(index)
+        if self.verify:  # references and their ln-d FFTs once, so no identify pays for them
+            from xrd_agent.verify.stage import checker_for
+
+            self.checker_ = checker_for(library)
         for b in self.batch_sizes:  # warm-up: trace once, plan every padded shape
             zeros = tf.zeros((b, GRID_POINTS, 1), tf.float32)
             self._probabilities(zeros)
@@ -214,7 +221,8 @@ class Engine:
         return peaks
 
     def identify_patterns(self, patterns: Sequence[Pattern],
-                          raw: Sequence[np.ndarray | None] | None = None) -> list[Identification]:
+                          raw: Sequence[np.ndarray | None] | None = None,
+                          observed: Sequence[Any] | None = None) -> list[Identification]:
         """Identify preprocessed patterns; ``raw`` (grid values before scaling) enables the amorphous test."""
         self._require()
         if not patterns:
@@ -225,11 +233,12 @@ class Engine:
         for i, pattern in enumerate(patterns):
             values = raw[i] if raw is not None else None
             cam_row = cams[i] if cams is not None else None
-            results.append(self._judge(pattern, probs[i], cam_row, values))
+            obs = observed[i] if observed is not None else None
+            results.append(self._judge(pattern, probs[i], cam_row, values, obs))
         return results
 
     def _judge(self, pattern: Pattern, probs: np.ndarray, cam_row: np.ndarray | None,
-               values: np.ndarray | None) -> Identification:
+               values: np.ndarray | None, obs: Any = None) -> Identification:
         lib = self.library_
         k = min(self.top_k, probs.size)
         reorder = min(self.rerank_depth if self.rerank else 1, probs.size)
@@ -243,12 +252,38 @@ class Engine:
             # Peak evidence reorders the network's few best (docs/model.md).
             head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].score ** RERANK_POWER)
             order = np.array(head + [int(j) for j in order if int(j) not in matches])
+        verified = self.checker_.check(obs, probs) if obs is not None and hasattr(self, "checker_") else None
+        fits: dict[int, Any] = {}
+        if verified is not None and verified.candidates:
+            # the physics check ranks first (network x fit, xrd_agent/verify/check.py); the network's rest follow
+            fits = {c.index: c for c in verified.candidates}
+            head = [c.index for c in verified.candidates]
+            order = np.array(head + [int(j) for j in order if int(j) not in fits])
         order = order[:k]
-        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[j], name=lib.names[j],
-                              probability=float(probs[j])) for r, j in enumerate(order))
-        match = matches[int(order[0])]
+        from xrd_agent.verify.stage import fit_dict, phase_dict, summary
+
+        top = tuple(Candidate(rank=r + 1, refcode=lib.refcodes[j], name=lib.names[j], probability=float(probs[j]),
+                              fit=fit_dict(fits[int(j)]) if int(j) in fits else None)
+                    for r, j in enumerate(order))
+        j0 = int(order[0])
+        match = matches.get(j0) or _flags.match_peaks(scan_peaks, self.reference_peaks(j0), first, last, self.policy)
         cryst = _flags.crystallinity(values, pattern.mask) if values is not None else None
         confidence, flags = _flags.decide(float(probs[order[0]]), match, cryst, cov.fraction, self.policy)
+        composition: tuple = ()
+        physics = None
+        if verified is not None and verified.candidates and _flags.Flag.AMORPHOUS not in flags:
+            # the fit replaces the peak-match judgement: unknown when nothing fits or confidence is low,
+            # mixture when a second phase is significant
+            confidence = verified.confidence
+            flags = set(flags) - {_flags.Flag.UNKNOWN_PHASE, _flags.Flag.MIXTURE}
+            if not verified.fits or confidence < self.policy.unknown_threshold:
+                flags.add(_flags.Flag.UNKNOWN_PHASE)
+            if verified.mixture:
+                flags.add(_flags.Flag.MIXTURE)
+            flags = frozenset(flags)
+            composition = tuple(phase_dict(p) for p in verified.phases)
+        if verified is not None:
+            physics = summary(verified)
         regions: tuple = ()
         if cam_row is not None:
             regions = _cam.regions(_cam.to_grid(cam_row, self.centres_)[0], pattern.mask)
@@ -263,7 +298,8 @@ class Engine:
             extra["crystallinity"] = {"snr": round(min(cryst.snr, 1e9), 2), "relative": round(cryst.relative, 4)}
         return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                               coverage=cov, cam_regions=regions, model_version=self.manifest_.version,
-                              library_version=lib.version, extra=extra)
+                              library_version=lib.version, extra=extra, composition=composition,
+                              physics=physics)
 
     def identify_arrays(self, two_theta_cu: np.ndarray, intensity: np.ndarray) -> Identification:
         """Measured points on the Cu K-alpha1 scale -> Identification (raises ScanError)."""
@@ -282,18 +318,25 @@ class Engine:
         ready: list[int] = []
         patterns: list[Pattern] = []
         raws: list[np.ndarray] = []
+        observed: list[Any] = []
         for i, scan in enumerate(scans):
             try:
                 pattern, raw = preprocess.prepare_raw(scan, self.gate, wavelength=wavelength)
                 patterns.append(pattern)
                 raws.append(raw)
                 ready.append(i)
+                if self.verify:
+                    from xrd_agent.verify.stage import observe_scan
+
+                    observed.append(observe_scan(scan, wavelength))
+                else:
+                    observed.append(None)
             except ScanError as exc:
                 out[i] = exc
             except (ValueError, FloatingPointError, IndexError) as exc:  # one odd scan must not sink the batch
                 out[i] = CorruptScan(f"the scan could not be put on the model grid ({exc})",
                                      getattr(scan, "source_path", None))
-        for i, result in zip(ready, self.identify_patterns(patterns, raws)):
+        for i, result in zip(ready, self.identify_patterns(patterns, raws, observed)):
             out[i] = result
         return out  # type: ignore[return-value]
 
