@@ -195,14 +195,19 @@ def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, p
     ``two_theta`` (deg) and ``wavelength`` (angstrom) are the lab's scan range: the sticks
     (Cu K-alpha1 scale) cover the same d-spacings, and the fit table (``fit.npz``, absolute
     |F|^2 as d-spacings, :mod:`xrd_agent.library.fitdata`) covers them for the physics check.
-    Default: Cu 1.5-80 deg. The network's grid stays 5-50 deg on the Cu scale."""
+    Without a range the sticks keep 5-50 deg and the fit table covers Cu 1.5-80 deg. The
+    network's grid stays 5-50 deg on the Cu scale."""
     from xrd_agent.library.fitdata import DEFAULT_CIF_DIR_TWO_THETA, build_fit_table, d_range
 
     require_build_extra()
+    given = bool(two_theta)
     two_theta = tuple(two_theta) if two_theta else DEFAULT_CIF_DIR_TWO_THETA
     d_min, d_max = d_range(two_theta[0], two_theta[1], wavelength)
-    cu_lo = 2.0 * np.degrees(np.arcsin(min(CU_KA1 / (2.0 * d_max), 1.0)))
-    cu_hi = 2.0 * np.degrees(np.arcsin(min(CU_KA1 / (2.0 * d_min), 0.9999)))
+    if given:  # the sticks follow the lab's range; without it they keep the model's 5-50 deg
+        cu_lo = 2.0 * np.degrees(np.arcsin(min(CU_KA1 / (2.0 * d_max), 1.0)))
+        cu_hi = 2.0 * np.degrees(np.arcsin(min(CU_KA1 / (2.0 * d_min), 0.9999)))
+    else:
+        cu_lo, cu_hi = SimulationSettings().two_theta_min, SimulationSettings().two_theta_max
     settings = SimulationSettings(two_theta_min=float(cu_lo), two_theta_max=float(cu_hi))
     t0 = time.perf_counter()
     folder = Path(cif_dir)

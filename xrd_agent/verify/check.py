@@ -47,7 +47,7 @@ class VerifyPolicy:
     full_explained: float = 0.9  # ... at which the fit quality no longer lowers the confidence
     max_phases: int = 3
     mixture_p: float = 1e-3
-    mixture_min_gain: float = 0.1
+    mixture_min_gain: float = 0.15
     second_candidates: int = 2
     texture_candidates: int = 2  # leading fits refined with preferred orientation
     max_overlap: float = 0.7  # a further phase whose profile has this cosine with the earlier phases adds nothing of its own
@@ -195,6 +195,11 @@ class Checker:
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
         confidence = float(min(same, 1.0) * quality)
         phases = self._compose(fitter, obs, best_fit, [fits[i] for i in order]) if fits_ok else ()
+        if len(phases) > 1 and phases[0].weight_fraction is not None:
+            # the main phase of a mixture leads the ranking, whichever phase the search started from
+            major = max(phases, key=lambda p: p.weight_fraction or 0.0)
+            phases = (major, *[p for p in phases if p is not major])
+            cands = tuple(sorted(cands, key=lambda c: c.index != major.index))
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]) -> tuple[Phase, ...]:
