@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_model_support import amorphous_scan, counts_scan, tiny_library
 
+from xrd_agent.decide import network_flags
 from xrd_agent.identification import Flag
 from xrd_agent.model import cam, flags
 from xrd_agent.pattern import MODEL_GRID
@@ -46,7 +47,7 @@ def test_decide_flags_a_second_phase_as_mixture():
     a, b = LIB.sticks(2), LIB.sticks(7)
     mixed = broaden(a.two_theta, a.intensity) + 0.8 * broaden(b.two_theta, b.intensity)
     m = flags.match_peaks(flags.find_peaks(mixed), flags.find_peaks(LIB.patterns[2]), 5.0, 50.0)
-    confidence, fl = flags.decide(0.95, m, None, 1.0)
+    confidence, fl = network_flags(0.95, m, None, 1.0)
     assert Flag.MIXTURE in fl and Flag.UNKNOWN_PHASE not in fl
     assert 0.0 < confidence <= 1.0
     assert m.unexplained  # it names the unexplained reflections
@@ -54,14 +55,14 @@ def test_decide_flags_a_second_phase_as_mixture():
 
 def test_decide_flags_a_poor_match_unknown_whatever_the_softmax():
     m = flags.match_peaks(_peaks(5), flags.find_peaks(LIB.patterns[3]), 5.0, 50.0)
-    confidence, fl = flags.decide(0.999, m, None, 1.0)
+    confidence, fl = network_flags(0.999, m, None, 1.0)
     assert Flag.UNKNOWN_PHASE in fl and confidence < 0.8
 
 
 def test_low_coverage_is_flagged():
     m = flags.match_peaks(_peaks(3), flags.find_peaks(LIB.patterns[3]), 5.0, 50.0)
-    assert Flag.LOW_COVERAGE in flags.decide(0.9, m, None, 0.44)[1]
-    assert Flag.LOW_COVERAGE not in flags.decide(0.9, m, None, 0.9)[1]
+    assert Flag.LOW_COVERAGE in network_flags(0.9, m, None, 0.44)[1]
+    assert Flag.LOW_COVERAGE not in network_flags(0.9, m, None, 0.9)[1]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -83,7 +84,7 @@ def test_crystallinity_sees_a_weak_crystalline_phase_on_an_amorphous_hump():
 
 def test_amorphous_decision_sets_confidence_to_zero():
     m = flags.Match(1.0, 1.0, 0.0, ())
-    confidence, fl = flags.decide(0.99, m, flags.Crystallinity(snr=3.0, relative=0.01), 1.0)
+    confidence, fl = network_flags(0.99, m, flags.Crystallinity(snr=3.0, relative=0.01), 1.0)
     assert fl == {Flag.AMORPHOUS} and confidence == 0.0
 
 

@@ -17,7 +17,7 @@ from xrd_agent.service.engines import CosineEngine
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger
-from xrd_agent.service.alerts import aliases_of
+from xrd_agent.decide import aliases_of
 from xrd_agent.service.pipeline import Identity, Pipeline, Settings
 from xrd_agent.testing.library import save_tiny_library
 from xrd_agent.testing.simulated_d8 import SimulatedD8
@@ -268,7 +268,8 @@ def test_a_file_without_read_permission_is_retried_not_rejected(tmp_path, engine
 def test_an_expected_refcode_accepts_another_determination_of_the_same_material():
     from xrd_agent.identification import Candidate, Identification
     from xrd_agent.pattern import Coverage, GateDecision
-    from xrd_agent.service.alerts import Expectation, judge
+    from xrd_agent.decide import Expectation
+    from xrd_agent.decide import alerts as judge
 
     ident = Identification(
         top=(Candidate(1, "DOTSOV", "HKUST-1", 0.9), Candidate(2, "OFERUN", "ZIF-8", 0.1)),

@@ -51,3 +51,6 @@ class Pattern:
     mask: np.ndarray  # bool, True where the scan measured this grid point
     gate: GateDecision
     coverage: Coverage
+    #: The despiked grid values before background and scaling, in the scan's own units
+    #: (read-only); None for synthetic rows. The crystallinity test reads these.
+    values: np.ndarray | None = None

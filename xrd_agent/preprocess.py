@@ -28,7 +28,7 @@ from scipy import fft as _fft
 from scipy import ndimage
 
 from xrd_agent.config import GateConfig
-from xrd_agent.errors import NoCoverage, ScanError, UnknownWavelength
+from xrd_agent.errors import CorruptScan, NoCoverage, ScanError, UnknownWavelength
 from xrd_agent.pattern import GRID_POINTS, GRID_STEP, MODEL_GRID, Coverage, GateDecision, Pattern
 from xrd_agent.scan import CU_KALPHA1, Scan, to_cu_two_theta
 
@@ -431,7 +431,8 @@ def _finish(
         with np.errstate(over="ignore"):
             values = values * magnitude  # back to the scan's own units
     values.setflags(write=False)
-    return Pattern(intensity=intensity32, mask=mask, gate=decision, coverage=_coverage_value(mask)), values
+    pattern = Pattern(intensity=intensity32, mask=mask, gate=decision, coverage=_coverage_value(mask), values=values)
+    return pattern, values
 
 
 def prepare(scan: Scan, gate: GateConfig = GateConfig(), *, wavelength: float | None = None) -> Pattern:
@@ -460,7 +461,8 @@ def prepare_many(
     """:func:`prepare_raw` for many scans at once, in order; a scan that cannot be
     prepared gives its :class:`ScanError` in its place. Each scan is gridded on its
     own, then background, scaling and gate run once over all rows: about half the
-    cost per scan of one call each (docs/preprocessing.md)."""
+    cost per scan of one call each (docs/preprocessing.md). The prepare stage of the
+    data path (:mod:`xrd_agent.stages`)."""
     results: list[tuple[Pattern, np.ndarray] | ScanError | None] = [None] * len(scans)
     ready: list[tuple[int, np.ndarray, np.ndarray, float]] = []
     for i, scan in enumerate(scans):
@@ -470,6 +472,9 @@ def prepare_many(
             results[i] = NoCoverage(exc.reason, scan.source_path)
         except ScanError as exc:
             results[i] = exc
+        except (ValueError, FloatingPointError, IndexError) as exc:  # one odd scan must not sink the batch
+            results[i] = CorruptScan(f"the scan could not be put on the model grid ({exc})",
+                                     getattr(scan, "source_path", None))
     if ready:
         rows = np.stack([r[1] for r in ready])
         masks = np.stack([r[2] for r in ready])

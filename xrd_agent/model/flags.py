@@ -1,4 +1,4 @@
-"""Honest confidence and the warning flags: pure functions on arrays, no Keras.
+"""Evidence for honest confidence and the warning flags: pure functions on arrays, no Keras.
 
 A softmax always names *some* class, even for a silicon standard or an amorphous
 failed synthesis. So the engine checks the network's answer with powder-diffraction
@@ -13,8 +13,8 @@ evidence that does not come from the network:
   noise and the broad background? Measured on the raw counts on the grid (before the
   max-1 scaling, which would blow noise up into "peaks").
 
-confidence = softmax_top x match_score, and the flags follow from thresholds in
-:class:`FlagPolicy` (calibrated in docs/model.md).
+The judge (:mod:`xrd_agent.decide`) turns these measurements into confidence and flags
+with the thresholds of :class:`FlagPolicy` (calibrated in docs/model.md).
 """
 
 from __future__ import annotations
@@ -195,26 +195,3 @@ def crystallinity(values: np.ndarray, mask: np.ndarray) -> Crystallinity:
     prom = float(props["prominences"].max()) if props["prominences"].size else 0.0
     snr = prom / sigma if sigma > 0 else float("inf")
     return Crystallinity(snr=float(snr), relative=prom / span)
-
-
-def decide(p_top: float, match: Match, cryst: Crystallinity | None, coverage_fraction: float,
-           policy: FlagPolicy = FlagPolicy()) -> tuple[float, frozenset[Flag]]:
-    """Combine the softmax and the evidence into (confidence, flags).
-
-    confidence = softmax x match score: on realistic held-out scans it tracks the
-    share of correct names far better than the softmax alone (docs/model.md).
-    """
-    flags: set[Flag] = set()
-    confidence = float(max(p_top, 0.0) * match.score)
-    if coverage_fraction < policy.min_coverage:
-        flags.add(Flag.LOW_COVERAGE)
-    if cryst is not None and (cryst.snr < policy.amorphous_snr or cryst.relative < policy.amorphous_relative):
-        flags.add(Flag.AMORPHOUS)
-        return 0.0, frozenset(flags)
-    if confidence < policy.unknown_threshold or match.score < policy.min_match:
-        flags.add(Flag.UNKNOWN_PHASE)
-    elif (1.0 - match.explained >= policy.mixture_unexplained
-          and sum(h >= policy.mixture_peak for h in match.unexplained_heights) >= policy.mixture_min_peaks
-          and match.recovered >= policy.mixture_min_recovered):
-        flags.add(Flag.MIXTURE)
-    return confidence, frozenset(flags)

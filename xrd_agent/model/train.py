@@ -174,7 +174,7 @@ def train(
     """
     import keras
 
-    from xrd_agent.model.engine import select_device
+    from xrd_agent.model.predictor import select_device
     from xrd_agent.model.network import build
 
     device = select_device(config.device)

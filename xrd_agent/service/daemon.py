@@ -34,7 +34,7 @@ from xrd_agent import messages
 from xrd_agent.config import Config, load_config
 from xrd_agent.errors import ConfigError, XrdAgentError
 from xrd_agent.service.debounce import Debouncer, signature_format
-from xrd_agent.service.alerts import aliases_of
+from xrd_agent.decide import aliases_of
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger, path_text

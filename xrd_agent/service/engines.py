@@ -6,7 +6,9 @@
   model must clear (field notes). The service falls back to it under ``auto`` when no
   trained model is installed, and says so in every message's ``model_version``.
 
-Both answer ``identify_many(scans) -> list[Identification | ScanError]``.
+Both answer ``identify_many(scans) -> list[Identification | ScanError]`` through the
+same stages (:mod:`xrd_agent.stages`) and the same judge (:mod:`xrd_agent.decide`); they
+differ only in the predict stage and the evidence it is checked with.
 """
 
 from __future__ import annotations
@@ -20,26 +22,21 @@ import numpy as np
 import structlog
 
 from xrd_agent.config import Config
+from xrd_agent.decide import Rules
 from xrd_agent.errors import ConfigError, NotFittedError, ScanError
-from xrd_agent.identification import Candidate, Flag, Identification
+from xrd_agent.evidence import Evidence, cosine_evidence
+from xrd_agent.identification import Identification
+from xrd_agent.model.flags import FlagPolicy
+from xrd_agent.pattern import Pattern
+from xrd_agent.predict import Prediction
 from xrd_agent.scan import Scan
+from xrd_agent.stages import Stages
 
 log = structlog.get_logger("xrd_agent.engines")
 
 COSINE_VERSION = "cosine-search-match-1"
-#: Best cosine below which no library entry explains the scan (simulated scans of the
-#: tiny test library: its MOFs 0.74-0.98, a foreign dense phase 0.05).
-COSINE_UNKNOWN = 0.6
 #: Softmax temperature turning cosines into a ranking distribution.
 COSINE_TEMPERATURE = 0.02
-#: A crystalline scan has at least this many sharp peaks standing this many noise sigmas
-#: above a 2-degree running-median background; fewer means nothing crystallised.
-AMORPHOUS_MIN_PEAKS = 3
-PEAK_SIGMAS = 8.0
-#: Share of the scan's strong-peak height the top reference must explain (pure simulated
-#: scans 1.0, 60:40 mixtures 0.68-0.87 on the tiny test library), below which
-#: a second phase is likely.
-MIXTURE_EXPLAINED = 0.9
 
 
 class Engine(Protocol):
@@ -121,84 +118,21 @@ class CnnEngine:
         return list(self._engine.identify_many(scans))
 
 
-def _sharp_peaks(two_theta: np.ndarray, intensity: np.ndarray) -> int:
-    """How many sharp peaks stand well above the local background and its noise."""
-    from scipy import ndimage, signal
+class CosinePredictor:
+    """The predict stage of the fallback: cosine of the scan with every library pattern over
+    the covered points, and a softmax of them (temperature COSINE_TEMPERATURE) as the ranking's
+    probabilities."""
 
-    if intensity.size < 20:
-        return 0
-    step = float(np.median(np.diff(two_theta))) or 0.01
-    window = max(5, int(round(2.0 / step)) | 1)
-    background = ndimage.median_filter(intensity, size=window, mode="nearest")
-    residual = intensity - background
-    mad = float(np.median(np.abs(residual - np.median(residual)))) * 1.4826
-    noise = max(mad, float(np.sqrt(max(np.median(background), 1.0))) * 0.5, 1e-9)
-    peaks, _ = signal.find_peaks(residual, height=PEAK_SIGMAS * noise, width=(1, max(2, 0.8 / step)))
-    return int(peaks.size)
-
-
-def _explained_share(y: np.ndarray, ref: np.ndarray, mask: np.ndarray, tolerance_deg: float = 0.3) -> float:
-    """Share of the scan's strong-peak height that has a reference peak within ``tolerance_deg``."""
-    from scipy import ndimage, signal
-
-    peaks, props = signal.find_peaks(np.where(mask, y, 0.0), height=0.2, prominence=0.1)
-    if peaks.size == 0:
-        return 1.0
-    half = int(round(tolerance_deg / 0.01))
-    nearby = ndimage.maximum_filter1d(ref, size=2 * half + 1, mode="constant")
-    heights = props["peak_heights"]
-    hit = nearby[peaks] >= 0.05 * max(float(ref.max()), 1e-9)
-    return float(heights[hit].sum() / heights.sum())
-
-
-class CosineEngine:
-    """Cosine search-match over the library on the covered part of the model grid."""
-
-    def __init__(self, config: Config | None = None) -> None:
-        self.config = config or Config()
-        self.model_version = COSINE_VERSION
-        self.library_version = ""
-        self.library_: Any = None
-
-    def load(self) -> CosineEngine:
-        from xrd_agent.library.artifact import Library
-
-        lib_dir = self.config.model.library_dir or None
-        self.library_ = Library.load(lib_dir)
-        self._patterns = self.library_.patterns  # float32 (n, 4501)
+    def __init__(self, patterns: np.ndarray) -> None:
+        self._patterns = patterns  # float32 (n, 4501)
         # Running sums of the squared patterns (float64, so differences of them lose
         # nothing), once: a scan's reference norms over its mask are then a few column
         # differences per run of covered points, not a copy of the whole library per scan.
         squares = np.square(self._patterns, dtype=np.float64)
         self._square_sums = np.zeros((squares.shape[0], squares.shape[1] + 1))
         np.cumsum(squares, axis=1, out=self._square_sums[:, 1:])
-        self.library_version = self.library_.version
-        log.info("library loaded", classes=len(self.library_), version=self.library_version)
-        return self
 
-    def identify(self, scan: Scan) -> Identification | ScanError:
-        return self.identify_many([scan])[0]
-
-    def reconfigure(self, config: Config) -> None:
-        """New thresholds (SIGHUP); the library stays loaded."""
-        self.config = config
-
-    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
-        if self.library_ is None:
-            raise NotFittedError("CosineEngine.load() must run before identify")
-        from xrd_agent.preprocess import prepare
-
-        out: list[Identification | ScanError] = []
-        for scan in scans:
-            try:
-                pattern = prepare(scan, self.config.gate)
-            except ScanError as exc:
-                out.append(exc)
-                continue
-            out.append(self._identify(scan, pattern))
-        return out
-
-    def _cosines(self, intensity: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def cosines(self, intensity: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Cosine of the scan with every reference over the covered points ``mask``.
 
         One matrix-vector product over the whole library, never a masked copy of it:
@@ -213,35 +147,61 @@ class CosineEngine:
         norms = ref_norms * (np.linalg.norm(x) or 1.0)
         return (self._patterns @ x) / np.where(norms > 0, norms, 1.0)
 
-    def _identify(self, scan: Scan, pattern: Any) -> Identification:
-        mask = np.asarray(pattern.mask, bool)
-        cos = self._cosines(np.asarray(pattern.intensity, np.float32), mask)
-        order = np.argsort(-cos)[: self.config.model.top_k]
-        logits = (cos - cos.max()) / COSINE_TEMPERATURE
-        prob = np.exp(logits) / np.exp(logits).sum()
-        top = tuple(
-            Candidate(rank=i + 1, refcode=self.library_.refcodes[j], name=self.library_.names[j], probability=float(prob[j]))
-            for i, j in enumerate(order)
-        )
-        best = float(cos[order[0]])
-        flags: set[Flag] = set()
-        if pattern.coverage.fraction < self.config.model.min_coverage:
-            flags.add(Flag.LOW_COVERAGE)
-        if _sharp_peaks(scan.two_theta, scan.intensity) < AMORPHOUS_MIN_PEAKS:
-            flags.add(Flag.AMORPHOUS)
-        elif best < COSINE_UNKNOWN:
-            flags.add(Flag.UNKNOWN_PHASE)
-        else:
-            explained = _explained_share(np.asarray(pattern.intensity), self._patterns[order[0]], mask)
-            if explained < MIXTURE_EXPLAINED:
-                flags.add(Flag.MIXTURE)
-        return Identification(
-            top=top,
-            confidence=best if not flags & {Flag.AMORPHOUS, Flag.UNKNOWN_PHASE} else min(best, COSINE_UNKNOWN) / 2,
-            flags=frozenset(flags),
-            gate=pattern.gate,
-            coverage=pattern.coverage,
-            model_version=self.model_version,
-            library_version=self.library_version,
-            extra={"cosine": round(best, 4)},
-        )
+    def predict(self, patterns: Sequence[Pattern]) -> list[Prediction]:
+        out = []
+        for pattern in patterns:
+            cos = self.cosines(np.asarray(pattern.intensity, np.float32), np.asarray(pattern.mask, bool))
+            logits = (cos - cos.max()) / COSINE_TEMPERATURE
+            prob = np.exp(logits) / np.exp(logits).sum()
+            out.append(Prediction(probabilities=prob, ranking=cos))
+        return out
+
+
+class CosineEngine:
+    """Cosine search-match over the library on the covered part of the model grid, through
+    the same stages as the CNN: prepare -> predict (cosines) -> evidence -> decide."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.model_version = COSINE_VERSION
+        self.library_version = ""
+        self.library_: Any = None
+        self.stages: Stages | None = None
+
+    def load(self) -> CosineEngine:
+        from xrd_agent.library.artifact import Library
+
+        lib_dir = self.config.model.library_dir or None
+        self.library_ = Library.load(lib_dir)
+        self._patterns = self.library_.patterns  # float32 (n, 4501)
+        self.predictor = CosinePredictor(self._patterns)
+        self.library_version = self.library_.version
+        labels = (tuple(self.library_.refcodes), tuple(self.library_.names))
+        self._labels = labels
+        self.stages = Stages(self.predictor, self._gather, self._rules, lambda: self.config.gate)
+        log.info("library loaded", classes=len(self.library_), version=self.library_version)
+        return self
+
+    def _rules(self) -> Rules:
+        m = self.config.model
+        return Rules(refcodes=self._labels[0], names=self._labels[1], model_version=self.model_version,
+                     library_version=self.library_version, top_k=m.top_k,
+                     policy=FlagPolicy(unknown_threshold=m.unknown_threshold, min_coverage=m.min_coverage))
+
+    def _gather(self, scan: Any, pattern: Pattern, prediction: Prediction) -> Evidence:
+        return cosine_evidence(scan, pattern, prediction, self._patterns)
+
+    def _cosines(self, intensity: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.predictor.cosines(intensity, mask)
+
+    def identify(self, scan: Scan) -> Identification | ScanError:
+        return self.identify_many([scan])[0]
+
+    def reconfigure(self, config: Config) -> None:
+        """New thresholds (SIGHUP); the library stays loaded."""
+        self.config = config
+
+    def identify_many(self, scans: Sequence[Scan]) -> list[Identification | ScanError]:
+        if self.stages is None:
+            raise NotFittedError("CosineEngine.load() must run before identify")
+        return self.stages.identify_many(scans)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from xrd_agent.service.alerts import Expectation
+from xrd_agent.decide import Expectation
 from xrd_agent.service.ledger import Ledger
 
 log = structlog.get_logger("xrd_agent.expectations")

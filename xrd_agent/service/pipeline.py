@@ -4,7 +4,12 @@ One thread owns the engine and the PUB socket. It takes a batch of due files fro
 bounded queue (the watcher blocks when it is full: backpressure, not memory), then per
 batch:
 
-    read ─▶ identify_many ─▶ judge ─▶ record (one transaction) ─▶ publish ─▶ mark sent
+    read ─▶ prepare ─▶ predict ─▶ evidence ─▶ decide ─▶ alerts ─▶ record (one transaction) ─▶ publish ─▶ mark sent
+            └──── engine.identify_many: xrd_agent.stages ────┘   (decide.alerts)
+
+The stages between read and alerts are :class:`xrd_agent.stages.Stages`, the same ones
+``xrd-agent identify`` and ``evaluate`` run; the judge of both the identification and the
+alerts is :mod:`xrd_agent.decide`.
 
 A file that cannot be read becomes ``xrd.rejected`` plus an ``unreadable`` alert and the
 worker carries on. A byte-identical re-export is published as an identification whose
@@ -28,12 +33,12 @@ from typing import Any
 
 import structlog
 
+from xrd_agent import decide
 from xrd_agent import messages
+from xrd_agent.decide import Alert
 from xrd_agent.errors import NotAScanFile, ScanError
 from xrd_agent.identification import Identification
 from xrd_agent.scan import Scan
-from xrd_agent.service import alerts as alerts_mod
-from xrd_agent.service.alerts import Alert
 from xrd_agent.service.debounce import Due, Signature
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.ledger import FileKey, Ledger, Transaction, path_text
@@ -203,7 +208,7 @@ class Pipeline:
 
     def notify_unreadable(self, due: Due, detail: str) -> None:
         """An ``unreadable`` alert that is not a scan outcome (the file is retried)."""
-        alert = alerts_mod.alert(alerts_mod.UNREADABLE, detail=detail)
+        alert = decide.alert(decide.UNREADABLE, detail=detail)
 
         def make(tx: Transaction) -> list[dict[str, Any]]:
             body = {"scan_id": None, "path": path_text(due.path)[:4096], "sample_id": None,
@@ -215,10 +220,10 @@ class Pipeline:
         self._notices.put(make)
 
     def notify_folder(self, state: str, directory: Path) -> None:
-        reason = alerts_mod.FOLDER_MISSING if state == "missing" else alerts_mod.FOLDER_RESTORED
+        reason = decide.FOLDER_MISSING if state == "missing" else decide.FOLDER_RESTORED
         detail = ("the export folder vanished (unmounted share?); watching for it to return"
                   if state == "missing" else "the export folder is back; scans written meanwhile are processed now")
-        alert = alerts_mod.alert(reason, directory=path_text(directory)[:4096], detail=detail)
+        alert = decide.alert(reason, directory=path_text(directory)[:4096], detail=detail)
 
         def make(tx: Transaction) -> list[dict[str, Any]]:
             body = {"scan_id": None, "path": path_text(directory)[:4096], "sample_id": None, "written_at": None,
@@ -353,7 +358,7 @@ class Pipeline:
         if not fresh:
             return
         self.beat = time.monotonic()
-        results = self._identify([r.scan for r in fresh])
+        results = self._identify([r.scan for r in fresh])  # prepare -> predict -> evidence -> decide
         for item, result in zip(fresh, results):
             self.beat = time.monotonic()
             original = self.ledger.original(item.key.sha256)  # an identical file earlier in this batch
@@ -456,7 +461,7 @@ class Pipeline:
         fields = self._scan_fields(due, key, scan_id, sample_id)
         reason = path_text(exc.reason or str(exc))[:2000]
         rejected = {**fields, "reason": reason, "error": exc.code}
-        alert = alerts_mod.alert(alerts_mod.UNREADABLE, detail=reason)
+        alert = decide.alert(decide.UNREADABLE, detail=reason)
         with self.ledger.transaction() as tx:
             first = tx.build(lambda seq: self._build(messages.REJECTED, seq, rejected))
             second = tx.build(lambda seq: self._build(
@@ -481,7 +486,7 @@ class Pipeline:
     def _record_identification(self, item: _Read, result: Identification) -> None:
         sample_id = self._sample_id_of(item.scan)
         expectation = self.expectations.for_scan(item.due.path, sample_id)
-        found = alerts_mod.judge(result, expectation, aliases=self.settings.aliases)
+        found = decide.alerts(result, expectation, aliases=self.settings.aliases)  # the alerts stage
         fields = self._scan_fields(item.due, item.key, item.key.sha256, sample_id)
         result_dict = result.to_dict()
         body = {**fields, "format": item.scan.format, "result": result_dict, "duplicate_of": None}

@@ -198,12 +198,19 @@ class Watcher:
         observer.daemon = True
         try:
             observer.start()
+        except FileNotFoundError:  # the folder vanished since the last check: the loop reports it
+            log.warning("export folder vanished while starting to watch it", folder=str(self.directory))
+            return
         except OSError as exc:  # e.g. inotify watch limit reached: polling still works
             log.warning("inotify unavailable, polling instead", error=str(exc))
             observer = PollingObserver(timeout=self.poll_interval_s)
             observer.schedule(_Handler(self._emit), str(self.directory), recursive=self.recursive)
             observer.daemon = True
-            observer.start()
+            try:
+                observer.start()
+            except FileNotFoundError:
+                log.warning("export folder vanished while starting to watch it", folder=str(self.directory))
+                return
         self._observer = observer
         log.info("watching", folder=str(self.directory), mode=self.mode, recursive=self.recursive)
 
@@ -253,8 +260,8 @@ class Watcher:
         next_rescan = time.monotonic() + self.rescan_interval_s
         watched = self._identity()
         while not self._stop.is_set():
-            present = self.directory.is_dir()
-            identity = self._identity() if present else None
+            identity = self._identity() if self.directory.is_dir() else None
+            present = identity is not None  # renamed away between the two calls: missing, not replaced
             if present and self.present and identity != watched:
                 # unmounted and mounted again between two checks, or a share mounted over the
                 # folder: the observer watches the old directory; watch the new one
