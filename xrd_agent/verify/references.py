@@ -141,12 +141,10 @@ def build_reference(index: int, refcode: str, name: str, cell: np.ndarray, hkl: 
                      hkl[ok].astype(float), basis[ok], groups, gstar, cell, float(cell_mass), float(volume), absolute)
 
 
-def load_references(library: Library, table: FitTable | None = None, d_max: float | None = None
-                    ) -> list[Reference | None]:
+def load_references(library: Library, table: FitTable | None = None) -> list[Reference | None]:
     """Every class of ``library`` as a :class:`Reference` (``None`` where the cell is unusable).
 
-    ``table`` defaults to the library folder's ``fit.npz`` when there is one; ``d_max`` drops
-    reflections of larger spacing (the low-angle ones) from it."""
+    ``table`` defaults to the library folder's ``fit.npz`` when there is one."""
     if table is None and library.path is not None and (Path(library.path) / FIT_FILE).is_file():
         table = FitTable.load(Path(library.path) / FIT_FILE)
     if table is not None and len(table) != len(library):
@@ -159,9 +157,6 @@ def load_references(library: Library, table: FitTable | None = None, d_max: floa
             continue
         if table is not None:
             rows = table.rows(i)
-            if d_max is not None:
-                keep = rows.d <= d_max
-                rows = type(rows)(rows.d[keep], rows.f2[keep], rows.hkl[keep])
             refs.append(build_reference(i, library.refcodes[i], library.names[i], cell, rows.hkl, rows.f2,
                                         float(table.cell_mass[i]), float(table.volume[i]), True))
             continue

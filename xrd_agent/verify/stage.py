@@ -16,19 +16,9 @@ from xrd_agent.verify.observed import Observed, observe
 from xrd_agent.verify.references import load_references
 
 
-#: Reflections below this 2-theta (Cu K-alpha1) are not used to rank MOF candidates yet: with
-#: them a Cu MOF explained 86 % of a real Zn-TBAPy scan (2-40 deg) by moving its cell, against
-#: 49-58 % without (docs/model.md). Few strong low-angle lines plus a free cell and solvent
-#: factor discriminate too little. Lab libraries (--cif-dir) use their whole range.
-MOF_MIN_TWO_THETA = 5.0
-
-
 def checker_for(library: Any, policy: VerifyPolicy = VerifyPolicy()) -> Checker:
     """References (``fit.npz`` when the library has one) and their ln-d FFTs, once per library."""
-    d_max = None
-    if str(getattr(library, "version", "")).startswith("coremof"):
-        d_max = 1.5406 / (2.0 * np.sin(np.radians(MOF_MIN_TWO_THETA / 2.0)))
-    return Checker(load_references(library, d_max=d_max), policy)
+    return Checker(load_references(library), policy)
 
 
 def observe_scan(scan: Any, wavelength: float | None = None) -> Observed | None:
