@@ -11,8 +11,10 @@ T = max(1, chi2_best / dof) scales chi^2 so that the best fit counts as statisti
 BIC term charges each free cell parameter; the network's probability is a prior mixed half
 and half with a uniform one over the K fitted candidates, so a material the network ranks 30th
 but that fits clearly better still wins, and near-equal fits are settled by the network.
-The posterior w_i (normalised) times the share of the diffraction signal the best candidate
-explains is the confidence; when no candidate explains at least ``min_explained`` of it the
+The posterior w_i (normalised) of the top material, times the fit quality (share of the
+diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``full_explained``),
+times the prior probability of the cell change it needed relative to none (exp(-prior/2): 4 % on
+one axis costs a factor 0.61, 9 % on three axes 0.001) is the confidence; when no candidate explains at least ``min_explained`` of it the
 check says so ("nothing fits": an unknown phase).
 
 Composition: after the best phase, the residual is prefiltered again and the next phase is
@@ -193,7 +195,10 @@ class Checker:
         fits_ok = explained >= pol.min_explained
         same = sum(c.posterior for c in cands if c.name == cands[0].name)
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
-        confidence = float(min(same, 1.0) * quality)
+        # the cell change the best fit needed enters as its prior probability relative to no change:
+        # a candidate that fits only after moving its axes by many per cent is not a confident answer
+        plausible = float(np.exp(-best_fit.prior / 2.0))
+        confidence = float(min(same, 1.0) * quality * plausible)
         phases = self._compose(fitter, obs, best_fit, [fits[i] for i in order]) if fits_ok else ()
         if len(phases) > 1 and phases[0].weight_fraction is not None:
             # the main phase of a mixture leads the ranking, whichever phase the search started from
