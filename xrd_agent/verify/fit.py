@@ -353,7 +353,7 @@ class Fitter:
         narrow = Shape(start.zero, 0.1, 0.02, 0.5, start.ka2)
         for _ in range(2):  # two sweeps: the first axis is chosen again once the others moved
             for g in range(phases[k].ref.n_groups):
-                phases = _grid_best(self, phases, k, g, np.linspace(a, b, 15), broad)
+                phases = _grid_best(self, phases, k, g, np.linspace(a, b, 21), broad)
         for g in range(phases[k].ref.n_groups):
             c = phases[k].lnp[g]
             phases = _grid_best(self, phases, k, g, np.clip(np.linspace(c - 0.03, c + 0.03, 11), a, b), narrow)
