@@ -46,7 +46,7 @@ demotes or excludes materials whose metals contradict it (``Rules.elements_mode`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -170,14 +170,25 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
         # Peak evidence reorders the network's few best (docs/model.md).
         head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].score ** RERANK_POWER)
         order = np.array(head + [int(j) for j in order if int(j) not in matches])
+    verified = evidence.verification
+    fits: dict[int, Any] = {}
+    if verified is not None and verified.candidates:
+        # the physics check ranks first (network prior x fit, xrd_agent/verify/check.py); the network's rest follow
+        fits = {c.index: c for c in verified.candidates}
+        order = np.array([c.index for c in verified.candidates] + [int(j) for j in order if int(j) not in fits])
     order = order[:k]
-    top = tuple(Candidate(rank=r + 1, refcode=rules.refcodes[j], name=rules.names[j],
-                          probability=float(probs[j])) for r, j in enumerate(order))
-    match = matches[int(order[0])]
+    from xrd_agent.verify.stage import fit_dict
+
+    top = tuple(Candidate(rank=r + 1, refcode=rules.refcodes[j], name=rules.names[j], probability=float(probs[j]),
+                          fit=fit_dict(fits[int(j)]) if int(j) in fits else None) for r, j in enumerate(order))
+    match = matches.get(int(order[0]))
+    if match is None:  # a candidate only the physics check proposed: judged by its fit below
+        match = next(iter(matches.values()))
     cryst = evidence.crystallinity
     cov = pattern.coverage
     verdict = crystallinity_verdict(cryst, cov, rules.policy)
     confidence, flags = network_flags(float(probs[order[0]]), match, verdict, cov.fraction, rules.policy)
+    confidence, flags, composition, physics = _apply_verification(verified, confidence, flags, rules.policy)
     regions: tuple = ()
     if prediction.cam is not None:
         regions = _cam.regions(prediction.cam, pattern.mask)
@@ -190,7 +201,35 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
     }
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
-                          library_version=rules.library_version, extra=extra, crystallinity=cryst)
+                          library_version=rules.library_version, extra=extra, crystallinity=cryst,
+                          composition=composition, physics=physics)
+
+
+def _apply_verification(verified: Any, confidence: float, flags: frozenset[Flag], policy: FlagPolicy,
+                        top_is_best_fit: bool = True) -> tuple[float, frozenset[Flag], tuple, Any]:
+    """The physics check's word on confidence and flags (None: it did not run).
+
+    The fit replaces the peak match's verdict: unknown when nothing fits or the posterior x fit
+    quality is low; mixture when a further phase is significant (F-test). An amorphous verdict
+    stands: a failed synthesis names no phase whatever fits its few reflections.
+    """
+    if verified is None:
+        return confidence, flags, (), None
+    from xrd_agent.verify.stage import phase_dict, summary
+
+    physics = summary(verified)
+    if not verified.candidates or Flag.AMORPHOUS in flags:
+        return confidence, flags, (), physics
+    if top_is_best_fit:
+        confidence = verified.confidence
+    else:  # the elements (or the ranking) put another material first: the fit does not vouch for it
+        confidence = min(confidence, verified.confidence)
+    kept = set(flags) - {Flag.UNKNOWN_PHASE, Flag.MIXTURE}
+    if not verified.fits or confidence < policy.unknown_threshold:
+        kept.add(Flag.UNKNOWN_PHASE)
+    if verified.mixture:
+        kept.add(Flag.MIXTURE)
+    return confidence, frozenset(kept), tuple(phase_dict(p) for p in verified.phases), physics
 
 
 def evidence_classes(probs: np.ndarray, rules: Rules, elements: Sequence[str] = ()) -> list[int]:
@@ -225,19 +264,41 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
     k = min(rules.top_k, len(mats))
     matches = dict(evidence.matches)
     scores = {j: m.score for j, m in matches.items()} if rules.rerank else None
-    ranked = mats.rank(probs, k, evidence=scores, power=RERANK_POWER, weights=weights)
+    verified = evidence.verification
+    fitted = {c.index: c for c in verified.candidates} if verified is not None else {}
+    ranked = mats.rank(probs, len(mats) if fitted else k, evidence=scores, power=RERANK_POWER, weights=weights)
+    if fitted:
+        # The physics check ranks first (network prior x fit, xrd_agent/verify/check.py): the materials
+        # of its candidates in its order, then the network's; the elements still rule as they did.
+        by_material = {r.material.id: r for r in ranked}
+        head: list[Any] = []
+        for c in verified.candidates:
+            r = by_material.get(mats[int(mats.of_class[c.index])].id)
+            if r is not None and r not in head:
+                head.append(replace(r, best=c.index) if c.index in r.material.indices else r)
+        order = head + [r for r in ranked if r not in head]
+        if weights is not None:
+            order = ([r for r in order if weights[int(mats.of_class[r.best])] >= 1.0]
+                     + [r for r in order if weights[int(mats.of_class[r.best])] < 1.0])
+        ranked = order[:k]
     best = ranked[0].best
     match = matches.get(best)
     if match is None:  # no evidence gathered for it (a stand-in gather): nothing vouches for it
         match = Match(0.0, 0.0, 0.0, ())
+    from xrd_agent.verify.stage import fit_dict
+
     top = tuple(Candidate(rank=r + 1, refcode=rules.refcodes[c.best], name=c.material.name,
                           probability=min(1.0, c.probability), material=c.material.id,
-                          determinations=tuple(Determination(rules.refcodes[i], p) for i, p in c.determinations))
+                          determinations=tuple(Determination(rules.refcodes[i], p) for i, p in c.determinations),
+                          fit=fit_dict(fitted[c.best]) if c.best in fitted else None)
                 for r, c in enumerate(ranked))
     cryst = evidence.crystallinity
     cov = pattern.coverage
     verdict = crystallinity_verdict(cryst, cov, rules.policy)
     confidence, flags = network_flags(min(1.0, ranked[0].probability), match, verdict, cov.fraction, rules.policy)
+    top_is_best_fit = bool(fitted) and ranked[0].best == verified.candidates[0].index
+    confidence, flags, composition, physics = _apply_verification(verified, confidence, flags, rules.policy,
+                                                                   top_is_best_fit)
     regions: tuple = ()
     if prediction.cam is not None:
         regions = _cam.regions(prediction.cam, pattern.mask)

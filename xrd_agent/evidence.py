@@ -45,6 +45,7 @@ class Evidence:
     cosine: CosineEvidence | None = None  # set by the cosine fallback, which judges by its own rules
     elements: tuple[str, ...] = ()  # what the chemist says is in the pot (expect --elements); () unknown
     # verify (issue 12) and compose (issue 13) add their fields here, with defaults.
+    verification: Any = None  # xrd_agent.verify.check.Verification: fitted candidates and composition
 
 
 class ReferencePeaks:

@@ -37,6 +37,8 @@ class Identification:
     library_version: str = ""
     extra: dict[str, object] = field(default_factory=dict)
     crystallinity: Crystallinity | None = None  # crystalline mass fraction of the product, with uncertainty
+    composition: tuple[dict[str, object], ...] = ()  # phases with weight fractions (xrd_agent/verify)
+    physics: dict[str, object] | None = None  # the physics check's summary (None: it did not run)
 
     def to_dict(self) -> dict[str, object]:
         out = {
@@ -51,4 +53,7 @@ class Identification:
         }
         if self.crystallinity is not None and self.crystallinity.fraction == self.crystallinity.fraction:  # not NaN
             out["crystallinity"] = self.crystallinity.to_dict()
+        if self.physics is not None:
+            out["physics"] = self.physics
+            out["composition"] = list(self.composition)
         return out

@@ -120,6 +120,47 @@ RequestId = Annotated[str, doc("Optional correlation id chosen by the client; th
                                maxLength=64)]
 
 
+class PhysicsFit(TypedDict):
+    """The whole-pattern fit of one candidate to the scan over its whole measured range
+    (xrd_agent/verify: cell within +-12 % per axis under its metric symmetry, zero shift, widths,
+    March-Dollase texture, a low-angle pore-solvent factor, Chebyshev background)."""
+
+    rwp: Annotated[float, doc("Weighted profile R of the fit (unit weights).", minimum=0)]
+    rwp_background: Annotated[float, doc("Rwp of a background-only fit of the same scan: the fit "
+                                         "explains the scan when rwp is well below it.", minimum=0)]
+    explained: Annotated[float, doc("Share of the background-only misfit (chi^2) the phase removes.",
+                                    minimum=0, maximum=1)]
+    posterior: Annotated[float, doc("Posterior of this candidate among those fitted (network prior x fit "
+                                    "likelihood x cell-change prior).", minimum=0, maximum=1)]
+    cell: Annotated[list[float], doc("Refined cell a, b, c (angstrom), alpha, beta, gamma (deg).",
+                                     minItems=6, maxItems=6)]
+    cell_change: Annotated[list[float], doc("Change against the library cell: a, b, c in per cent, "
+                                            "alpha, beta, gamma in degrees.", minItems=6, maxItems=6)]
+    zero_shift: Annotated[float, doc("Refined zero shift (deg 2-theta, the scan's own scale).")]
+
+
+class PhaseShare(TypedDict):
+    """One phase of the fitted composition."""
+
+    refcode: Refcode
+    name: Annotated[str, doc("Common name of the phase, or the refcode.", maxLength=256)]
+    weight_fraction: Annotated[float | None, doc("Hill-Howard weight fraction S(ZMV)/sum S(ZMV); null when "
+                                                 "the library carries no absolute intensity scale (no fit.npz).",
+                                                 minimum=0, maximum=1)]
+    uncertainty: Annotated[float | None, doc("Standard uncertainty of the weight fraction (least-squares "
+                                             "covariance).", minimum=0)]
+
+
+class PhysicsSummary(TypedDict):
+    """What the physics check concluded for the scan as a whole."""
+
+    explained: Annotated[float, doc("Share of the diffraction signal the best candidate explains.",
+                                    minimum=0, maximum=1)]
+    fits: Annotated[bool, doc("False when no candidate explains enough of the scan (an unknown phase).")]
+    confidence: Annotated[float, doc("Posterior of the top material x fit quality.", minimum=0, maximum=1)]
+    seconds: Annotated[float, doc("Time the check took.", minimum=0)]
+
+
 @dataclass(frozen=True)
 class Determination:
     """One library class (one structure determination) of a material."""
@@ -151,6 +192,8 @@ class Candidate:
     determinations: Annotated[tuple[Determination, ...], doc(
         "The material's library determinations with their probabilities, most probable first.",
         maxItems=100)] = ()
+    fit: Annotated[PhysicsFit | None, doc("The physics check's fit of the representing determination "
+                                          "(absent when it was not fitted).")] = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rank": self.rank, "refcode": self.refcode, "name": self.name,
@@ -158,6 +201,8 @@ class Candidate:
         if self.material:
             out["material"] = self.material
             out["determinations"] = [d.to_dict() for d in self.determinations]
+        if self.fit is not None:
+            out["fit"] = self.fit
         return out
 
 
@@ -229,6 +274,11 @@ class IdentificationResult(TypedDict):
     library_version: LibraryVersion
     crystallinity: NotRequired[Annotated[CrystallinityResult, doc(
         "Crystalline fraction of the product; absent when the scan holds too little to estimate it.")]]
+    physics: NotRequired[Annotated[PhysicsSummary, doc("The physics check of the candidates (absent when "
+                                                       "it did not run).")]]
+    composition: NotRequired[Annotated[list[PhaseShare], doc("Phases found by fitting, best first, with "
+                                                             "weight fractions; more than one means a "
+                                                             "significant mixture.", maxItems=3)]]
 
 
 class Evidence(TypedDict, total=False):

@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="elements or metals in the pot, e.g. Zn,C,N,O: materials with other metals are "
                              "demoted (config model.elements_mode)")
     add_wavelength_argument(parser)
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="physics check: fit the leading candidates to the whole measured scan (cell, zero, "
+                             "texture; composition). Seconds per scan; --no-verify for the network and peak "
+                             "match alone (default: on here, config model.verify in the service)")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="xrd-agent TOML configuration")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     parser.set_defaults(func=run)
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["top_k"] = args.top
     if args.device is not None:
         overrides["device"] = args.device
+    overrides["verify"] = args.verify
     # Batch sizes: one call for all files, padded to the next warmed size.
     engine = Engine.from_config(config, library=args.library, **overrides).load()
     results = engine.identify_many(scans, elements=[elements] * len(scans) if elements else None)
@@ -135,11 +140,34 @@ def _print_text(path: Path, sample_id: str, result: Any, out: TextIO) -> None:
     if cryst is not None and cryst.fraction == cryst.fraction:
         out.write(f"  crystalline fraction {cryst.fraction:.2f} +- {cryst.uncertainty:.2f}\n")
     width = max([len(c.name) for c in result.top] + [8])
-    out.write(f"  {'#':>2}  {'material':<{width}}  {'p':>6}  determinations (refcode p)\n")
+    fitted = any(c.fit for c in result.top)
+    fit_head = f"  {'post':>5}  {'Rwp':>5} {'(bg)':>6}  {'cell change a/b/c %':>20}" if fitted else ""
+    out.write(f"  {'#':>2}  {'material':<{width}}  {'p':>6}{fit_head}  determinations (refcode p)\n")
     for c in result.top:
         dets = [f"{d.refcode} {d.probability:.3f}" for d in c.determinations if d.probability >= 0.001] or [c.refcode]
         shown = ", ".join(dets[:4]) + (f", +{len(dets) - 4}" if len(dets) > 4 else "")
-        out.write(f"  {c.rank:>2}  {c.name:<{width}}  {c.probability:>6.3f}  {shown}\n")
+        fit = ""
+        if fitted:
+            if c.fit:
+                ch = c.fit["cell_change"]
+                fit = (f"  {c.fit['posterior']:>5.2f}  {c.fit['rwp']:>5.3f} ({c.fit['rwp_background']:>4.2f})"
+                       f"  {ch[0]:>+6.2f} {ch[1]:>+6.2f} {ch[2]:>+6.2f}")
+            else:
+                fit = f"  {'-':>5}  {'-':>5} {'':>6}  {'-':>20}"
+        out.write(f"  {c.rank:>2}  {c.name:<{width}}  {c.probability:>6.3f}{fit}  {shown}\n")
+    if result.physics is not None:
+        ph = result.physics
+        verdict = "fits" if ph["fits"] else "nothing in the library fits"
+        out.write(f"  physics check: best fit explains {ph['explained']:.0%} of the signal ({verdict}), "
+                  f"{ph['seconds']:.2f} s\n")
+        if result.composition:
+            parts = []
+            for p in result.composition:
+                wf = p["weight_fraction"]
+                share = (f"{wf:.0%}" + (f" +- {p['uncertainty']:.0%}" if p["uncertainty"] is not None else "")
+                         if wf is not None else "weight fraction n/a")
+                parts.append(f"{p['name']} ({p['refcode']}) {share}")
+            out.write(f"  composition: {'; '.join(parts)}\n")
     if result.cam_regions:
         regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({r.weight:.0%})" for r in result.cam_regions)
         out.write(f"  decided by 2-theta regions: {regions}\n")

@@ -27,7 +27,24 @@ def register(subparsers: Any) -> None:
     build.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: CPUs)")
     build.add_argument("--limit", type=int, default=None, metavar="N", help="at most N classes (trial builds)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--two-theta", nargs=2, type=float, metavar=("MIN", "MAX"), default=None,
+                       help="--cif-dir: the 2-theta range of the lab's scans (deg; default 1.5 80): the sticks "
+                            "and the fit table cover its d-spacings")
+    build.add_argument("--wavelength", default="Cu", metavar="ANODE_OR_ANGSTROM",
+                       help="--cif-dir: radiation of that range, an anode (Cu, Co, Mo ...) or K-alpha1 in angstrom")
     build.set_defaults(func=_build)
+
+    table = sub.add_parser("fit-table", help="write fit.npz (reflections for the physics check) for a built library",
+                           description="Reflections as d-spacings with absolute |F|^2 and the cell mass, for "
+                                       "the physics check and weight fractions; classes and their order do "
+                                       "not change. CIFs from --cif-dir, else from the core-mof package.")
+    table.add_argument("--library", metavar="DIR", required=True, help="library folder to extend")
+    table.add_argument("--cif-dir", metavar="DIR", default=None, help="folder of the library's CIFs")
+    table.add_argument("--two-theta", nargs=2, type=float, metavar=("MIN", "MAX"), default=(1.5, 50.0),
+                       help="2-theta range to cover (deg; default 1.5 50)")
+    table.add_argument("--wavelength", default="Cu", metavar="ANODE_OR_ANGSTROM", help="radiation of that range")
+    table.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: CPUs)")
+    table.set_defaults(func=_fit_table)
 
     relabel = sub.add_parser("relabel", help="apply the names table (names.toml) to a built library",
                              description="Rename classes from the curated names table without simulating "
@@ -65,7 +82,8 @@ def _build(args: argparse.Namespace) -> int:
     command = " ".join(["xrd-agent", *sys.argv[1:]]) if sys.argv and sys.argv[0] else None
     if args.cif_dir:
         report = build_from_cif_dir(args.cif_dir, args.out, workers=workers, progress=not args.quiet,
-                                    command=command)
+                                    command=command, two_theta=tuple(args.two_theta) if args.two_theta else None,
+                                    wavelength=_wavelength(args.wavelength))
     else:
         report = build_from_coremof(args.out, select=args.select, workers=workers, limit=args.limit,
                                     progress=not args.quiet, command=command)
@@ -75,6 +93,33 @@ def _build(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(report.library)} classes{held}, {len(report.skipped)} CIFs skipped, "
           f"{report.seconds:.0f} s")
     return 0
+
+
+def _fit_table(args: argparse.Namespace) -> int:
+    from xrd_agent.library.build import default_workers
+    from xrd_agent.library.fitdata import build_fit_table
+
+    table = build_fit_table(args.library, cif_dir=args.cif_dir, two_theta=tuple(args.two_theta),
+                            wavelength=_wavelength(args.wavelength), workers=args.workers or default_workers())
+    print(f"wrote {args.library}/fit.npz: {len(table)} classes, {table.d.size} reflections, "
+          f"d {table.d_min:.3f}-{table.d_max:.2f} angstrom")
+    return 0
+
+
+def _wavelength(text: str) -> float:
+    from xrd_agent.scan import ANODE_LINES
+
+    key = text.strip().capitalize()
+    if key in ANODE_LINES:
+        return ANODE_LINES[key][0]
+    try:
+        value = float(text)
+    except ValueError:
+        raise LibraryError(f"--wavelength {text!r} is neither an anode ({', '.join(ANODE_LINES)}) "
+                           "nor a wavelength in angstrom") from None
+    if not 0.3 <= value <= 3.0:
+        raise LibraryError(f"--wavelength {value:g} is not a laboratory X-ray line in angstrom")
+    return value
 
 
 def _relabel(args: argparse.Namespace) -> int:

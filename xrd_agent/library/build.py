@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -236,10 +237,28 @@ def _base_manifest(source: str, command: str | None) -> dict[str, Any]:
 
 # -- from a folder of CIFs ------------------------------------------------------------
 def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, progress: bool = True,
-                       command: str | None = None) -> BuildReport:
+                       command: str | None = None, two_theta: tuple[float, float] | None = None,
+                       wavelength: float = CU_KA1) -> BuildReport:
     """Any CIFs, any symmetry: one class per readable file, named ``_chemical_name_common``
-    or else the file stem."""
+    or else the file stem.
+
+    ``two_theta`` (deg) and ``wavelength`` (angstrom) are the lab's scan range: the sticks
+    (Cu K-alpha1 scale) cover the same d-spacings, and the fit table (``fit.npz``, absolute
+    |F|^2 as d-spacings, :mod:`xrd_agent.library.fitdata`) covers them for the physics check.
+    Without a range the sticks keep 5-50 deg and the fit table covers Cu 1.5-80 deg. The
+    network's grid stays 5-50 deg on the Cu scale."""
+    from xrd_agent.library.fitdata import DEFAULT_CIF_DIR_TWO_THETA, build_fit_table, d_range
+
     require_build_extra()
+    given = bool(two_theta)
+    two_theta = tuple(two_theta) if two_theta else DEFAULT_CIF_DIR_TWO_THETA
+    d_min, d_max = d_range(two_theta[0], two_theta[1], wavelength)
+    if given:  # the sticks follow the lab's range; without it they keep the model's 5-50 deg
+        cu_lo = 2.0 * np.degrees(np.arcsin(min(CU_KA1 / (2.0 * d_max), 1.0)))
+        cu_hi = 2.0 * np.degrees(np.arcsin(min(CU_KA1 / (2.0 * d_min), 0.9999)))
+    else:
+        cu_lo, cu_hi = SimulationSettings().two_theta_min, SimulationSettings().two_theta_max
+    settings = SimulationSettings(two_theta_min=float(cu_lo), two_theta_max=float(cu_hi))
     t0 = time.perf_counter()
     folder = Path(cif_dir)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".cif" and p.is_file()) if folder.is_dir() else []
@@ -257,7 +276,8 @@ def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, p
             yield Job(path.stem, path.name, text)
 
     entries, kept = [], []
-    done = {o.source: o for o in run_jobs(jobs(), len(files), workers, progress)}
+    func = partial(simulate_job, settings=settings)
+    done = {o.source: o for o in run_jobs(jobs(), len(files), workers, progress, func=func)}
     for o in (done[p.name] for p in files if p.name in done):  # class order = file-name order
         if not o.ok:
             skipped.append({"source": o.source, "reason": o.error or ""})
@@ -273,11 +293,16 @@ def build_from_cif_dir(cif_dir: str | Path, out: str | Path, workers: int = 2, p
         raise LibraryError(f"none of the {len(files)} CIFs in {folder} could be simulated: "
                            + "; ".join(s["reason"] for s in skipped[:3]))
     manifest = {**_base_manifest(f"CIF folder {folder.name}", command), "version": f"cif-dir-{folder.name}",
-                "skipped": skipped}
+                "skipped": skipped,
+                "sticks_two_theta_cu": [round(float(cu_lo), 4), round(float(cu_hi), 4)],
+                "fit_table": {"two_theta": list(two_theta), "wavelength": wavelength,
+                              "d_min": round(d_min, 5), "d_max": round(d_max, 5)}}
     library = _library(entries, kept, manifest)
     library.save(out)
     _write_selection(Path(out), entries)
     write_niggli(out, {o.key: o.niggli for o in kept if o.niggli is not None})
+    build_fit_table(out, cif_dir=folder, two_theta=two_theta, wavelength=wavelength, workers=workers,
+                    progress=False)
     return BuildReport(library, None, skipped, time.perf_counter() - t0, len(kept) + len(skipped))
 
 

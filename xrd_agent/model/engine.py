@@ -61,6 +61,7 @@ class Engine:
         policy: _flags.FlagPolicy = _flags.FlagPolicy(),
         elements_mode: str = "demote",
         elements_factor: float = 0.001,
+        verify: bool = False,
     ) -> None:
         if elements_mode not in ("demote", "exclude"):
             raise ModelError(f"elements_mode must be demote or exclude, not {elements_mode!r}")
@@ -78,6 +79,7 @@ class Engine:
         self.policy = policy
         self.elements_mode = elements_mode  # demote | exclude: materials whose metals contradict the elements
         self.elements_factor = elements_factor  # demote: their summed probability x this
+        self.verify = verify  # physics check of the candidates on scans (xrd_agent/verify); arrays are not checked
 
     @classmethod
     def from_config(cls, config: Config, *, library: Any = None, **overrides: Any) -> Engine:
@@ -85,7 +87,7 @@ class Engine:
         policy = _flags.policy_from(m)
         options = dict(model_dir=m.model_dir or None, library=library, device=m.device,
                        batch_sizes=m.batch_sizes, top_k=m.top_k, gate=config.gate, policy=policy,
-                       elements_mode=m.elements_mode, elements_factor=m.elements_factor)
+                       elements_mode=m.elements_mode, elements_factor=m.elements_factor, verify=m.verify)
         options.update(overrides)
         return cls(**options)
 
@@ -113,6 +115,10 @@ class Engine:
         self.centres_ = predictor.centres_
         self._labels = (tuple(self.library_.refcodes), tuple(self.library_.names))
         self.references_ = _evidence.ReferencePeaks(self.library_).warm()
+        if self.verify:  # references and their ln-d FFTs once, so no identification pays for them
+            from xrd_agent.verify.stage import checker_for
+
+            self.checker_ = checker_for(self.library_)
         self.stages = Stages(predictor, self._gather, self._rules, lambda: self.gate)
         log.info("engine ready: model %s, library %s (%d classes), %s, batch sizes %s",
                  self.manifest_.version, self.library_.version, len(self.library_), self.device_, self.batch_sizes)
@@ -135,8 +141,18 @@ class Engine:
     def _gather(self, scan: Any, pattern: Pattern, prediction: Any, elements: Sequence[str] = ()) -> _evidence.Evidence:
         rules = self._rules()
         classes = _decide.evidence_classes(prediction.probabilities, rules, elements)
-        return _evidence.peak_evidence(pattern, prediction, self.references_, depth=rules.evidence_depth,
-                                       policy=self.policy, scan=scan, classes=classes, elements=elements)
+        evidence = _evidence.peak_evidence(pattern, prediction, self.references_, depth=rules.evidence_depth,
+                                           policy=self.policy, scan=scan, classes=classes, elements=elements)
+        if scan is None or not hasattr(self, "checker_"):
+            return evidence
+        from dataclasses import replace
+
+        from xrd_agent.verify.stage import observe_scan
+
+        obs = observe_scan(scan, getattr(self, "wavelength_", None))
+        if obs is None:
+            return evidence
+        return replace(evidence, verification=self.checker_.check(obs, prediction.probabilities))
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -177,6 +193,7 @@ class Engine:
         """One result per scan, in order: an Identification, or the ScanError that stopped it.
         ``elements``: per scan, the elements or metals in the pot (None: not known)."""
         self._require()
+        self.wavelength_ = wavelength  # the verify stage reads the scans on their own range at this wavelength
         return self.stages.identify_many(scans, wavelength, elements)
 
     def identify(self, scan: Any, wavelength: float | None = None,

@@ -1,0 +1,134 @@
+"""The physics check (xrd_agent/verify): synthetic scans from first principles with known strain,
+zero shift, texture and weight fractions, and the real byo-cif and Zn-TBAPy scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymatgen")
+
+from xrd_agent.library.cif import parse_cif  # noqa: E402
+from xrd_agent.library.fitdata import cell_mass, d_range, reflections  # noqa: E402
+from xrd_agent.testing.powder import Component, powder_scan  # noqa: E402
+from xrd_agent.verify.check import Checker  # noqa: E402
+from xrd_agent.verify.observed import observe  # noqa: E402
+from xrd_agent.verify.references import build_reference, symmetry_groups  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "real-scans"
+BYO = DATA / "byo-cif"
+CU = (1.540598, 1.544426)
+TT = np.arange(10.0, 90.0, 0.02)
+
+
+@pytest.fixture(scope="module")
+def phases():
+    """Every byo-cif CIF parsed once: {file stem: ParsedCif}."""
+    return {p.stem: parse_cif(p.read_text(), p.name) for p in sorted(BYO.glob("*/*.cif"))}
+
+
+@pytest.fixture(scope="module")
+def checker(phases):
+    d_min, d_max = d_range(5, 100)
+    refs = []
+    for i, (key, p) in enumerate(phases.items()):
+        r = reflections(p.crystal, d_min, d_max)
+        refs.append(build_reference(i, key, key, np.array(p.cell), r.hkl, r.f2, cell_mass(p.crystal),
+                                    p.crystal.volume, True))
+    return Checker(refs)
+
+
+def component(phases, key, **kw):
+    return Component(phases[key].crystal, cell_mass(phases[key].crystal), **kw)
+
+
+def test_metric_symmetry_groups_follow_the_cell():
+    from xrd_agent.verify.references import metric_tensor
+
+    def groups(cell):
+        return int(symmetry_groups(np.linalg.inv(metric_tensor(np.array(cell, float)))).max() + 1)
+
+    assert groups([5, 5, 5, 90, 90, 90]) == 1
+    assert groups([5, 5, 7, 90, 90, 90]) == 2
+    assert groups([5, 5, 7, 90, 90, 120]) == 2  # hexagonal: A = B = F
+    assert groups([5, 6, 7, 90, 90, 90]) == 3
+    assert groups([5, 6, 7, 90, 100, 90]) == 4
+    assert groups([9, 9, 9, 70, 70, 70]) == 2  # rhombohedral
+    assert groups([5, 6, 7, 80, 100, 110]) == 6
+
+
+@pytest.mark.parametrize("key, strain, axis", [("1528837", (1.0, 1.06, 1.0), 2),   # PbSO4, orthorhombic, b +6 %
+                                               ("1538150", (1.0, 1.0, 1.06), 0)])  # RuO2, tetragonal, c +6 %
+def test_strained_textured_scan_gives_the_phase_and_its_cell(phases, checker, key, strain, axis):
+    y = powder_scan([component(phases, key, strain=strain, texture_axis=axis, texture_r=0.7)], TT, zero=0.08, seed=1)
+    v = checker.check(observe(TT, y, *CU))
+    best = v.candidates[0]
+    assert best.refcode == key
+    assert np.allclose(best.cell_change[:3], (np.array(strain) - 1) * 100, atol=0.3)
+    assert abs(best.zero_shift - 0.08) < 0.03
+    assert v.fits and not v.mixture
+
+
+@pytest.mark.parametrize("a, b, w", [("1538150", "1528837", 0.3), ("1011351", "1548811", 0.7),
+                                     ("1010942", "1530150", 0.5)])  # RuO2+PbSO4, MnS+Ni(OH)2, rutile+anatase
+def test_two_phase_mixture_gives_both_phases_and_weight_fractions(phases, checker, a, b, w):
+    y = powder_scan([component(phases, a, weight_fraction=w), component(phases, b, weight_fraction=1 - w)],
+                    TT, seed=2)
+    v = checker.check(observe(TT, y, *CU))
+    found = {p.refcode: p for p in v.phases}
+    assert set(found) == {a, b}
+    assert abs(found[a].weight_fraction - w) <= 0.05
+    assert abs(found[b].weight_fraction - (1 - w)) <= 0.05
+    assert all(p.uncertainty is not None and 0 < p.uncertainty < 0.05 for p in v.phases)
+
+
+def test_single_phase_is_not_a_mixture(phases, checker):
+    y = powder_scan([component(phases, "Mn2O3", strain=(1.02, 1.02, 1.02))], TT, zero=-0.05, seed=3)
+    v = checker.check(observe(TT, y, *CU))
+    assert [p.refcode for p in v.phases] == ["Mn2O3"]
+    assert v.phases[0].weight_fraction == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def byo_library(tmp_path_factory):
+    """A library from every byo-cif CIF together, over 5-165 deg (the scans reach 160 deg)."""
+    from xrd_agent.library.artifact import Library
+    from xrd_agent.library.build import build_from_cif_dir
+
+    cifs = tmp_path_factory.mktemp("cifs")
+    for p in BYO.glob("*/*.cif"):
+        (cifs / p.name).write_bytes(p.read_bytes())
+    out = tmp_path_factory.mktemp("byo") / "lib"
+    build_from_cif_dir(cifs, out, workers=1, progress=False, two_theta=(5.0, 165.0))
+    assert (out / "fit.npz").is_file()
+    return Library.load(out)
+
+
+@pytest.mark.parametrize("folder", ["biphase-TiO2Rutile-Anatase", "biphase-Ti2448-alpha-beta"])
+def test_real_two_phase_scans_report_both_phases(byo_library, folder):
+    from xrd_agent.readers import read_scan
+    from xrd_agent.scan import Wavelength
+    from xrd_agent.verify.stage import checker_for, observe_scan
+
+    scan = read_scan(next((BYO / folder).glob("*.csv")), wavelength=Wavelength.for_anode("Cu"))
+    v = checker_for(byo_library).check(observe_scan(scan))
+    truth = {p.stem for p in (BYO / folder).glob("*.cif")}
+    assert truth <= {p.refcode for p in v.phases} | {c.refcode for c in v.candidates[:5]}
+    assert v.mixture
+
+
+def test_zn_tbapy_is_not_a_confident_copper_mof():
+    from xrd_agent.library.artifact import Library
+    from xrd_agent.readers import read_scan
+    from xrd_agent.verify.stage import checker_for, observe_scan
+
+    lib = Library.load()
+    checker = checker_for(lib)
+    from xrd_agent.scan import Wavelength
+
+    scan = read_scan(DATA / "mof" / "Zn2-(TBAPy)_AsMade.xy", wavelength=Wavelength.for_anode("Cu"))
+    v = checker.check(observe_scan(scan))
+    top = lib.entries[v.candidates[0].index]
+    assert not (v.fits and v.confidence >= 0.35 and "Cu" in top.get("metals", []))

@@ -1,0 +1,285 @@
+"""The physics check: prefilter the whole library, fit the candidates, rank them with the
+network, and decompose the scan into up to three phases with weight fractions.
+
+Ranking (one rule, no per-file thresholds). For candidate i with fit chi^2_i (resolution
+elements, strain prior included), k_i nonlinear cell parameters and network probability q_i:
+
+    log w_i = -(chi2_i - chi2_best) / (2 T) - k_i ln(n) / 2 + ln(q_i / 2 + 1 / (2 K))
+
+T = max(1, chi2_best / dof) scales chi^2 so that the best fit counts as statistically adequate
+(systematic misfit of a real scan is not evidence against every candidate alike); the
+BIC term charges each free cell parameter; the network's probability is a prior mixed half
+and half with a uniform one over the K fitted candidates, so a material the network ranks 30th
+but that fits clearly better still wins, and near-equal fits are settled by the network.
+The posterior w_i (normalised) of the top material, times the fit quality (share of the
+diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``full_explained``),
+times the prior probability of the cell change it needed relative to none (exp(-prior/2): 4 % on
+one axis costs a factor 0.61, 9 % on three axes 0.001) is the confidence; when no candidate explains at least ``min_explained`` of it the
+check says so ("nothing fits": an unknown phase).
+
+Composition: after the best phase, the residual is prefiltered again and the next phase is
+fitted jointly (earlier phases' cells held, all scales re-solved). It is kept only when an
+F-test over resolution elements says the added parameters improve the fit beyond noise
+(p < ``mixture_p``) AND it removes at least ``mixture_min_gain`` of the remaining misfit (a
+real single-phase scan's systematic misfit is not a second phase). Weight fractions follow
+Hill & Howard (1987): W_p = S_p (ZMV)_p / sum_i S_i (ZMV)_i, with uncertainties from the
+linear least-squares covariance of the scales.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from xrd_agent.verify.fit import FitResult, Fitter
+from xrd_agent.verify.observed import Observed
+from xrd_agent.verify.prefilter import Hit, LnDIndex
+from xrd_agent.verify.references import Reference
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    network_candidates: int = 3  # the network's best fitted
+    prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's)
+    min_explained: float = 0.6  # share of the background-only misfit the best fit must remove
+    full_explained: float = 0.9  # ... at which the fit quality no longer lowers the confidence
+    max_phases: int = 3
+    mixture_p: float = 1e-3
+    mixture_min_gain: float = 0.15
+    second_candidates: int = 2
+    texture_candidates: int = 2  # leading fits refined with preferred orientation
+    max_overlap: float = 0.7  # a further phase whose profile has this cosine with the earlier phases adds nothing of its own
+
+
+@dataclass(frozen=True)
+class CandidateFit:
+    index: int
+    refcode: str
+    name: str
+    probability: float  # network
+    prefilter: float  # best ln-d cosine
+    rwp: float
+    rwp_background: float
+    explained: float  # 1 - chi2 / chi2_background
+    posterior: float
+    cell: tuple[float, ...]  # refined a, b, c, alpha, beta, gamma
+    cell_change: tuple[float, ...]  # % for a, b, c; degrees for the angles
+    zero_shift: float
+    fwhm: float  # deg at 2-theta 30 deg (on the scan's wavelength)
+    texture: tuple[int, float]  # (axis 0/1/2 for a*/b*/c*, -1 none; March-Dollase r)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rwp": round(self.rwp, 4), "rwp_background": round(self.rwp_background, 4),
+                "explained": round(self.explained, 4), "posterior": round(self.posterior, 4),
+                "cell": [round(x, 4) for x in self.cell], "cell_change": [round(x, 2) for x in self.cell_change],
+                "zero_shift": round(self.zero_shift, 4), "prefilter": round(self.prefilter, 4)}
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int
+    refcode: str
+    name: str
+    weight_fraction: float | None  # None when the references carry no absolute scale
+    uncertainty: float | None
+    explained_gain: float  # share of the remaining misfit this phase removed when added
+    p_value: float | None  # F-test of adding it (None for the first phase)
+
+
+@dataclass(frozen=True)
+class Verification:
+    candidates: tuple[CandidateFit, ...]  # ranked by posterior
+    phases: tuple[Phase, ...]  # the composition (first = the best candidate)
+    explained: float  # of the best candidate
+    fits: bool  # False: nothing in the library explains the scan
+    confidence: float
+    seconds: float
+
+    @property
+    def mixture(self) -> bool:
+        return len(self.phases) > 1
+
+
+def _candidate(fit: FitResult, ref: Reference, prob: float, pf: float, posterior: float) -> CandidateFit:
+    st = fit.phases[-1]
+    t30 = np.tan(np.radians(15.0))
+    return CandidateFit(ref.index, ref.refcode, ref.name, float(prob), float(pf), fit.rwp, fit.rwp_background,
+                        fit.improvement, float(posterior), tuple(float(x) for x in fit.cell(len(fit.phases) - 1)),
+                        tuple(float(x) for x in fit.cell_change(len(fit.phases) - 1)), fit.shape.zero,
+                        float(np.sqrt(fit.shape.w + fit.shape.u * t30 * t30)), (st.axis, float(np.exp(st.ln_r))))
+
+
+def rank(fits: Sequence[FitResult], probs: Sequence[float]) -> np.ndarray:
+    """Posterior weights of the fitted candidates (the rule in the module docstring)."""
+    chi = np.array([f.chi2 for f in fits])
+    prior_cost = np.array([f.prior for f in fits])
+    k = np.array([f.phases[-1].ref.n_groups for f in fits], float)
+    n = max(fits[0].n_elements, 2.0)
+    best = int(np.argmin(chi + prior_cost))
+    dof = max(n - k[best] - 8.0, 1.0)
+    temp = max(1.0, fits[best].chi2 / dof)
+    prior = 0.5 * np.asarray(probs, float) + 0.5 / len(fits)
+    # the strain prior is a prior: it is not tempered with the data's misfit
+    logw = -(chi - chi[best]) / (2 * temp) - prior_cost / 2 - k * np.log(n) / 2 + np.log(prior)
+    w = np.exp(logw - logw.max())
+    return w / w.sum()
+
+
+def weight_fractions(fit: FitResult) -> tuple[list[float | None], list[float | None]]:
+    """Hill-Howard weight fractions and their standard uncertainties for every phase of ``fit``."""
+    refs = [st.ref for st in fit.phases]
+    if not all(r.absolute and np.isfinite(r.cell_mass) and r.cell_mass > 0 for r in refs):
+        return [None] * len(refs), [None] * len(refs)
+    starts = np.concatenate([[0], np.cumsum(fit.columns)[:-1]]).astype(int)
+    s = np.array([fit.linear.coef[i] for i in starts])
+    zmv = np.array([r.cell_mass * r.volume for r in refs])
+    m = s * zmv
+    total = m.sum()
+    if total <= 0:
+        return [None] * len(refs), [None] * len(refs)
+    w = m / total
+    unc: list[float | None] = [None] * len(refs)
+    if fit.covariance is not None:
+        cov_s = fit.covariance[np.ix_(starts, starts)]
+        # dW_p/dS_q = zmv_q (delta_pq total - m_p) / total^2
+        jac = (np.diag(np.full(len(refs), total)) - m[:, None]) * zmv[None, :] / total**2
+        var = np.einsum("ij,jk,ik->i", jac, cov_s, jac)
+        unc = [float(np.sqrt(max(v, 0.0))) for v in var]
+    return [float(x) for x in w], unc
+
+
+class Checker:
+    """The physics check over one library: references and their ln-d FFTs held from load."""
+
+    def __init__(self, refs: list[Reference | None], policy: VerifyPolicy = VerifyPolicy()) -> None:
+        self.refs = refs
+        self.policy = policy
+        self.index = LnDIndex(refs)
+
+    def check(self, obs: Observed, probs: np.ndarray | None = None) -> Verification:
+        t0 = time.perf_counter()
+        pol = self.policy
+        n = len(self.refs)
+        probs = np.zeros(n) if probs is None else np.asarray(probs, float)
+        pre = self.index.search(obs)
+        chosen: list[int] = []
+        for j in np.argsort(-probs)[: pol.network_candidates]:
+            if probs[j] > 0 and self.refs[int(j)] is not None:
+                chosen.append(int(j))
+        for hit in pre.best(pol.prefilter_candidates, exclude=set(chosen)):
+            chosen.append(hit.index)
+        fitter = Fitter(obs)
+        fits: list[FitResult] = []
+        for j in chosen:
+            ref = self.refs[j]
+            assert ref is not None
+            scale = float(pre.scales[j]) if pre.scores[j] > 0 else 1.0
+            fits.append(fitter.fit(ref, scale, texture=False))
+        if not fits:
+            return Verification((), (), 0.0, False, 0.0, time.perf_counter() - t0)
+        # texture (March-Dollase) only for the leading fits: it refines, it rarely reorders far
+        first = rank(fits, [probs[j] for j in chosen])
+        for i in np.argsort(-first)[: pol.texture_candidates]:
+            st = fits[i].phases[-1]
+            fits[i] = fitter.fit(st.ref, float(np.exp(-st.lnp.mean() / 2)), shape=fits[i].shape)
+        post = rank(fits, [probs[j] for j in chosen])
+        order = np.argsort(-post)
+        cands = tuple(_candidate(fits[i], self.refs[chosen[i]], probs[chosen[i]], pre.scores[chosen[i]], post[i])
+                      for i in order)
+        best_fit = fits[int(order[0])]
+        explained = best_fit.improvement
+        fits_ok = explained >= pol.min_explained
+        same = sum(c.posterior for c in cands if c.name == cands[0].name)
+        quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
+        # the cell change the best fit needed enters as its prior probability relative to no change:
+        # a candidate that fits only after moving its axes by many per cent is not a confident answer
+        plausible = float(np.exp(-best_fit.prior / 2.0))
+        confidence = float(min(same, 1.0) * quality * plausible)
+        phases = self._compose(fitter, obs, best_fit, [fits[i] for i in order]) if fits_ok else ()
+        if len(phases) > 1 and phases[0].weight_fraction is not None:
+            # the main phase of a mixture leads the ranking, whichever phase the search started from
+            major = max(phases, key=lambda p: p.weight_fraction or 0.0)
+            phases = (major, *[p for p in phases if p is not major])
+            cands = tuple(sorted(cands, key=lambda c: c.index != major.index))
+        return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
+
+    def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]) -> tuple[Phase, ...]:
+        pol = self.policy
+        current = fitter.result(list(first.phases), first.shape, with_covariance=True)
+        gains: list[tuple[float, float | None]] = [(current.improvement, None)]
+        names = {first.phases[0].ref.name}
+        while len(current.phases) < pol.max_phases:
+            resid = Observed(obs.two_theta, obs.y - current.linear.model + np.median(current.linear.model),
+                             obs.step, obs.wavelength, obs.alpha2, obs.sigma)
+            hits = self.index.search(resid).best(pol.second_candidates + 4)
+            pool = [h for h in hits if self.refs[h.index] is not None and self.refs[h.index].name not in names]
+            pool = pool[: pol.second_candidates]
+            for f in ranked[1:]:  # also the next well-fitting candidates of other materials
+                ref = f.phases[-1].ref
+                if ref.name not in names and all(h.index != ref.index for h in pool) and len(pool) <= pol.second_candidates:
+                    pool.append(Hit(ref.index, 0.0, float(np.exp(-f.phases[-1].lnp.mean() / 2))))
+            best: tuple[FitResult, float, float] | None = None
+            for h in pool:
+                trial = fitter.fit(self.refs[h.index], h.scale, fixed=current.phases, shape=current.shape, texture=False)
+                if _overlap(fitter, trial) > pol.max_overlap:
+                    continue  # isostructural with a phase already in (ZIF-8 beside ZIF-67): not a new phase
+                gain, p = _significance(current, trial)
+                if best is None or trial.chi2 + trial.prior < best[0].chi2 + best[0].prior:
+                    best = (trial, gain, p)
+            if best is None:
+                break
+            trial, gain, p = best
+            if not (p < pol.mixture_p and gain >= pol.mixture_min_gain):
+                break
+            current = fitter.result(list(trial.phases), trial.shape, with_covariance=True)
+            gains.append((gain, p))
+            names.add(trial.phases[-1].ref.name)
+        current, gains = _prune(fitter, current, gains)
+        w, u = weight_fractions(current)
+        return tuple(Phase(st.ref.index, st.ref.refcode, st.ref.name, w[i], u[i], gains[i][0], gains[i][1])
+                     for i, st in enumerate(current.phases))
+
+
+def _prune(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]]
+           ) -> tuple[FitResult, list[tuple[float, float | None]]]:
+    """Drop phases whose refined scale is not above twice its uncertainty (a first guess the
+    later phases made redundant), re-solving the scales of the rest."""
+    if len(fit.phases) < 2 or fit.covariance is None:
+        return fit, gains
+    starts = np.concatenate([[0], np.cumsum(fit.columns)[:-1]]).astype(int)
+    keep = [i for i, s0 in enumerate(starts)
+            if fit.linear.coef[s0] > 2.0 * np.sqrt(max(fit.covariance[s0, s0], 0.0))]
+    if len(keep) == len(fit.phases) or not keep:
+        return fit, gains
+    kept = fitter.result([fit.phases[i] for i in keep], fit.shape, with_covariance=True)
+    return kept, [gains[i] for i in keep]
+
+
+def _overlap(fitter: Fitter, fit: FitResult) -> float:
+    """Cosine between the last phase's profile and the sum of the earlier phases' (background
+    removed): how much of the new phase's reflections coincide with the old ones."""
+    cols, widths = fitter.columns(list(fit.phases), fit.shape)
+    q = fitter.design.q
+    cols = cols - q @ (q.T @ cols)
+    split = sum(widths[:-1])
+    old = cols[:, :split] @ fit.linear.coef[:split]
+    new = cols[:, split:split + 1].sum(axis=1)
+    den = float(np.linalg.norm(old) * np.linalg.norm(new))
+    return float(old @ new / den) if den > 0 else 0.0
+
+
+def _significance(before: FitResult, after: FitResult) -> tuple[float, float]:
+    """(share of the misfit removed, F-test p value) for adding the last phase of ``after``."""
+    added = after.phases[-1].ref.n_groups + after.columns[-1]
+    gain = (before.chi2 - after.chi2) / before.chi2 if before.chi2 > 0 else 0.0
+    k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + 12
+    dof = max(after.n_elements - k_after, 1.0)
+    if after.chi2 <= 0 or before.chi2 <= after.chi2:
+        return float(gain), 1.0
+    f = ((before.chi2 - after.chi2) / added) / (after.chi2 / dof)
+    return float(gain), float(stats.f.sf(f, added, dof))
+
