@@ -314,7 +314,8 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
         extra["elements"] = sorted(set(evidence.elements))
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
-                          library_version=rules.library_version, extra=extra, crystallinity=cryst)
+                          library_version=rules.library_version, extra=extra, crystallinity=cryst,
+                          composition=composition, physics=physics)
 
 
 def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:
