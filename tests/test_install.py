@@ -13,6 +13,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -191,7 +192,7 @@ def test_the_agent_runs_from_the_venv_as_a_system_user(runtime):
         while (done := subprocess.run(command, env=env, capture_output=True, text=True, cwd="/")).returncode != 0:
             assert time.monotonic() < deadline, done.stderr
             time.sleep(0.3)
-        assert "identification P-1: TESTMOF-06 (TSTMOF06)" in done.stdout
+        assert re.search(r"identification P-1: TESTMOF-06 [0-9.]+ \(TSTMOF06\)", done.stdout), done.stdout
         command, env = as_user(user, str(venv / "bin" / "xrd-agent"), "status", "--state", str(state))
         assert subprocess.run(command, env=env, capture_output=True, text=True, cwd="/").returncode == 0
     finally:
