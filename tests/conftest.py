@@ -7,6 +7,7 @@ tests/data/real-scans/README.md); no test reads outside the repository.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,14 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def expected() -> dict:
     return json.loads((FIXTURES / "expected.json").read_text())
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout} s")

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import wait_until as _wait
 
 from xrd_agent import messages
 from xrd_agent.client import ControlClient
@@ -62,14 +63,6 @@ class Site:
             ledger.close()
 
 
-def _wait(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 def test_staged_exports_are_identified_once_and_reach_a_subscriber_process(tmp_path, library_dir):

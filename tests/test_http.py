@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import wait_until as wait
 
 pytest.importorskip("fastapi", reason="the HTTP API needs the `http` extra (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="the HTTP API needs the `http` extra (fastapi, uvicorn)")
@@ -40,14 +41,6 @@ def http(method: str, url: str, body: object = None, token: str | None = None) -
         return exc.code, exc.read(), dict(exc.headers)
 
 
-def wait(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 class Site:

@@ -199,12 +199,9 @@ def raw_index(two_theta: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray,
 
     ``two_theta`` on the Cu K-alpha1 scale (the widths are in Cu degrees); ``intensity`` raw.
     """
-    tt = np.asarray(two_theta, float)
-    y = np.asarray(intensity, float)
-    keep = np.isfinite(tt) & np.isfinite(y)
-    tt, y = tt[keep], y[keep]
-    order = np.argsort(tt, kind="stable")
-    tt, y = tt[order], y[order]
+    from xrd_agent.preprocess import finite_sorted
+
+    tt, y = finite_sorted(two_theta, intensity)
     top = float(np.abs(y).max()) if y.size else 0.0
     if top > 0:
         y = y / top  # absurd magnitudes (1e300 from a damaged file) cannot overflow; g absorbs the scale

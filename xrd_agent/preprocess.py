@@ -508,15 +508,20 @@ def prepare_many(
 _WAVELENGTH_RANGE = (0.3, 3.0)
 
 
-def measured_points(two_theta_cu: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The scan's finite points, sorted and despiked, in its own units: what the
-    crystallinity estimate reads (its own range and step, not the model grid)."""
-    tt = np.asarray(two_theta_cu, float).ravel()
+def finite_sorted(two_theta: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finite (2-theta, intensity) pairs of a scan, in ascending 2-theta (stable for ties)."""
+    tt = np.asarray(two_theta, float).ravel()
     y = np.asarray(intensity, float).ravel()
     keep = np.isfinite(tt) & np.isfinite(y)
     tt, y = tt[keep], y[keep]
     order = np.argsort(tt, kind="stable")
-    tt, y = tt[order], y[order]
+    return tt[order], y[order]
+
+
+def measured_points(two_theta_cu: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's finite points, sorted and despiked, in its own units: what the
+    crystallinity estimate reads (its own range and step, not the model grid)."""
+    tt, y = finite_sorted(two_theta_cu, intensity)
     magnitude = float(np.abs(y).max()) if y.size else 0.0
     if magnitude > 0:
         y = despike(y / magnitude)[0] * magnitude
