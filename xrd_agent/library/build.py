@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -151,6 +152,12 @@ def require_build_extra() -> None:
         raise LibraryError(f"building a library needs {', '.join(missing)}: pip install 'xrd-agent[library]'")
 
 
+#: Workers are spawned, not forked: a fork of a process that already runs TensorFlow's or
+#: OpenBLAS's threads (evaluate, the test suite) can crash the child, which would then be
+#: reported as a CIF that kills the simulator (seen once in the test suite).
+_SPAWN = multiprocessing.get_context("spawn")
+
+
 def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool = True,
              desc: str = "simulating", func: Callable[[Job], Outcome] = simulate_job) -> Iterator[Outcome]:
     """Simulate jobs over ``workers`` processes (1: in this process), with a tqdm bar on stderr.
@@ -170,7 +177,7 @@ def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool =
                 bar.update()
             return
         pending: dict[Future[Outcome], Job] = {}
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN)
         try:
             source = iter(jobs)
             exhausted = False
@@ -195,7 +202,7 @@ def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool =
                         for lone in stranded:
                             yield _isolated(func, lone)
                             bar.update()
-                        pool = ProcessPoolExecutor(max_workers=workers)
+                        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN)
                         break
                     yield outcome
                     bar.update()
@@ -207,7 +214,7 @@ def run_jobs(jobs: Iterable[Job], total: int, workers: int = 2, progress: bool =
 
 def _isolated(func: Callable[[Job], Outcome], job: Job) -> Outcome:
     """Run one job in a process of its own; if that process dies, the job is the culprit."""
-    with ProcessPoolExecutor(max_workers=1) as solo:
+    with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN) as solo:
         try:
             return solo.submit(func, job).result()
         except BrokenProcessPool:
