@@ -5,13 +5,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from xrd_agent.commands import _agent
-
-_ELEMENT = re.compile(r"^[A-Z][a-z]?$")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,11 +31,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--top-k must be from 1 to 50")
     elements = None
     if args.elements:
-        elements = [e.strip() for e in args.elements for e in e.split(",") if e.strip()]
-        bad = [e for e in elements if not _ELEMENT.match(e)]
-        if bad:
-            raise ConfigError(f"--elements: {', '.join(bad)} is not an element symbol (write e.g. Zn, Cu, N)")
-        elements = list(dict.fromkeys(elements))
+        from xrd_agent.elements import clean_elements
+
+        try:
+            elements = list(clean_elements(",".join(args.elements)))
+        except ValueError as exc:
+            raise ConfigError(f"--elements: {exc} (write e.g. Zn, Cu, N)") from None
     client = _agent.control_client(args)
     try:
         reply = client.expect(args.sample, args.phases, top_k=args.top_k, elements=elements)

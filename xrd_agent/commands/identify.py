@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     elements = None
     if args.elements:
-        from xrd_agent.service.expectations import clean_elements
+        from xrd_agent.elements import clean_elements
         try:
             elements = clean_elements(args.elements)
         except ValueError as exc:

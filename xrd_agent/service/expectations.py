@@ -36,16 +36,12 @@ from typing import Any
 import structlog
 
 from xrd_agent.decide import Expectation
+from xrd_agent.elements import clean_elements
 from xrd_agent.service.ledger import Ledger
 
 log = structlog.get_logger("xrd_agent.expectations")
 
 SIDECAR_SUFFIX = ".expect.json"
-#: Element symbols, for checking ``elements`` (a typo must not exclude every candidate).
-ELEMENTS = frozenset("""H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge
-As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er
-Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr
-D""".split())
 SIDECAR_MAX_BYTES = 64 * 1024
 MAX_PHASES = 64
 
@@ -63,23 +59,6 @@ def _clean_phases(phases: object) -> tuple[str, ...]:
     if len(out) > MAX_PHASES:
         raise ValueError(f"at most {MAX_PHASES} phases")
     return out
-
-
-def clean_elements(elements: object) -> tuple[str, ...]:
-    """Element symbols, any case (``zn`` -> ``Zn``), from a list or a comma-separated string."""
-    if elements is None:
-        return ()
-    if isinstance(elements, str):
-        elements = [e for e in elements.replace(" ", ",").split(",") if e]
-    if not isinstance(elements, Sequence) or not all(isinstance(e, str) for e in elements):
-        raise ValueError("elements must be a list of element symbols")
-    out = []
-    for e in elements:
-        sym = e.strip()[:1].upper() + e.strip()[1:].lower()
-        if sym not in ELEMENTS:
-            raise ValueError(f"{e!r} is not an element symbol")
-        out.append(sym)
-    return tuple(dict.fromkeys(out))
 
 
 def check_phases(phases: tuple[str, ...], materials: Any) -> tuple[str, ...]:
