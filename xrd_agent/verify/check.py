@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from xrd_agent.verify.fit import FitResult, Fitter
+from xrd_agent.verify.fit import FitResult, Fitter, points_per_element
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex
 from xrd_agent.verify.references import Reference
@@ -51,7 +51,9 @@ class VerifyPolicy:
     mixture_p: float = 1e-3
     mixture_min_gain: float = 0.15
     second_candidates: int = 2
-    texture_candidates: int = 2  # leading fits refined with preferred orientation
+    second_refined: int = 2  # of the located further-phase candidates, refined at full resolution
+    texture_candidates: int = 3  # leading fits refined with preferred orientation (and their own profile)
+    shape_candidates: int = 2  # best located candidates whose profile is refined; the rest keep the best one's
     max_overlap: float = 0.7  # a further phase whose profile has this cosine with the earlier phases adds nothing of its own
 
 
@@ -134,8 +136,8 @@ def weight_fractions(fit: FitResult) -> tuple[list[float | None], list[float | N
     refs = [st.ref for st in fit.phases]
     if not all(r.absolute and np.isfinite(r.cell_mass) and r.cell_mass > 0 for r in refs):
         return [None] * len(refs), [None] * len(refs)
-    starts = np.concatenate([[0], np.cumsum(fit.columns)[:-1]]).astype(int)
-    s = np.array([fit.linear.coef[i] for i in starts])
+    e = fit.scale_matrix()
+    s = fit.linear.coef @ e
     zmv = np.array([r.cell_mass * r.volume for r in refs])
     m = s * zmv
     total = m.sum()
@@ -144,7 +146,7 @@ def weight_fractions(fit: FitResult) -> tuple[list[float | None], list[float | N
     w = m / total
     unc: list[float | None] = [None] * len(refs)
     if fit.covariance is not None:
-        cov_s = fit.covariance[np.ix_(starts, starts)]
+        cov_s = e.T @ fit.covariance @ e
         # dW_p/dS_q = zmv_q (delta_pq total - m_p) / total^2
         jac = (np.diag(np.full(len(refs), total)) - m[:, None]) * zmv[None, :] / total**2
         var = np.einsum("ij,jk,ik->i", jac, cov_s, jac)
@@ -173,14 +175,27 @@ class Checker:
         for hit in pre.best(pol.prefilter_candidates, exclude=set(chosen)):
             chosen.append(hit.index)
         fitter = Fitter(obs)
-        fits: list[FitResult] = []
+        if not chosen:
+            return Verification((), (), 0.0, False, 0.0, time.perf_counter() - t0)
+        # every candidate located cheaply (broad peaks, scan averaged down); the best located
+        # ones refine the scan's instrument profile (zero shift, widths), and the others keep the
+        # best of those: the profile belongs to the scan, and refitting it per candidate was
+        # most of the time. The leading fits are refined again with texture and their own profile.
+        located = []
         for j in chosen:
             ref = self.refs[j]
             assert ref is not None
-            scale = float(pre.scales[j]) if pre.scores[j] > 0 else 1.0
-            fits.append(fitter.fit(ref, scale, texture=False))
-        if not fits:
-            return Verification((), (), 0.0, False, 0.0, time.perf_counter() - t0)
+            located.append(fitter.locate(ref, float(pre.scales[j]) if pre.scores[j] > 0 else 1.0))
+        leads = [int(i) for i in np.argsort([loc.cost for loc in located])[: pol.shape_candidates]]
+        own = {i: fitter.fit(self.refs[chosen[i]], texture=False, located=located[i]) for i in leads}
+        best_own = min(own.values(), key=lambda f: f.chi2 + f.prior)
+        fitter.ppe = points_per_element(obs, best_own.shape)
+        fits: list[FitResult] = []
+        for i, j in enumerate(chosen):
+            ref = self.refs[j]
+            assert ref is not None
+            fits.append(fitter.result(list(own[i].phases), own[i].shape) if i in own else
+                        fitter.fit(ref, shape=best_own.shape, hold_shape=True, texture=False, located=located[i]))
         # texture (March-Dollase) only for the leading fits: it refines, it rarely reorders far
         first = rank(fits, [probs[j] for j in chosen])
         for i in np.argsort(-first)[: pol.texture_candidates]:
@@ -223,8 +238,12 @@ class Checker:
                 if ref.name not in names and all(h.index != ref.index for h in pool) and len(pool) <= pol.second_candidates:
                     pool.append(Hit(ref.index, 0.0, float(np.exp(-f.phases[-1].lnp.mean() / 2))))
             best: tuple[FitResult, float, float] | None = None
-            for h in pool:
-                trial = fitter.fit(self.refs[h.index], h.scale, fixed=current.phases, shape=current.shape, texture=False)
+            # each further phase located cheaply first; only the best located ones are refined
+            located = sorted(((fitter.locate(self.refs[h.index], h.scale, current.phases, current.shape), h)
+                              for h in pool), key=lambda lh: lh[0].cost)
+            for loc, h in located[: pol.second_refined]:
+                trial = fitter.fit(self.refs[h.index], fixed=current.phases, shape=current.shape, texture=False,
+                                   located=loc)
                 if _overlap(fitter, trial) > pol.max_overlap:
                     continue  # isostructural with a phase already in (ZIF-8 beside ZIF-67): not a new phase
                 gain, p = _significance(current, trial)
@@ -238,25 +257,37 @@ class Checker:
             current = fitter.result(list(trial.phases), trial.shape, with_covariance=True)
             gains.append((gain, p))
             names.add(trial.phases[-1].ref.name)
-        current, gains = _prune(fitter, current, gains)
+        if len(current.phases) > 1:  # the profile again, now that every phase is in
+            ph, sh = fitter.refine(list(current.phases), current.shape, [], max_nfev=fitter.max_nfev // 2)
+            current = fitter.result(ph, sh, with_covariance=True)
+        current, gains = _eliminate(fitter, current, gains, pol)
         w, u = weight_fractions(current)
         return tuple(Phase(st.ref.index, st.ref.refcode, st.ref.name, w[i], u[i], gains[i][0], gains[i][1])
                      for i, st in enumerate(current.phases))
 
 
-def _prune(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]]
-           ) -> tuple[FitResult, list[tuple[float, float | None]]]:
-    """Drop phases whose refined scale is not above twice its uncertainty (a first guess the
-    later phases made redundant), re-solving the scales of the rest."""
-    if len(fit.phases) < 2 or fit.covariance is None:
-        return fit, gains
-    starts = np.concatenate([[0], np.cumsum(fit.columns)[:-1]]).astype(int)
-    keep = [i for i, s0 in enumerate(starts)
-            if fit.linear.coef[s0] > 2.0 * np.sqrt(max(fit.covariance[s0, s0], 0.0))]
-    if len(keep) == len(fit.phases) or not keep:
-        return fit, gains
-    kept = fitter.result([fit.phases[i] for i in keep], fit.shape, with_covariance=True)
-    return kept, [gains[i] for i in keep]
+def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]], policy: VerifyPolicy
+               ) -> tuple[FitResult, list[tuple[float, float | None]]]:
+    """Backward elimination: while some phase, given all the others, no longer passes the test
+    that admitted phases (F-test and share of the misfit removed), drop the weakest and
+    re-solve the scales. Forward selection starts from the best single phase, and on a mixture
+    that may be a low-symmetry cell stretched by 10 % to mimic both phases at once; once the
+    true phases are in, the mimic explains nothing of its own and goes."""
+    while len(fit.phases) > 1:
+        weakest: tuple[int, float] | None = None
+        for i in range(len(fit.phases)):
+            reduced = fitter.result([st for k, st in enumerate(fit.phases) if k != i], fit.shape)
+            gain, p = _significance(reduced, fit, fit.phases[i].ref.n_groups + fit.columns[i])
+            if p < policy.mixture_p and gain >= policy.mixture_min_gain:
+                continue
+            if weakest is None or gain < weakest[1]:
+                weakest = (i, gain)
+        if weakest is None:
+            break
+        i = weakest[0]
+        fit = fitter.result([st for k, st in enumerate(fit.phases) if k != i], fit.shape, with_covariance=True)
+        gains = [g for k, g in enumerate(gains) if k != i]
+    return fit, gains
 
 
 def _overlap(fitter: Fitter, fit: FitResult) -> float:
@@ -272,9 +303,11 @@ def _overlap(fitter: Fitter, fit: FitResult) -> float:
     return float(old @ new / den) if den > 0 else 0.0
 
 
-def _significance(before: FitResult, after: FitResult) -> tuple[float, float]:
-    """(share of the misfit removed, F-test p value) for adding the last phase of ``after``."""
-    added = after.phases[-1].ref.n_groups + after.columns[-1]
+def _significance(before: FitResult, after: FitResult, added: int | None = None) -> tuple[float, float]:
+    """(share of the misfit removed, F-test p value) for the phase ``after`` has beyond ``before``
+    (its last one unless ``added``, the number of parameters it brings, is given)."""
+    if added is None:
+        added = after.phases[-1].ref.n_groups + after.columns[-1]
     gain = (before.chi2 - after.chi2) / before.chi2 if before.chi2 > 0 else 0.0
     k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + 12
     dof = max(after.n_elements - k_after, 1.0)
@@ -282,4 +315,3 @@ def _significance(before: FitResult, after: FitResult) -> tuple[float, float]:
         return float(gain), 1.0
     f = ((before.chi2 - after.chi2) / added) / (after.chi2 / dof)
     return float(gain), float(stats.f.sf(f, added, dof))
-

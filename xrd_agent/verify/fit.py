@@ -12,11 +12,15 @@ refined reciprocal metric):
   (``strain_prior``) added to chi^2: large cell changes must pay for themselves;
 * zero shift (deg), pseudo-Voigt width FWHM^2 = W + U tan^2(theta) and Lorentz fraction eta;
 * March-Dollase preferred orientation MD_j = (r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2) about
-  one of the reciprocal axes a*, b*, c* (the best is chosen);
+  one of the reciprocal axes a*, b*, c* that the metric does not tie to another (the best is
+  chosen; see ``Reference.texture_axes``);
 * pore solvent: e_j = exp(-(d0/d_j)^2) splits each phase into a low-angle part (b_p, reflections
   with d >> d0) and the rest (a_p). Solvent in the pores changes low-angle intensities most; the
   split lets them scale on their own without freeing every reflection (a free Le Bail fit of a
   MOF with thousands of reflections fits anything and cannot discriminate);
+* Debye-Waller: each phase's intensities carry a ramp in s^2 (two nonnegative columns whose
+  coefficients sum to the scale at s = 0), the sample's overall displacement parameter being
+  unknown;
 * a_p, b_p, c_p >= 0 and the background are linear: for fixed nonlinear parameters they are
   solved exactly (background projected out, then NNLS), and ``scipy.optimize.least_squares``
   moves only the few nonlinear ones (variable projection). The weight-fraction scale of a
@@ -24,7 +28,13 @@ refined reciprocal metric):
 
 Residuals are in units of the scan's white-noise sigma, scaled by sqrt(points per peak width):
 neighbouring points within one peak width are not independent evidence, so chi^2 counts
-resolution elements, and a prior term of 1 weighs as much as one resolution element.
+resolution elements, and a prior term of 1 weighs as much as one resolution element. The points
+per element are held while parameters move (else broader trial peaks would lower chi^2 by the
+divisor alone) and, once the scan's profile is known, are the scan's for every candidate.
+
+Speed: broad-peak stages run on the scan averaged down (``Fitter.coarse``), phases held fixed
+are rendered once (``Fitter._phase_columns``), and each reflection is rendered over its own
+width's window.
 """
 
 from __future__ import annotations
@@ -34,21 +44,27 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from xrd_agent.verify.observed import Observed
+from xrd_agent.verify.observed import Observed, coarsen
 from xrd_agent.verify.references import Reference, lorentz_polarisation
 
 MAX_STRAIN = 0.12
 STRAIN_PRIOR = 0.04  # sigma of ln(axis change): 4 % costs one resolution element of chi^2
 SOLVENT_D0 = 6.0  # Angstrom
+DW_RANGE = (-1.0, 3.0)  # Angstrom^2: overall B of the sample minus the reference's
+SCALE_COLUMNS = 2  # a phase's first columns, whose coefficients sum to its scale
 SOLVENT_MIN_SHARE = 0.05  # a phase gets the solvent column only with this share of intensity beyond d0
 BACKGROUND_ORDER = 6
-WINDOW_FWHM = 5.0
 ZERO_LIMIT = 0.35  # deg
-#: Widest peaks a phase may have: FWHM 0.4 deg at low angle (W) and a tan-theta term U that
-#: gives ~0.55 deg at 2-theta 60 deg; broader features are background or amorphous scattering.
-MAX_W = 0.16
+#: Widest peaks a phase may have: FWHM 1 deg at low angle (W) and a tan-theta term U that adds
+#: ~0.6 deg at 2-theta 60 deg. Nanocrystalline products (a few nm: ZnS quantum dots, nano-MOFs)
+#: have peaks this broad; at 0.4 deg the byo-cif ZnS scan fitted nothing. Broader features are
+#: background or amorphous scattering (xrd_agent/crystallinity.py judges those).
+MAX_W = 1.0
+WINDOW_FWHM = 5.0  # a reflection is rendered over +-5 of its FWHM
 MAX_SEARCH_GROUPS = 4  # cells with more free metric groups (triclinic) skip the per-axis grid search
-MAX_U = 0.3
+MAX_U = 1.0
+#: Points per FWHM a stage with broad trial peaks needs; the scan is averaged down to that.
+POINTS_PER_FWHM = 4.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,15 @@ class PhaseState:
     lnp: np.ndarray  # ln of the group scale factors of 1/d^2
     axis: int = -1  # March-Dollase axis (0 a*, 1 b*, 2 c*), -1 none
     ln_r: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Located:
+    """A candidate after the coarse stage: its phases, the coarse shape, its coarse misfit."""
+
+    phases: tuple[PhaseState, ...]
+    shape: Shape
+    cost: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,38 +154,60 @@ def _lines(obs: Observed, state: PhaseState, shape: Shape) -> tuple[np.ndarray, 
 
 
 def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray) -> np.ndarray:
-    """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C)."""
-    n = obs.n
-    out = np.zeros((amps.shape[1], n))
+    """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C).
+
+    Each reflection is evaluated over +-``WINDOW_FWHM`` of its own width: reflections are
+    bucketed by width (factors of two), so the sharp low-angle peaks of a wide scan do not pay
+    for the window of its broadest high-angle ones. (A Fourier-domain render as in
+    :mod:`xrd_agent.model.augment` was tried: with the width nodes a 5-165 deg scan needs and
+    the oversampling its sharpest peaks need, it was no faster at the fit's <= 3000 points.)"""
+    n, ncol = obs.n, amps.shape[1]
+    out = np.zeros((ncol, n))
     if pos.size == 0:
         return out.T
-    half = int(np.ceil(WINDOW_FWHM * float(fwhm.max()) / obs.step))
-    off = np.arange(-half, half + 1)
+    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
+    bucket = np.floor(np.log2(half_each)).astype(np.int64)
     centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
-    idx = centre[:, None] + off[None, :]
-    x = obs.two_theta[0] + idx * obs.step - pos[:, None]
-    hw = fwhm[:, None] / 2.0
-    z = x / hw
-    gauss = np.sqrt(np.log(2) / np.pi) / hw * np.exp(-np.log(2) * z * z)
-    lorentz = 1.0 / (np.pi * hw * (1.0 + z * z))
-    prof = (eta * lorentz + (1 - eta) * gauss) * obs.step
-    ok = (idx >= 0) & (idx < n)
-    flat_idx = idx[ok]
-    for c in range(amps.shape[1]):
-        w = (prof * amps[:, c, None])[ok]
-        out[c] = np.bincount(flat_idx, weights=w, minlength=n)
+    c_gauss = np.sqrt(np.log(2) / np.pi)
+    for b in np.unique(bucket):
+        sel = bucket == b
+        half = int(half_each[sel].max())
+        idx = centre[sel, None] + np.arange(-half, half + 1)[None, :]
+        hw = fwhm[sel, None] / 2.0
+        z2 = ((obs.two_theta[0] - pos[sel, None]) / hw + idx * (obs.step / hw)) ** 2
+        prof = (eta / np.pi) / (1.0 + z2)
+        prof += (1 - eta) * c_gauss * np.exp(-np.log(2) * z2)
+        prof *= obs.step / hw
+        ok = (idx >= 0) & (idx < n)
+        flat = idx[ok]
+        for c in range(ncol):
+            out[c] += np.bincount(flat, weights=(prof * amps[sel, c, None])[ok], minlength=n)
     return out.T
 
 
 def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
-    """(n, 1 or 2) columns: the phase, and its low-angle (pore solvent) part when the phase has
-    reflections there (an inorganic phase with nothing beyond d0 gets no second column).
-    K-alpha2 lines ride on each column at the shared ratio ``shape.ka2``."""
+    """(n, 2 or 3) columns: the phase (two Debye-Waller ramp columns), and its low-angle (pore
+    solvent) part when the phase has reflections there (an inorganic phase with nothing beyond
+    d0 gets no third column). K-alpha2 lines ride on each column at the shared ratio ``shape.ka2``."""
     pos, fwhm, inten, solvent, d = _lines(obs, state, shape)
     low = float(np.sum(inten * solvent))
-    amps = np.column_stack([inten * (1 - solvent), inten * solvent])
-    if pos.size == 0 or low < SOLVENT_MIN_SHARE * float(np.sum(inten)):
-        amps = inten[:, None]
+    main = inten * (1 - solvent)
+    # Debye-Waller: the reference's displacement parameters are not the sample's; an overall
+    # change dB scales intensities by exp(-dB s^2). Two nonnegative columns main x (1 + g t),
+    # t = s^2 / s_max^2 over the scan, with g at the ends of dB in [DW_RANGE], span every
+    # fall-off in that range (linearly in s^2) and no unphysical one; the sum of their two
+    # coefficients is the scale at s = 0 (the Hill-Howard scale). Without it isostructural
+    # phases (Ti and Zr, hcp) were told apart by their scattering factors' fall-off instead of
+    # their cells.
+    s_max2 = (np.sin(np.radians(obs.two_theta[-1] / 2.0)) / obs.wavelength) ** 2
+    t = np.clip((1.0 / (2.0 * d)) ** 2 / s_max2, 0.0, 1.0)
+    g_lo, g_hi = np.expm1(-DW_RANGE[1] * s_max2), np.expm1(-DW_RANGE[0] * s_max2)
+    with_solvent = bool(pos.size) and low >= SOLVENT_MIN_SHARE * float(np.sum(inten))
+    base = main if with_solvent else inten
+    parts = [base * (1 + g_lo * t), base * (1 + g_hi * t)]
+    if with_solvent:
+        parts.append(inten * solvent)
+    amps = np.column_stack(parts) if pos.size else np.zeros((0, 2))
     if obs.alpha2 is not None and pos.size and shape.ka2 > 0:
         s2 = obs.alpha2 / (2.0 * d)
         ok = s2 < 0.999
@@ -225,10 +272,18 @@ class FitResult:
         new, old = self.cell(k), self.phases[k].ref.cell
         return np.concatenate([(new[:3] / old[:3] - 1.0) * 100.0, new[3:] - old[3:]])
 
-    def scale(self, k: int) -> float:
-        """The phase's Hill-Howard scale (main, solvent-free coefficient)."""
-        start = sum(self.columns[:k])
-        return float(self.linear.coef[start])
+    def scale_matrix(self) -> np.ndarray:
+        """(columns, phases): which coefficients sum to each phase's Hill-Howard scale (the
+        solvent-free part at s = 0)."""
+        e = np.zeros((int(sum(self.columns)), len(self.columns)))
+        start = 0
+        for k, width in enumerate(self.columns):
+            e[start:start + min(SCALE_COLUMNS, width), k] = 1.0
+            start += width
+        return e
+
+    def scales(self) -> np.ndarray:
+        return self.linear.coef @ self.scale_matrix()
 
     @property
     def improvement(self) -> float:
@@ -264,9 +319,23 @@ class Fitter:
         bg = solve_linear(obs, self.design, np.zeros((obs.n, 0)))
         self.background = bg
         self.rwp_background = rwp(obs.y, bg.model)
+        self._coarse: dict[int, Fitter] = {}
+        self._memo: dict[tuple[int, Shape], tuple[PhaseState, np.ndarray]] = {}
+        self.ppe: float | None = None  # set from the leading candidate's profile (Checker)
 
-    def _pack(self, phases: list[PhaseState], shape: Shape, free_phases: list[int], texture: bool
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def coarse(self, fwhm: float) -> Fitter:
+        """A fitter of this scan averaged down to ``POINTS_PER_FWHM`` points per ``fwhm``: the
+        broad-peak stages (axis grid, position-only refinement) cost a fraction of the full
+        scan and find the same cell."""
+        factor = int(fwhm / (POINTS_PER_FWHM * self.obs.step))
+        if factor <= 1:
+            return self
+        if factor not in self._coarse:
+            self._coarse[factor] = Fitter(coarsen(self.obs, factor), self.max_nfev)
+        return self._coarse[factor]
+
+    def _pack(self, phases: list[PhaseState], shape: Shape, free_phases: list[int], texture: bool,
+              hold_shape: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x, lo, hi = [], [], []
         for k in free_phases:
             st = phases[k]
@@ -278,13 +347,14 @@ class Fitter:
                 x.append(st.ln_r)
                 lo.append(np.log(0.4))
                 hi.append(np.log(2.5))
-        x += [shape.zero, np.log(shape.w), np.log(max(shape.u, 1e-5)), shape.eta, shape.ka2]
-        lo += [-ZERO_LIMIT, np.log(1e-4), np.log(1e-5), 0.0, 0.0]
-        hi += [ZERO_LIMIT, np.log(MAX_W), np.log(MAX_U), 1.0, 0.6]
+        if not hold_shape:
+            x += [shape.zero, np.log(shape.w), np.log(max(shape.u, 1e-5)), shape.eta, shape.ka2]
+            lo += [-ZERO_LIMIT, np.log(1e-4), np.log(1e-5), 0.0, 0.0]
+            hi += [ZERO_LIMIT, np.log(MAX_W), np.log(MAX_U), 1.0, 0.6]
         return np.array(x, float), np.array(lo), np.array(hi)
 
-    def _unpack(self, x: np.ndarray, phases: list[PhaseState], free_phases: list[int], texture: bool
-                ) -> tuple[list[PhaseState], Shape]:
+    def _unpack(self, x: np.ndarray, phases: list[PhaseState], free_phases: list[int], texture: bool,
+                hold: Shape | None = None) -> tuple[list[PhaseState], Shape]:
         out = list(phases)
         i = 0
         for k in free_phases:
@@ -297,40 +367,68 @@ class Fitter:
                 ln_r = float(x[i])
                 i += 1
             out[k] = PhaseState(st.ref, np.array(lnp), st.axis, ln_r)
+        if hold is not None:
+            return out, hold
         shape = Shape(float(x[i]), float(np.exp(x[i + 1])), float(np.exp(x[i + 2])), float(x[i + 3]), float(x[i + 4]))
         return out, shape
 
+    def _phase_columns(self, st: PhaseState, shape: Shape) -> np.ndarray:
+        """Columns of one phase, remembered while neither it nor the shape changes: phases held
+        fixed beside a new one are rendered once, not at every evaluation."""
+        key = (id(st), shape)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is st:
+            return hit[1]
+        cols = phase_columns(self.obs, st, shape)
+        if len(self._memo) >= 64:
+            self._memo.clear()
+        self._memo[key] = (st, cols)
+        return cols
+
     def columns(self, phases: list[PhaseState], shape: Shape) -> tuple[np.ndarray, tuple[int, ...]]:
-        cols = [phase_columns(self.obs, st, shape) for st in phases]
+        cols = [self._phase_columns(st, shape) for st in phases]
         return np.column_stack(cols) if cols else np.zeros((self.obs.n, 0)), tuple(c.shape[1] for c in cols)
 
-    def residuals(self, phases: list[PhaseState], shape: Shape, free: list[int]) -> np.ndarray:
+    def elements(self, shape: Shape) -> float:
+        """Points per resolution element: the scan's own once :attr:`ppe` is set (so every
+        candidate's chi^2 is counted in the same units), else from ``shape``."""
+        return self.ppe if self.ppe is not None else points_per_element(self.obs, shape)
+
+    def residuals(self, phases: list[PhaseState], shape: Shape, free: list[int], ppe: float) -> np.ndarray:
+        """Residuals in resolution elements, ``ppe`` held during a refinement: were it taken
+        from the trial widths, broader peaks would lower chi^2 by the divisor alone."""
         cols, _ = self.columns(phases, shape)
         lin = solve_linear(self.obs, self.design, cols)
-        ppe = points_per_element(self.obs, shape)
         r = (self.obs.y - lin.model) / (self.obs.sigma * np.sqrt(ppe))
         priors = [strain_cost(phases[k]) for k in free]
         return np.concatenate([r, *priors]) if priors else r
 
     def refine(self, phases: list[PhaseState], shape: Shape, free: list[int], texture: bool = False,
-               fix_width: bool = False, max_nfev: int | None = None) -> tuple[list[PhaseState], Shape]:
-        x0, lo, hi = self._pack(phases, shape, free, texture)
+               fix_width: bool = False, max_nfev: int | None = None, hold_shape: bool = False
+               ) -> tuple[list[PhaseState], Shape]:
+        """Least squares over the free phases' cells (and texture), and the shared shape unless
+        ``hold_shape`` (a phase added beside fitted ones keeps their instrument profile)."""
+        x0, lo, hi = self._pack(phases, shape, free, texture, hold_shape)
+        hold = shape if hold_shape else None
+        ppe = self.elements(shape)
+        if hold_shape:
+            fix_width = False
         if fix_width:  # coarse stage: widths held (broad), only positions move
             lo[-4:-2], hi[-4:-2] = x0[-4:-2] - 1e-9, x0[-4:-2] + 1e-9
         x0 = np.clip(x0, lo + 1e-12, hi - 1e-12)
 
         def fun(x: np.ndarray) -> np.ndarray:
-            ph, sh = self._unpack(x, phases, free, texture)
-            return self.residuals(ph, sh, free)
+            ph, sh = self._unpack(x, phases, free, texture, hold)
+            return self.residuals(ph, sh, free, ppe)
 
         sol = optimize.least_squares(fun, x0, bounds=(lo, hi), method="trf", x_scale="jac",
                                      diff_step=1e-4, max_nfev=max_nfev or self.max_nfev)
-        return self._unpack(sol.x, phases, free, texture)
+        return self._unpack(sol.x, phases, free, texture, hold)
 
     def result(self, phases: list[PhaseState], shape: Shape, with_covariance: bool = False) -> FitResult:
         cols, widths = self.columns(phases, shape)
         lin = solve_linear(self.obs, self.design, cols)
-        ppe = points_per_element(self.obs, shape)
+        ppe = self.elements(shape)
         prior = float(sum(np.sum(strain_cost(st) ** 2) for st in phases))
         cov = None
         if with_covariance and cols.shape[1]:
@@ -351,18 +449,20 @@ class Fitter:
         a, b = lnp_bounds(phases[k].ref)
         broad = Shape(start.zero, 1.0, 0.0, 0.5, start.ka2)
         narrow = Shape(start.zero, 0.1, 0.02, 0.5, start.ka2)
+        wide, fine = self.coarse(1.0), self.coarse(float(np.sqrt(narrow.w)))
         for _ in range(2):  # two sweeps: the first axis is chosen again once the others moved
             for g in range(phases[k].ref.n_groups):
-                phases = _grid_best(self, phases, k, g, np.linspace(a, b, 21), broad)
+                phases = _grid_best(wide, phases, k, g, np.linspace(a, b, 21), broad)
         for g in range(phases[k].ref.n_groups):
             c = phases[k].lnp[g]
-            phases = _grid_best(self, phases, k, g, np.clip(np.linspace(c - 0.03, c + 0.03, 11), a, b), narrow)
+            phases = _grid_best(fine, phases, k, g, np.clip(np.linspace(c - 0.03, c + 0.03, 11), a, b), narrow)
         return phases
 
-    def fit(self, ref: Reference, scale: float = 1.0, fixed: tuple[PhaseState, ...] = (),
-            shape: Shape | None = None, texture: bool = True) -> FitResult:
-        """Fit ``ref`` (started at isotropic cell scale ``scale``) alongside already fitted
-        ``fixed`` phases (their cells held; their scales re-solved)."""
+    def locate(self, ref: Reference, scale: float = 1.0, fixed: tuple[PhaseState, ...] = (),
+               shape: Shape | None = None) -> Located:
+        """The cheap first stage of a fit: the cell found with broad peaks on the scan averaged
+        down (per-axis grid, then positions refined), the shape held except for zero shift.
+        Its misfit ranks candidates before any is refined at full resolution."""
         lnp0 = np.full(ref.n_groups, -2.0 * np.log(scale))
         a, b = lnp_bounds(ref)
         lnp0 = np.clip(lnp0, a + 1e-6, b - 1e-6)
@@ -373,14 +473,35 @@ class Fitter:
             phases = self._axis_search(phases, k, start)
         # coarse to fine: broad peaks first so a several-per-cent axis change is still felt
         coarse = Shape(start.zero, max(start.w, 0.09), max(start.u, 0.05), start.eta, start.ka2)
-        phases, sh = self.refine(phases, coarse, [k], fix_width=True, max_nfev=self.max_nfev // 2)
-        phases, sh = self.refine(phases, Shape(sh.zero, start.w, start.u, start.eta, sh.ka2), [k])
+        # beside phases already fitted, the instrument profile is theirs: only the new cell moves
+        lowres = self.coarse(float(np.sqrt(coarse.w)))
+        phases, sh = lowres.refine(phases, coarse, [k], fix_width=True, max_nfev=self.max_nfev // 2,
+                                   hold_shape=bool(fixed))
+        res = lowres.result(phases, sh)
+        return Located(tuple(phases), sh, res.chi2 + res.prior)
+
+    def fit(self, ref: Reference, scale: float = 1.0, fixed: tuple[PhaseState, ...] = (),
+            shape: Shape | None = None, texture: bool = True, hold_shape: bool = False,
+            located: Located | None = None) -> FitResult:
+        """Fit ``ref`` (started at isotropic cell scale ``scale``) alongside already fitted
+        ``fixed`` phases (their cells held; their scales re-solved). ``hold_shape`` keeps
+        ``shape`` (zero shift, widths) as it is: the instrument profile of the scan, found once
+        with the leading candidate, is not refitted for every other one."""
+        held = bool(fixed) or hold_shape
+        start = shape or Shape()
+        if located is None:
+            located = self.locate(ref, scale, fixed, start if held else shape)
+        phases = list(located.phases)
+        k = len(phases) - 1
+        sh = located.shape
+        fine = start if held else Shape(sh.zero, start.w, start.u, start.eta, sh.ka2)
+        phases, sh = self.refine(phases, fine, [k], hold_shape=held)
         if not texture:
             return self.result(phases, sh)
         best = self.result(phases, sh)
         if texture:
             best_phases, best_sh = phases, sh
-            for axis in range(3):
+            for axis in ref.texture_axes:
                 trial = list(phases)
                 trial[k] = PhaseState(ref, phases[k].lnp, axis, 0.0)
                 x = _best_r(self, trial, sh, k)

@@ -81,6 +81,20 @@ def observe(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float, alp
     return Observed(grid, values, step, float(wavelength), alpha2_for(wavelength, alpha2), noise_sigma(values))
 
 
+def coarsen(obs: Observed, factor: int) -> Observed:
+    """Means of ``factor`` neighbouring points: the same scan for stages whose peaks are
+    broad (a grid search with 1 deg peaks needs no 0.025 deg step). White noise averages
+    down by sqrt(factor)."""
+    if factor <= 1:
+        return obs
+    m = obs.n // factor
+    if m < 20:
+        return obs
+    tt = obs.two_theta[: m * factor].reshape(m, factor).mean(axis=1)
+    y = obs.y[: m * factor].reshape(m, factor).mean(axis=1)
+    return Observed(tt, y, obs.step * factor, obs.wavelength, obs.alpha2, obs.sigma / np.sqrt(factor))
+
+
 def rough_background(obs: Observed, window_deg: float = 2.0) -> np.ndarray:
     """Morphological background (opening, then smoothing) for the prefilter only; the fit
     models its background itself."""

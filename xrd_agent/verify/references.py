@@ -110,6 +110,16 @@ class Reference:
     def n_groups(self) -> int:
         return int(self.basis.shape[1])
 
+    @property
+    def texture_axes(self) -> tuple[int, ...]:
+        """Reciprocal axes a March-Dollase direction may take: those not tied to another by the
+        metric. Reflections are stored merged, one representative hkl per family; the angle to
+        a unique axis (c* of a tetragonal or hexagonal cell) is the same for every member, the
+        angle to a* of a hexagonal or cubic cell is not, so texture about it would be fitted
+        to an arbitrary member (an expanded Ti cell out-fitted the Zr CIF on a Zr scan that way)."""
+        diag = self.groups[:3]
+        return tuple(i for i in range(3) if int(np.sum(diag == diag[i])) == 1)
+
     def cell_for(self, p: np.ndarray) -> np.ndarray:
         """The cell after scaling each group's terms of 1/d^2 by ``p``."""
         v = term_values(self.gstar).copy()
