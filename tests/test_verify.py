@@ -132,3 +132,20 @@ def test_zn_tbapy_is_not_a_confident_copper_mof():
     v = checker.check(observe_scan(scan))
     top = lib.entries[v.candidates[0].index]
     assert not (v.fits and v.confidence >= 0.35 and "Cu" in top.get("metals", []))
+
+
+def test_an_oblique_metric_scaled_past_positive_definite_costs_instead_of_breaking_the_fit():
+    """Scaling a monoclinic cell's hl term up and its diagonal down leaves no lattice (a found
+    crash: 'residuals are not finite' in the middle of identify); it must cost, not raise."""
+    from xrd_agent.verify.fit import PhaseState, lnp_bounds, strain_cost
+
+    hkl = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 0, -1], [1, 1, 1]], float)
+    ref = build_reference(0, "mono", "mono", np.array([5.0, 6.0, 7.0, 90.0, 160.0, 90.0]), hkl, np.ones(6),
+                          100.0, 200.0, True)
+    lo, hi = lnp_bounds(ref)
+    lnp = np.full(ref.n_groups, lo)
+    lnp[ref.groups[4]] = hi  # the hl term, up; a*^2 and c*^2, down
+    with np.errstate(invalid="ignore"):
+        assert not np.all(np.isfinite(ref.cell_for(np.exp(lnp))))
+    cost = strain_cost(PhaseState(ref, lnp))
+    assert np.all(np.isfinite(cost)) and np.sum(cost**2) > 9.0

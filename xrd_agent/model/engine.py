@@ -152,7 +152,12 @@ class Engine:
         obs = observe_scan(scan, getattr(self, "wavelength_", None))
         if obs is None:
             return evidence
-        return replace(evidence, verification=self.checker_.check(obs, prediction.probabilities))
+        try:
+            verification = self.checker_.check(obs, prediction.probabilities)
+        except Exception:  # the check is evidence, not the answer: a failure of it costs only itself
+            log.exception("physics check failed; the identification goes on without it")
+            return evidence
+        return replace(evidence, verification=verification)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -50,6 +50,7 @@ class VerifyPolicy:
     max_phases: int = 3
     mixture_p: float = 1e-3
     mixture_min_gain: float = 0.15
+    min_fraction: float = 0.02  # weight fraction below which a further phase is not reported (lab XRD's limit)
     mixture_max_strain: float = 9.0  # strain prior cost (3 sigma) a further phase's cell may need
     second_candidates: int = 4  # residual prefilter hits located for a further phase
     second_refined: int = 2  # of the located further-phase candidates, refined at full resolution
@@ -278,10 +279,16 @@ def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | 
     that admitted phases (F-test and share of the misfit removed), drop the weakest and
     re-solve the scales. Forward selection starts from the best single phase, and on a mixture
     that may be a low-symmetry cell stretched by 10 % to mimic both phases at once; once the
-    true phases are in, the mimic explains nothing of its own and goes."""
+    true phases are in, the mimic explains nothing of its own and goes. A phase whose weight
+    fraction is under ``min_fraction`` or under twice its uncertainty goes first."""
     while len(fit.phases) > 1:
         weakest: tuple[int, float] | None = None
-        for i in range(len(fit.phases)):
+        w, u = weight_fractions(fit)
+        trace = [i for i in range(len(fit.phases)) if w[i] is not None and
+                 (w[i] < policy.min_fraction or (u[i] is not None and w[i] < 2.0 * u[i]))]
+        if trace:  # below what a laboratory scan can tell from nothing: not reported as a phase
+            weakest = (min(trace, key=lambda i: w[i] or 0.0), -1.0)
+        for i in range(len(fit.phases)) if weakest is None else ():
             reduced = fitter.result([st for k, st in enumerate(fit.phases) if k != i], fit.shape)
             gain, p = _significance(reduced, fit, fitter.obs.y, fit.phases[i].ref.n_groups + fit.columns[i])
             if p < policy.mixture_p and gain >= policy.mixture_min_gain:

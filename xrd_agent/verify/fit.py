@@ -60,7 +60,7 @@ ZERO_LIMIT = 0.35  # deg
 #: have peaks this broad; at 0.4 deg the byo-cif ZnS scan fitted nothing. Broader features are
 #: background or amorphous scattering (xrd_agent/crystallinity.py judges those).
 MAX_W = 1.0
-WINDOW_FWHM = 5.0  # a reflection is rendered over +-5 of its FWHM
+WINDOW_FWHM = 12.0  # a reflection is rendered over +-12 of its FWHM
 MAX_SEARCH_GROUPS = 4  # cells with more free metric groups (triclinic) skip the per-axis grid search
 MAX_U = 1.0
 #: Points per FWHM a stage with broad trial peaks needs; the scan is averaged down to that.
@@ -298,9 +298,15 @@ def rwp(y: np.ndarray, model: np.ndarray) -> float:
 
 
 def strain_cost(state: PhaseState, prior: float = STRAIN_PRIOR) -> np.ndarray:
-    """Prior residuals: ln(axis change) / prior for a, b, c."""
-    ch = state.ref.cell_for(np.exp(state.lnp))[:3] / state.ref.cell[:3]
-    return np.log(ch) / prior
+    """Prior residuals: ln(axis change) / prior for a, b, c. Scaling an oblique cell's metric
+    groups independently can leave no lattice at all (a metric that is not positive definite):
+    that costs as much as the widest allowed change on every axis, twice over."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ch = state.ref.cell_for(np.exp(state.lnp))[:3] / state.ref.cell[:3]
+        out = np.log(ch) / prior
+    if not np.all(np.isfinite(out)):
+        return np.full(3, 2.0 * np.log1p(MAX_STRAIN) / prior)
+    return out
 
 
 def lnp_bounds(ref: Reference, max_strain: float = MAX_STRAIN) -> tuple[float, float]:
@@ -526,6 +532,11 @@ def _grid_best(fitter: Fitter, phases: list[PhaseState], k: int, g: int, values:
         lnp[g] = v
         trial = list(phases)
         trial[k] = PhaseState(st.ref, lnp, st.axis, st.ln_r)
+        with np.errstate(invalid="ignore"):
+            lattice = bool(np.all(np.isfinite(st.ref.cell_for(np.exp(lnp)))))
+        if not lattice:  # an oblique metric scaled past positive definiteness
+            costs.append(np.inf)
+            continue
         cols, _ = fitter.columns(trial, shape)
         costs.append(solve_linear(fitter.obs, fitter.design, cols).chi2)
     lnp = st.lnp.copy()
