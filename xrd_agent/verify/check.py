@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from xrd_agent.verify.fit import FitResult, Fitter, points_per_element
+from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex
 from xrd_agent.verify.references import Reference
@@ -202,7 +202,8 @@ class Checker:
         first = rank(fits, [probs[j] for j in chosen])
         for i in np.argsort(-first)[: pol.texture_candidates]:
             st = fits[i].phases[-1]
-            fits[i] = fitter.fit(st.ref, float(np.exp(-st.lnp.mean() / 2)), shape=fits[i].shape)
+            # from where its first fit left it: the cell is found, texture and its own profile are refined
+            fits[i] = fitter.fit(st.ref, shape=fits[i].shape, located=Located(fits[i].phases, fits[i].shape, 0.0))
         post = rank(fits, [probs[j] for j in chosen])
         order = np.argsort(-post)
         cands = tuple(_candidate(fits[i], self.refs[chosen[i]], probs[chosen[i]], pre.scores[chosen[i]], post[i])

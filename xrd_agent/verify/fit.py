@@ -162,27 +162,32 @@ def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: n
     :mod:`xrd_agent.model.augment` was tried: with the width nodes a 5-165 deg scan needs and
     the oversampling its sharpest peaks need, it was no faster at the fit's <= 3000 points.)"""
     n, ncol = obs.n, amps.shape[1]
-    out = np.zeros((ncol, n))
     if pos.size == 0:
-        return out.T
+        return np.zeros((n, ncol))
     half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
-    bucket = np.floor(np.log2(half_each)).astype(np.int64)
     centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
+    # a margin wide enough that no window leaves the buffer: no masking of the windows
+    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
+    size = n + 2 * margin
+    out = np.zeros((ncol, size))
+    bucket = np.floor(np.log2(half_each)).astype(np.int64)
     c_gauss = np.sqrt(np.log(2) / np.pi)
     for b in np.unique(bucket):
         sel = bucket == b
         half = int(half_each[sel].max())
-        idx = centre[sel, None] + np.arange(-half, half + 1)[None, :]
+        off = np.arange(-half, half + 1)
         hw = fwhm[sel, None] / 2.0
-        z2 = ((obs.two_theta[0] - pos[sel, None]) / hw + idx * (obs.step / hw)) ** 2
+        z2 = ((obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)) ** 2
         prof = (eta / np.pi) / (1.0 + z2)
-        prof += (1 - eta) * c_gauss * np.exp(-np.log(2) * z2)
+        # the Gaussian part is nothing beyond 3 FWHM (z = 6): exp only over the core
+        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
+        mid = slice(half - core, half + core + 1)
+        prof[:, mid] += (1 - eta) * c_gauss * np.exp(-np.log(2) * z2[:, mid])
         prof *= obs.step / hw
-        ok = (idx >= 0) & (idx < n)
-        flat = idx[ok]
+        idx = (centre[sel, None] + margin + off[None, :]).ravel()
         for c in range(ncol):
-            out[c] += np.bincount(flat, weights=(prof * amps[sel, c, None])[ok], minlength=n)
-    return out.T
+            out[c] += np.bincount(idx, weights=(prof * amps[sel, c, None]).ravel(), minlength=size)
+    return out[:, margin:margin + n].T
 
 
 def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
@@ -456,9 +461,11 @@ class Fitter:
         broad = Shape(start.zero, 1.0, 0.0, 0.5, start.ka2)
         narrow = Shape(start.zero, 0.1, 0.02, 0.5, start.ka2)
         wide, fine = self.coarse(1.0), self.coarse(float(np.sqrt(narrow.w)))
-        for _ in range(2):  # two sweeps: the first axis is chosen again once the others moved
-            for g in range(phases[k].ref.n_groups):
-                phases = _grid_best(wide, phases, k, g, np.linspace(a, b, 21), broad)
+        for g in range(phases[k].ref.n_groups):
+            phases = _grid_best(wide, phases, k, g, np.linspace(a, b, 21), broad)
+        for g in range(phases[k].ref.n_groups):  # again, nearer: each axis once the others moved
+            c = phases[k].lnp[g]
+            phases = _grid_best(wide, phases, k, g, np.clip(np.linspace(c - 0.08, c + 0.08, 9), a, b), broad)
         for g in range(phases[k].ref.n_groups):
             c = phases[k].lnp[g]
             phases = _grid_best(fine, phases, k, g, np.clip(np.linspace(c - 0.03, c + 0.03, 11), a, b), narrow)
@@ -501,7 +508,8 @@ class Fitter:
         k = len(phases) - 1
         sh = located.shape
         fine = start if held else Shape(sh.zero, start.w, start.u, start.eta, sh.ka2)
-        phases, sh = self.refine(phases, fine, [k], hold_shape=held)
+        # with the profile held, only the located cell is polished: half the evaluations do
+        phases, sh = self.refine(phases, fine, [k], hold_shape=held, max_nfev=self.max_nfev // 2 if held else None)
         if not texture:
             return self.result(phases, sh)
         best = self.result(phases, sh)
