@@ -86,14 +86,20 @@ def crystallinity_table(n: int, command: str) -> tuple[dict, str]:
     return {"simulated": sim, "real": real}, crystallinity_eval.markdown(sim, real, command)
 
 
+def _stems(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def mixture_table(n: int, command: str, structures: str | None = None) -> tuple[dict, str]:
     """The mixture table: simulated two-phase mixtures and single phases, and the measured
     two-phase scans of tests/data/real-scans/byo-cif (xrd_agent.testing.mixture_eval)."""
     from xrd_agent.testing import mixture_eval
 
-    emit = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    names = None if structures is None else tuple(x.strip() for x in structures.split(",") if x.strip())
-    sim = mixture_eval.simulated(n, names=names, emit=emit)
+    sim = mixture_eval.simulated(n, names=_stems(structures), emit=_progress)
     real = mixture_eval.real()
     return {"simulated": sim, "real": real}, mixture_eval.markdown(sim, real, command)
 
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         from xrd_agent.testing.mixture_eval import structures
 
         try:  # a wrong name is said before any work, not after an evaluation's hours
-            if len(structures([x.strip() for x in args.mixture_structures.split(",") if x.strip()])) < 2:
+            if len(structures(_stems(args.mixture_structures))) < 2:
                 raise ValueError("a mixture needs at least two structures")
         except ValueError as exc:
             print(f"--mixture-structures: {exc}", file=sys.stderr)
@@ -142,9 +148,9 @@ def run(args: argparse.Namespace) -> int:
                        emit=lambda line: print(line, file=sys.stderr, flush=True))
     cryst, table = crystallinity_table(args.crystallinity, command)
     results["crystallinity"] = cryst
-    mixtures, mtable = mixture_table(args.mixtures, command, args.mixture_structures) if args.mixtures > 0 else (None, "")
-    if mixtures is not None:
-        results["mixtures"] = mixtures
+    mtable = ""
+    if args.mixtures > 0:
+        results["mixtures"], mtable = mixture_table(args.mixtures, command, args.mixture_structures)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     with open(args.out / "results.md", "a", encoding="utf-8") as f:
         f.write("\n## Crystallinity\n\n" + table)

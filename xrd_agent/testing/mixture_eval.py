@@ -31,6 +31,7 @@ REFERENCE_TWO_THETA = (5.0, 100.0)
 LIBRARY_TWO_THETA = (5.0, 165.0)
 
 Emit = Callable[[str], None]
+YES = {True: "yes", False: "no"}
 
 
 def structures(names: Sequence[str] | None = None, folder: Path = BYO) -> dict[str, Any]:
@@ -126,8 +127,8 @@ def simulated(n: int, seed: int = SEED, checker: Any = None, names: Sequence[str
         y1 = powder_scan([single], tt, zero=float(rng.uniform(-0.1, 0.1)), seed=1000 + i)
         v1 = checker.check(observe(tt, y1, CU.alpha1, CU.alpha2))
         seconds.append(v1.seconds)
-        case = {"case": i, "a": ka, "b": kb, "w_a": w, "same_structure": same_structure(parsed[ka], parsed[kb]),
-                "phases": phases, "both_found": both,
+        case = {"case": i, "a": ka, "b": kb, "w_a": w, "phases": phases, "both_found": both,
+                "same_structure": same_structure(parsed[ka], parsed[kb]),
                 "error": error, "within_2sigma": within, "seconds": v.seconds,
                 "single": {"refcode": ka, "strain": [float(x) for x in single.strain],
                            "phases": _phases(v1), "found": bool(v1.phases) and v1.phases[0].refcode == ka,
@@ -220,15 +221,16 @@ def markdown(sim: dict[str, Any] | None, real: list[dict[str, Any]] | None = Non
                   f"{sim['two_theta'][1]:g} deg):", ""]
         if command:
             lines += [f"    {command}", ""]
-        lines += [f"- both phases found: {sim['both_found']}/{n} ({sim['distinct_both_found']}/{sim['distinct_n']} of the "
-                  f"pairs of two different structures; {n - sim['distinct_n']} pairs were one structure twice)",
+        distinct, t = sim["distinct_n"], sim["seconds"]
+        lines += [f"- both phases found: {sim['both_found']}/{n} ({sim['distinct_both_found']}/{distinct} "
+                  f"of the pairs of two different structures; {n - distinct} pairs were one structure twice)",
                   f"- weight-fraction error where both were found: mean {_pct(sim['error_mean'])}, "
                   f"max {_pct(sim['error_max'])} points",
                   f"- true weight fraction within 2 reported uncertainties: {_pct(sim['within_2sigma'])} % "
                   f"of {sim['within_2sigma_n']}",
-                  f"- single phases (each axis strained 0.97-1.03) called mixtures: {sim['singles_called_mixtures']}/{n}; "
-                  f"reported as the first phase: {sim['singles_found']}/{n}",
-                  f"- check time per scan p50 {sim['seconds']['p50']:.1f} s, p99 {sim['seconds']['p99']:.1f} s", "",
+                  f"- single phases (each axis strained 0.97-1.03) called mixtures: "
+                  f"{sim['singles_called_mixtures']}/{n}; reported as the first phase: {sim['singles_found']}/{n}",
+                  f"- check time per scan p50 {t['p50']:.1f} s, p99 {t['p99']:.1f} s", "",
                   "| case | true (weight fraction of the first) | reported composition | both found | error (points) "
                   "| single phase: reported |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -236,8 +238,8 @@ def markdown(sim: dict[str, Any] | None, real: list[dict[str, Any]] | None = Non
             err = "–" if c["error"] is None else f"{100 * c['error']:.1f}" + (
                 "" if c["within_2sigma"] is None else (" (≤ 2σ)" if c["within_2sigma"] else " (> 2σ)"))
             same = " (one structure twice)" if c["same_structure"] else ""
-            lines.append(f"| {c['case']} | {c['a']} {c['w_a']:.3f} + {c['b']}{same} | {_composition(c['phases'])} | "
-                         f"{'yes' if c['both_found'] else 'no'} | {err} | {c['single']['refcode']}: "
+            lines.append(f"| {c['case']} | {c['a']} {c['w_a']:.3f} + {c['b']}{same} | "
+                         f"{_composition(c['phases'])} | {YES[c['both_found']]} | {err} | {c['single']['refcode']}: "
                          f"{_composition(c['single']['phases'])} |")
     elif command:
         lines += [f"    {command}"]
@@ -245,8 +247,7 @@ def markdown(sim: dict[str, Any] | None, real: list[dict[str, Any]] | None = Non
         lines += ["", "Measured two-phase scans (library of every byo-cif CIF, 5-165 deg):", "",
                   "| measured two-phase scan | true phases | reported composition | both in composition "
                   "| ... as materials | both in Top-5 |", "| --- | --- | --- | --- | --- | --- |"]
-        yes = {True: "yes", False: "no"}
         for r in real:
             lines.append(f"| {r['scan']} | {' + '.join(r['truth'])} | {_composition(r['phases'])} | "
-                         f"{yes[r['in_composition']]} | {yes[r['in_composition_material']]} | {yes[r['in_top5']]} |")
+                         f"{YES[r['in_composition']]} | {YES[r['in_composition_material']]} | {YES[r['in_top5']]} |")
     return "\n".join(lines) + "\n"
