@@ -91,7 +91,8 @@ def synthetic(n: int) -> None:
     sim = simulated(n, emit=lambda line: print(line, flush=True))
     seconds = [x for c in sim["cases"] for x in (c["seconds"], c["single"]["seconds"])]
     if sim["error_mean"] == sim["error_mean"]:  # not NaN: at least one mixture found
-        print(f"synthetic two-phase: both phases {sim['both_found']}/{n}, weight-fraction error mean "
+        print(f"synthetic two-phase: both phases {sim['both_found']}/{n} (by file stem; by structure "
+              f"{sim['found']}/{sim['distinct_n']} pairs of two different structures), weight-fraction error mean "
               f"{100 * sim['error_mean']:.1f} points, max {100 * sim['error_max']:.1f} points; true fraction "
               f"within 2 reported uncertainties in {100 * sim['within_2sigma']:.0f} % of {sim['within_2sigma_n']}")
     else:
