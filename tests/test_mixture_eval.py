@@ -16,7 +16,7 @@ pytest.importorskip("pymatgen")
 from xrd_agent.testing import mixture_eval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-#: PbSe, Sn-cubic and MnS of tests/data/real-scans/byo-cif: small cubic cells, fast fits.
+#: PbSe, ZnS and MnS of tests/data/real-scans/byo-cif: small cubic cells, fast fits.
 SMALL = ("1538746", "1100043", "1011351")
 
 
@@ -47,7 +47,7 @@ def test_simulated_summary_agrees_with_its_case_and_finds_an_easy_mixture():
     # and get the weight fraction within 5 points (Hill-Howard from the fitted scales)
     assert sim["found"] == 1, [c["phases"] for c in cases]
     assert sim["error_mean"] == pytest.approx(np.mean(errors)) and sim["error_max"] <= 0.05
-    # the same generator and seed as bench_verify --synthetic: case 0 is PbSe + Sn at w = 0.721
+    # the same generator and seed as bench_verify --synthetic: case 0 is PbSe + ZnS at w = 0.721
     assert (cases[0]["a"], cases[0]["b"], round(cases[0]["w_a"], 3)) == ("1538746", "1100043", 0.721)
 
 
