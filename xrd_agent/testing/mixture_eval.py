@@ -13,11 +13,15 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xrd_agent.scan import Wavelength
+
+if TYPE_CHECKING:  # the CIF parser and the check load pymatgen/scipy: only when a table is made
+    from xrd_agent.library.cif import ParsedCif
+    from xrd_agent.verify.check import Checker, Verification
 
 #: The bench's seed: the same cases as every earlier ``bench_verify.py --synthetic`` figure.
 SEED = 7
@@ -34,7 +38,7 @@ Emit = Callable[[str], None]
 YES = {True: "yes", False: "no"}
 
 
-def structures(names: Sequence[str] | None = None, folder: Path = BYO) -> dict[str, Any]:
+def structures(names: Sequence[str] | None = None, folder: Path = BYO) -> dict[str, ParsedCif]:
     """The byo-cif CIFs parsed, by file stem, in the bench's order (sorted by path); ``names``
     keeps only those stems (a small library for a fast run)."""
     from xrd_agent.library.cif import parse_cif
@@ -48,14 +52,14 @@ def structures(names: Sequence[str] | None = None, folder: Path = BYO) -> dict[s
     return parsed
 
 
-def same_structure(p: Any, q: Any, tol: float = 0.005) -> bool:
+def same_structure(p: ParsedCif, q: ParsedCif, tol: float = 0.005) -> bool:
     """Two CIFs of one structure (formula, space group, Niggli cell within ``tol``): their
     mixture is one phase to diffraction (the lab's Ti-bcc and the beta phase of Ti-2448 are)."""
     return (p.formula == q.formula and p.space_group.replace(" ", "") == q.space_group.replace(" ", "")
             and bool(np.allclose(p.niggli, q.niggli, rtol=tol)))
 
 
-def checker_for_structures(parsed: dict[str, Any]) -> Any:
+def checker_for_structures(parsed: dict[str, ParsedCif]) -> Checker:
     """A physics check whose references are ``parsed`` (refcode = file stem), |F|^2 absolute."""
     from xrd_agent.library.fitdata import cell_mass, d_range, reflections
     from xrd_agent.verify.check import Checker
@@ -70,7 +74,7 @@ def checker_for_structures(parsed: dict[str, Any]) -> Any:
     return Checker(refs)
 
 
-def _phases(v: Any) -> list[dict[str, Any]]:
+def _phases(v: Verification) -> list[dict[str, Any]]:
     return [{"refcode": p.refcode,
              "weight_fraction": None if p.weight_fraction is None else float(p.weight_fraction),
              "uncertainty": None if p.uncertainty is None else float(p.uncertainty)} for p in v.phases]
@@ -95,7 +99,7 @@ def _times(seconds: Sequence[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(s, 50)), "p99": float(np.percentile(s, 99))}
 
 
-def simulated(n: int, seed: int = SEED, checker: Any = None, names: Sequence[str] | None = None,
+def simulated(n: int, seed: int = SEED, checker: Checker | None = None, names: Sequence[str] | None = None,
               emit: Emit | None = None) -> dict[str, Any]:
     """``n`` two-phase mixtures and ``n`` single phases, per case and summed up.
 
@@ -171,7 +175,7 @@ def simulated(n: int, seed: int = SEED, checker: Any = None, names: Sequence[str
             "seconds": _times(seconds), "cases": cases}
 
 
-def library_checker(folder: Path = BYO) -> Any:
+def library_checker(folder: Path = BYO) -> Checker:
     """The check over a library built from every CIF under ``folder`` together (5-165 deg, Cu),
     as ``bench_verify.py --byo`` builds it; the temporary library is removed once loaded."""
     from xrd_agent.library.artifact import Library
@@ -188,7 +192,7 @@ def library_checker(folder: Path = BYO) -> Any:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def real(folder: Path = BYO, checker: Any = None) -> list[dict[str, Any]]:
+def real(folder: Path = BYO, checker: Checker | None = None) -> list[dict[str, Any]]:
     """Each measured two-phase scan (``biphase-*`` folders: its CIFs and one .csv scan): the
     composition, and whether both phases are in it and in the Top-5."""
     from xrd_agent.readers import read_scan
