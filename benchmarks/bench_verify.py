@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,38 +42,30 @@ def _times(label: str, seconds: list[float]) -> None:
 
 
 def byo() -> None:
-    from xrd_agent.library.artifact import Library
-    from xrd_agent.library.build import build_from_cif_dir
+    from xrd_agent.testing.mixture_eval import library_checker
 
-    tmp = Path(tempfile.mkdtemp())
-    try:
-        for p in (DATA / "byo-cif").glob("*/*.cif"):
-            shutil.copy(p, tmp / p.name)
-        build_from_cif_dir(tmp, tmp / "lib", workers=1, progress=False, two_theta=(5.0, 165.0))
-        checker = checker_for(Library.load(tmp / "lib"))
-        top1 = top5 = singles = 0
-        seconds = []
-        for folder in sorted(p for p in (DATA / "byo-cif").iterdir() if p.is_dir()):
-            truth = {c.stem for c in folder.glob("*.cif")}
-            scan = read_scan(next(folder.glob("*.csv")), wavelength=CU)
-            v = checker.check(observe_scan(scan))
-            seconds.append(v.seconds)
-            ranked = [c.refcode for c in v.candidates]
-            comp = [(p.refcode, p.weight_fraction) for p in v.phases]
-            if len(truth) == 1:
-                singles += 1
-                top1 += ranked[0] in truth
-                top5 += bool(truth & set(ranked[:5]))
-                verdict = "top1" if ranked[0] in truth else ("top5" if truth & set(ranked[:5]) else "MISS")
-            else:
-                in_comp = truth <= {p for p, _ in comp}
-                verdict = f"both in composition: {in_comp}; both in Top-5: {truth <= set(ranked[:5])}"
-            print(f"  {folder.name:28s} {verdict:10s} top {ranked[:3]} explained {v.explained:.3f} "
-                  f"composition {[(p, None if w is None else round(w, 3)) for p, w in comp]}")
-        print(f"byo-cif single phases: Top-1 {top1}/{singles}, Top-5 {top5}/{singles}")
-        _times("byo-cif", seconds)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    checker = library_checker(DATA / "byo-cif")
+    top1 = top5 = singles = 0
+    seconds = []
+    for folder in sorted(p for p in (DATA / "byo-cif").iterdir() if p.is_dir()):
+        truth = {c.stem for c in folder.glob("*.cif")}
+        scan = read_scan(next(folder.glob("*.csv")), wavelength=CU)
+        v = checker.check(observe_scan(scan))
+        seconds.append(v.seconds)
+        ranked = [c.refcode for c in v.candidates]
+        comp = [(p.refcode, p.weight_fraction) for p in v.phases]
+        if len(truth) == 1:
+            singles += 1
+            top1 += ranked[0] in truth
+            top5 += bool(truth & set(ranked[:5]))
+            verdict = "top1" if ranked[0] in truth else ("top5" if truth & set(ranked[:5]) else "MISS")
+        else:
+            in_comp = truth <= {p for p, _ in comp}
+            verdict = f"both in composition: {in_comp}; both in Top-5: {truth <= set(ranked[:5])}"
+        print(f"  {folder.name:28s} {verdict:10s} top {ranked[:3]} explained {v.explained:.3f} "
+              f"composition {[(p, None if w is None else round(w, 3)) for p, w in comp]}")
+    print(f"byo-cif single phases: Top-1 {top1}/{singles}, Top-5 {top5}/{singles}")
+    _times("byo-cif", seconds)
 
 
 def mof() -> None:
@@ -95,51 +85,19 @@ def mof() -> None:
 
 
 def synthetic(n: int) -> None:
-    from xrd_agent.library.cif import parse_cif
-    from xrd_agent.library.fitdata import cell_mass, d_range, reflections
-    from xrd_agent.testing.powder import Component, powder_scan
-    from xrd_agent.verify.check import Checker
-    from xrd_agent.verify.observed import observe
-    from xrd_agent.verify.references import build_reference
+    """The mixture table's cases (xrd_agent.testing.mixture_eval: same generator and seed 7)."""
+    from xrd_agent.testing.mixture_eval import simulated
 
-    parsed = {p.stem: parse_cif(p.read_text(), p.name) for p in sorted((DATA / "byo-cif").glob("*/*.cif"))}
-    d_min, d_max = d_range(5, 100)
-    refs = []
-    for i, (k, p) in enumerate(parsed.items()):
-        r = reflections(p.crystal, d_min, d_max)
-        refs.append(build_reference(i, k, k, np.array(p.cell), r.hkl, r.f2, cell_mass(p.crystal), p.crystal.volume, True))
-    checker = Checker(refs)
-    keys = list(parsed)
-    rng = np.random.default_rng(7)
-    tt = np.arange(10.0, 90.0, 0.02)
-    both = 0
-    errors: list[float] = []
-    mixtures_called = 0
-    seconds = []
-    for i in range(n):
-        a, b = rng.choice(len(keys), 2, replace=False)
-        w = float(rng.uniform(0.1, 0.9))
-        comps = [Component(parsed[keys[a]].crystal, cell_mass(parsed[keys[a]].crystal), w),
-                 Component(parsed[keys[b]].crystal, cell_mass(parsed[keys[b]].crystal), 1 - w)]
-        y = powder_scan(comps, tt, zero=float(rng.uniform(-0.1, 0.1)), seed=i)
-        v = checker.check(observe(tt, y, CU.alpha1, CU.alpha2))
-        seconds.append(v.seconds)
-        found = {p.refcode: p.weight_fraction for p in v.phases}
-        ok = keys[a] in found and keys[b] in found
-        both += ok
-        if ok:
-            errors.append(abs(found[keys[a]] - w))
-        single = Component(parsed[keys[a]].crystal, cell_mass(parsed[keys[a]].crystal), 1.0,
-                           tuple(rng.uniform(0.97, 1.03, 3)))
-        y = powder_scan([single], tt, zero=float(rng.uniform(-0.1, 0.1)), seed=1000 + i)
-        v1 = checker.check(observe(tt, y, CU.alpha1, CU.alpha2))
-        seconds.append(v1.seconds)
-        mixtures_called += v1.mixture
-        print(f"  {i}: {keys[a]}+{keys[b]} w={w:.2f} found {sorted(found)} "
-              f"w_a={found.get(keys[a])}  single {keys[a]} -> {[p.refcode for p in v1.phases]}", flush=True)
-    print(f"synthetic two-phase: both phases {both}/{n}, weight-fraction error mean "
-          f"{100 * np.mean(errors):.1f} points, max {100 * np.max(errors):.1f} points" if errors else "no mixture found")
-    print(f"synthetic single phases called mixtures: {mixtures_called}/{n}")
+    sim = simulated(n, emit=lambda line: print(line, flush=True))
+    seconds = [x for c in sim["cases"] for x in (c["seconds"], c["single"]["seconds"])]
+    if sim["error_mean"] == sim["error_mean"]:  # not NaN: at least one mixture found
+        print(f"synthetic two-phase: both phases {sim['both_found']}/{n} (by file stem; by structure "
+              f"{sim['found']}/{sim['distinct_n']} pairs of two different structures), weight-fraction error mean "
+              f"{100 * sim['error_mean']:.1f} points, max {100 * sim['error_max']:.1f} points; true fraction "
+              f"within 2 reported uncertainties in {100 * sim['within_2sigma']:.0f} % of {sim['within_2sigma_n']}")
+    else:
+        print("no mixture found")
+    print(f"synthetic single phases called mixtures: {sim['singles_called_mixtures']}/{n}")
     _times("synthetic", seconds)
 
 

@@ -3,7 +3,8 @@
 Compares the CNN with a cosine search-match and scikit-learn baselines, measures the
 confidence and flags (held-out MOFs, non-MOF fixtures, amorphous scans), retrains
 small models for the library-size and augmentation sweeps, and prints the crystallinity
-table (``--crystallinity-only``: that table alone, no model needed).
+and mixture tables (``--crystallinity-only`` / ``--mixtures-only``: those tables alone, no
+model needed).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crystallinity-only", action="store_true",
                         help="print only the crystallinity table (simulated products and the measured scans "
                              "in tests/data); needs no model")
+    parser.add_argument("--mixtures", type=int, default=20, metavar="N",
+                        help="simulated two-phase mixtures (and as many single phases) from the byo-cif "
+                             "structures for the mixture table; the physics check costs seconds per scan "
+                             "(default 20; 0 leaves the table out)")
+    parser.add_argument("--mixtures-only", action="store_true",
+                        help="print only the mixture table (simulated mixtures and the measured two-phase "
+                             "scans in tests/data/real-scans/byo-cif); needs no model")
+    parser.add_argument("--mixture-structures", default=None, metavar="STEMS",
+                        help="comma-separated byo-cif CIF stems the simulated mixtures are drawn from and "
+                             "checked against (default: all; a few small cells make a fast run)")
     parser.add_argument("--fixtures", type=Path, nargs="*", default=None, metavar="FILE",
                         help="non-MOF scans for the open-set table (default: the silicon and corundum "
                              "standards of the test fixtures, if present)")
@@ -75,11 +86,40 @@ def crystallinity_table(n: int, command: str) -> tuple[dict, str]:
     return {"simulated": sim, "real": real}, crystallinity_eval.markdown(sim, real, command)
 
 
+def _stems(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def mixture_table(n: int, command: str, structures: str | None = None) -> tuple[dict, str]:
+    """The mixture table: simulated two-phase mixtures and single phases, and the measured
+    two-phase scans of tests/data/real-scans/byo-cif (xrd_agent.testing.mixture_eval)."""
+    from xrd_agent.testing import mixture_eval
+
+    sim = mixture_eval.simulated(n, names=_stems(structures), emit=_progress)
+    real = mixture_eval.real()
+    return {"simulated": sim, "real": real}, mixture_eval.markdown(sim, real, command)
+
+
 def run(args: argparse.Namespace) -> int:
     command = shlex.join(["xrd-agent", *sys.argv[1:]])
-    if args.crystallinity_only:
-        _, table = crystallinity_table(args.crystallinity, command)
-        print(table)
+    if args.mixture_structures is not None:
+        from xrd_agent.testing.mixture_eval import structures
+
+        try:  # a wrong name is said before any work, not after an evaluation's hours
+            if len(structures(_stems(args.mixture_structures))) < 2:
+                raise ValueError("a mixture needs at least two structures")
+        except ValueError as exc:
+            print(f"--mixture-structures: {exc}", file=sys.stderr)
+            return 2
+    if args.crystallinity_only or args.mixtures_only:
+        if args.crystallinity_only:
+            print(crystallinity_table(args.crystallinity, command)[1])
+        if args.mixtures_only:
+            print(mixture_table(args.mixtures, command, args.mixture_structures)[1])
         return 0
     from xrd_agent.library.artifact import Library
     from xrd_agent.model.engine import Engine
@@ -108,10 +148,17 @@ def run(args: argparse.Namespace) -> int:
                        emit=lambda line: print(line, file=sys.stderr, flush=True))
     cryst, table = crystallinity_table(args.crystallinity, command)
     results["crystallinity"] = cryst
+    mtable = ""
+    if args.mixtures > 0:
+        results["mixtures"], mtable = mixture_table(args.mixtures, command, args.mixture_structures)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     with open(args.out / "results.md", "a", encoding="utf-8") as f:
         f.write("\n## Crystallinity\n\n" + table)
+        if mtable:
+            f.write("\n## Mixtures\n\n" + mtable)
     print(table)
+    if mtable:
+        print(mtable)
     return 0
 
 
