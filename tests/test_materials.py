@@ -228,7 +228,10 @@ def test_evaluate_real_command(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| mof/ZIF-67_XRED.csv | ZIF-67 [Co,C,H,N] |" in done.stdout
-    assert json.loads((tmp_path / "out" / "real.json").read_text())["summary"]["told"]["top1"] == 1
+    summary = json.loads((tmp_path / "out" / "real.json").read_text())["summary"]
+    assert summary["told"]["top1"] == 1
+    # scored as identify answers (physics check on): ZIF-67 first even without the metal
+    assert "physics check on" in done.stdout and summary["plain"]["top1"] == 1
     bad = tmp_path / "bad.toml"
     bad.write_text('[scans."mof/ZIF-67_XRED.csv"]\nmaterial = "ZIF-90"\nwavelength = "Cu"\n')
     refused = subprocess.run([sys.executable, "-m", "xrd_agent", "evaluate", "--real", str(REAL_SCANS),

@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--real", type=Path, default=None, metavar="DIR",
                         help="score measured scans under DIR instead (needs --labels): material Top-1/Top-5, "
                              "flags and confident wrong names, without and with the labelled elements")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --real: the physics check of the candidates, as identify does (default on; "
+                             "--no-verify scores the network and peak match alone)")
     parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
                         help="TOML labels of the --real scans (see xrd_agent/model/evaluate_real.py)")
     parser.add_argument("--materials", action="store_true",
@@ -131,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
                         baselines=baselines, sweep=args.sweep,
                         ablation=args.ablation, rerank_grid=args.rerank_grid)
     library = Library.load(args.library)
-    engine = Engine(args.model, library).load()
+    # measured scans are scored as identify answers them: physics check on unless --no-verify
+    engine = Engine(args.model, library, verify=bool(args.verify and args.real is not None)).load()
     fixtures = args.fixtures
     if fixtures is None:
         here = Path(__file__).resolve().parents[2] / "tests" / "data" / "fixtures" / "scans"

@@ -94,7 +94,8 @@ def evaluate_real(engine: Any, directory: str | Path, labels: Sequence[Label]) -
             row[mode] = _score(result, want, label.elements, materials, threshold)
         rows.append(row)
     return {"threshold": threshold, "rows": rows, "summary": _summary(rows),
-            "model_version": engine.manifest_.version, "library_version": engine.library_.version}
+            "model_version": engine.manifest_.version, "library_version": engine.library_.version,
+            "verify": bool(getattr(engine, "verify", False))}
 
 
 def _score(result: Any, want: Any, elements: Sequence[str], materials: Any, threshold: float) -> dict[str, Any]:
@@ -151,7 +152,8 @@ def markdown_real(results: dict[str, Any], command: str = "") -> str:
     lines = []
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"Model {results['model_version']}, library {results['library_version']}; confident = no "
+    check = "physics check on" if results.get("verify") else "network and peak match alone (no physics check)"
+    lines += [f"Model {results['model_version']}, library {results['library_version']}, {check}; confident = no "
               f"unknown_phase/amorphous flag and confidence >= {results['threshold']:.2f}.", "",
               "| scan | label | Top-1 (confidence) | flags | Top-1 with elements (confidence) | flags |",
               "| --- | --- | --- | --- | --- | --- |"]
