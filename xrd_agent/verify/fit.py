@@ -207,7 +207,11 @@ def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
     s_max2 = (np.sin(np.radians(obs.two_theta[-1] / 2.0)) / obs.wavelength) ** 2
     t = np.clip((1.0 / (2.0 * d)) ** 2 / s_max2, 0.0, 1.0)
     g_lo, g_hi = np.expm1(-DW_RANGE[1] * s_max2), np.expm1(-DW_RANGE[0] * s_max2)
-    with_solvent = bool(pos.size) and low >= SOLVENT_MIN_SHARE * float(np.sum(inten))
+    # pores hold solvent only in frameworks with large cells: a phase gets the low-angle column
+    # when it has reflections beyond d0 (a layered hydroxide's strong 4.6 A line is not pore
+    # solvent, and a free scale on it cost its weight fraction 10 points)
+    with_solvent = (bool(pos.size) and float(d.max()) >= SOLVENT_D0
+                    and low >= SOLVENT_MIN_SHARE * float(np.sum(inten)))
     base = main if with_solvent else inten
     parts = [base * (1 + g_lo * t), base * (1 + g_hi * t)]
     if with_solvent:
