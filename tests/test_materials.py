@@ -180,6 +180,26 @@ def test_simulated_hkust1_with_hkust1_expected_raises_no_critical_alert(engine, 
         assert [a for a in found if a.severity == "critical"] == []
 
 
+def test_physics_checked_top5_lists_five_distinct_materials(library, tmp_path):
+    """Several fitted determinations of one material are one answer: with the physics check on,
+    a simulated HKUST-1 scan once came out as HKUST-1 four times in its Top-5."""
+    from xrd_agent.model import artifact
+    from xrd_agent.model.engine import Engine
+    from xrd_agent.readers import read_scan
+    from xrd_agent.scan import Wavelength
+
+    if not (artifact.default_model_path() / artifact.MANIFEST_FILE).is_file():
+        pytest.skip("the shipped model has not been trained yet")
+    tt, counts = _simulated(library, "HKUST-1", 0)
+    path = tmp_path / "hkust1.xy"
+    np.savetxt(path, np.column_stack([tt, counts]))
+    engine = Engine(library=library, device="cpu", cam=False, verify=True).load()
+    result = engine.identify(read_scan(path, wavelength=Wavelength.for_anode("Cu")))
+    assert result.physics is not None and result.top[0].name == "HKUST-1"
+    assert sum(c.fit is not None for c in result.top) >= 2
+    assert len({c.material for c in result.top}) == len(result.top) == 5
+
+
 def test_elements_in_the_pot_change_the_ranking(engine, library):
     """ZIF-67 (Co) and ZIF-8 (Zn) are isostructural: the pattern alone barely tells them apart,
     the metal in the pot does."""

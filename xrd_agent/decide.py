@@ -272,11 +272,14 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
         # of its candidates in its order, then the network's; the elements still rule as they did.
         by_material = {r.material.id: r for r in ranked}
         head: list[Any] = []
-        for c in verified.candidates:
-            r = by_material.get(mats[int(mats.of_class[c.index])].id)
-            if r is not None and r not in head:
+        seen: set[Any] = set()  # materials, not candidate objects: each fitted determination of
+        for c in verified.candidates:  # one material (HKUST-1 x 4) is one answer, at its best fit
+            mid = mats[int(mats.of_class[c.index])].id
+            r = by_material.get(mid)
+            if r is not None and mid not in seen:
+                seen.add(mid)
                 head.append(replace(r, best=c.index) if c.index in r.material.indices else r)
-        order = head + [r for r in ranked if r not in head]
+        order = head + [r for r in ranked if r.material.id not in seen]
         if weights is not None:
             order = ([r for r in order if weights[int(mats.of_class[r.best])] >= 1.0]
                      + [r for r in order if weights[int(mats.of_class[r.best])] < 1.0])
