@@ -11,9 +11,8 @@ import pytest
 pytest.importorskip("pymatgen")
 
 from xrd_agent.library.cif import parse_cif  # noqa: E402
-from xrd_agent.library.fitdata import cell_mass, d_range, reflections  # noqa: E402
+from xrd_agent.library.fitdata import cell_mass  # noqa: E402
 from xrd_agent.testing.powder import Component, powder_scan  # noqa: E402
-from xrd_agent.verify.check import Checker  # noqa: E402
 from xrd_agent.verify.observed import observe  # noqa: E402
 from xrd_agent.verify.references import build_reference, symmetry_groups  # noqa: E402
 
@@ -31,13 +30,9 @@ def phases():
 
 @pytest.fixture(scope="module")
 def checker(phases):
-    d_min, d_max = d_range(5, 100)
-    refs = []
-    for i, (key, p) in enumerate(phases.items()):
-        r = reflections(p.crystal, d_min, d_max)
-        refs.append(build_reference(i, key, key, np.array(p.cell), r.hkl, r.f2, cell_mass(p.crystal),
-                                    p.crystal.volume, True))
-    return Checker(refs)
+    from xrd_agent.testing.mixture_eval import checker_for_structures
+
+    return checker_for_structures(phases)  # references over 5-100 deg, |F|^2 absolute
 
 
 def component(phases, key, **kw):
