@@ -77,6 +77,8 @@ def test_two_phase_mixture_gives_both_phases_and_weight_fractions(phases, checke
     assert abs(found[a].weight_fraction - w) <= 0.05
     assert abs(found[b].weight_fraction - (1 - w)) <= 0.05
     assert all(p.uncertainty is not None and 0 < p.uncertainty < 0.05 for p in v.phases)
+    # the composition leads the ranking, main phase first: both phases are the top two candidates
+    assert [c.refcode for c in v.candidates[:2]] == [p.refcode for p in v.phases]
 
 
 def test_single_phase_is_not_a_mixture(phases, checker):

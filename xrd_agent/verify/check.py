@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element
+from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element, strain_cost
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex
 from xrd_agent.verify.references import Reference
@@ -108,12 +108,15 @@ class Verification:
         return len(self.phases) > 1
 
 
-def _candidate(fit: FitResult, ref: Reference, prob: float, pf: float, posterior: float) -> CandidateFit:
-    st = fit.phases[-1]
+def _candidate(fit: FitResult, ref: Reference, prob: float, pf: float, posterior: float, k: int = -1
+               ) -> CandidateFit:
+    """Phase ``k`` of ``fit`` (its last by default) as a ranked candidate."""
+    k = k % len(fit.phases)
+    st = fit.phases[k]
     t30 = np.tan(np.radians(15.0))
     return CandidateFit(ref.index, ref.refcode, ref.name, float(prob), float(pf), fit.rwp, fit.rwp_background,
-                        fit.improvement, float(posterior), tuple(float(x) for x in fit.cell(len(fit.phases) - 1)),
-                        tuple(float(x) for x in fit.cell_change(len(fit.phases) - 1)), fit.shape.zero,
+                        fit.improvement, float(posterior), tuple(float(x) for x in fit.cell(k)),
+                        tuple(float(x) for x in fit.cell_change(k)), fit.shape.zero,
                         float(np.sqrt(fit.shape.w + fit.shape.u * t30 * t30)), (st.axis, float(np.exp(st.ln_r))))
 
 
@@ -217,15 +220,28 @@ class Checker:
         # a candidate that fits only after moving its axes by many per cent is not a confident answer
         plausible = float(np.exp(-best_fit.prior / 2.0))
         confidence = float(min(same, 1.0) * quality * plausible)
-        phases = self._compose(fitter, obs, best_fit, [fits[i] for i in order]) if fits_ok else ()
-        if len(phases) > 1 and phases[0].weight_fraction is not None:
-            # the main phase of a mixture leads the ranking, whichever phase the search started from
-            major = max(phases, key=lambda p: p.weight_fraction or 0.0)
-            phases = (major, *[p for p in phases if p is not major])
-            cands = tuple(sorted(cands, key=lambda c: c.index != major.index))
+        phases, comp = self._compose(fitter, obs, best_fit, [fits[i] for i in order]) if fits_ok else ((), None)
+        if comp is not None and (len(phases) > 1 or phases[0].index != cands[0].index):
+            # The composition leads the ranking, main phase first, whichever phase the search
+            # started from: every phase found is in the Top-k (one found in the residual was not
+            # a fitted candidate), and a cell stretched to mimic a mixture, which backward
+            # elimination dropped, no longer heads it. The confidence is at most what the
+            # composition's fit and its main phase's cell change support.
+            if phases[0].weight_fraction is not None:
+                phases = tuple(sorted(phases, key=lambda p: -(p.weight_fraction or 0.0)))
+            known = {c.index: c for c in cands}
+            slot = {st.ref.index: k for k, st in enumerate(comp.phases)}
+            lead = tuple(known.get(p.index) or _candidate(comp, self.refs[p.index], probs[p.index], 0.0, 0.0,
+                                                          slot[p.index]) for p in phases)
+            cands = (*lead, *[c for c in cands if c.index not in slot])
+            st = comp.phases[slot[phases[0].index]]
+            comp_quality = float(np.clip((comp.improvement - pol.min_explained)
+                                         / (pol.full_explained - pol.min_explained), 0, 1))
+            confidence = min(confidence, comp_quality * float(np.exp(-np.sum(strain_cost(st) ** 2) / 2.0)))
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
-    def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]) -> tuple[Phase, ...]:
+    def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
+                 ) -> tuple[tuple[Phase, ...], FitResult]:
         pol = self.policy
         current = fitter.result(list(first.phases), first.shape, with_covariance=True)
         gains: list[tuple[float, float | None]] = [(current.improvement, None)]
@@ -271,7 +287,7 @@ class Checker:
         current, gains = _eliminate(fitter, current, gains, pol)
         w, u = weight_fractions(current)
         return tuple(Phase(st.ref.index, st.ref.refcode, st.ref.name, w[i], u[i], gains[i][0], gains[i][1])
-                     for i, st in enumerate(current.phases))
+                     for i, st in enumerate(current.phases)), current
 
 
 def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]], policy: VerifyPolicy
