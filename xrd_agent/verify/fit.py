@@ -291,9 +291,6 @@ class FitResult:
             start += width
         return e
 
-    def scales(self) -> np.ndarray:
-        return self.linear.coef @ self.scale_matrix()
-
     @property
     def improvement(self) -> float:
         """Share of the background-only misfit the phases explain, 1 - chi2 / chi2_background."""
