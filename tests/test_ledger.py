@@ -116,7 +116,39 @@ def test_in_memory_ledger_works_from_several_threads():
 
 def test_expectations_survive_a_restart(tmp_path):
     Ledger(tmp_path).set_expectation("S-1", ["HKUST-1"], 3)
-    assert Ledger(tmp_path).expectations() == {"S-1": (["HKUST-1"], 3)}
+    assert Ledger(tmp_path).expectations() == {"S-1": (["HKUST-1"], 3, {})}
+
+
+def test_elements_and_thresholds_of_an_expectation_survive_a_restart(tmp_path):
+    """An orchestrator's `expect --elements ... ` and per-sample crystallinity thresholds were
+    held only in memory: after a restart the sample was judged without them."""
+    from xrd_agent.service.expectations import ExpectationBook
+
+    book = ExpectationBook({}, 5, Ledger(tmp_path))
+    book.expect("S-7", ["ZIF-8"], 3, thresholds={"amorphous_below": 0.1, "low_crystallinity_below": 0.6},
+                elements=["Zn", "C", "N", "H"])
+    again = ExpectationBook({}, 5, Ledger(tmp_path)).for_scan(tmp_path / "S-7.xy", "S-7")
+    assert again is not None
+    assert (again.phases, again.top_k, again.source) == (("ZIF-8",), 3, "control")
+    assert set(again.elements) == {"Zn", "C", "N", "H"}
+    assert (again.amorphous_below, again.low_crystallinity_below) == (0.1, 0.6)
+
+
+def test_a_ledger_from_before_expectation_extras_opens_and_keeps_its_expectations(tmp_path):
+    import sqlite3
+
+    from xrd_agent.service.ledger import FILENAME
+
+    Ledger(tmp_path).set_expectation("S-1", ["HKUST-1"], 3)
+    conn = sqlite3.connect(tmp_path / FILENAME)  # the table as the earlier schema wrote it
+    conn.executescript("ALTER TABLE expectations RENAME TO old; CREATE TABLE expectations (sample_id TEXT "
+                       "PRIMARY KEY, phases TEXT NOT NULL, top_k INTEGER NOT NULL, updated_at TEXT NOT NULL); "
+                       "INSERT INTO expectations SELECT sample_id, phases, top_k, updated_at FROM old; DROP TABLE old;")
+    conn.close()
+    ledger = Ledger(tmp_path)
+    assert ledger.expectations() == {"S-1": (["HKUST-1"], 3, {})}
+    ledger.set_expectation("S-2", ["ZIF-8"], 5, {"elements": ["Zn"]})
+    assert Ledger(tmp_path).expectations()["S-2"] == (["ZIF-8"], 5, {"elements": ["Zn"]})
 
 
 def test_a_damaged_ledger_is_a_clear_error(tmp_path):

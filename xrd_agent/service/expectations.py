@@ -128,8 +128,15 @@ class ExpectationBook:
         self.materials = materials  # the library's Materials: phases are checked against it
         self._control: dict[str, Expectation] = {}
         if ledger is not None:
-            for sample_id, (phases, top_k) in ledger.expectations().items():
-                self._control[sample_id] = Expectation(sample_id, tuple(phases), top_k, "control")
+            for sample_id, (phases, top_k, extra) in ledger.expectations().items():
+                try:
+                    kept = _clean_thresholds(extra)
+                    elements = clean_elements(extra.get("elements"))
+                except ValueError as exc:  # a hand-edited ledger: the phases still count
+                    log.error("stored expectation extras left out", sample_id=sample_id, reason=str(exc))
+                    kept, elements = {}, ()
+                self._control[sample_id] = Expectation(sample_id, tuple(phases), top_k, "control",
+                                                       elements=elements, **kept)
         self.reload(configured, default_top_k, configured_elements)
 
     def reload(self, configured: Mapping[str, Sequence[str]], default_top_k: int,
@@ -151,8 +158,8 @@ class ExpectationBook:
                thresholds: Mapping[str, object] | None = None, elements: object = None) -> Expectation:
         """Set (or, with no phases and no elements, clear) the expectation for a sample id (control
         socket). Raises ValueError for a name that means no library material or several.
-        ``thresholds`` (amorphous_below, low_crystallinity_below) and ``elements`` live as long as
-        the process: the ledger keeps phases and top_k only."""
+        ``thresholds`` (amorphous_below, low_crystallinity_below) and ``elements`` are kept in the
+        ledger with the phases, so a restarted agent judges the sample as it was asked to."""
         if not isinstance(sample_id, str) or not sample_id.strip():
             raise ValueError("sample_id must be a non-empty string")
         exp = Expectation(sample_id.strip(), check_phases(_clean_phases(phases), self.materials),
@@ -161,7 +168,12 @@ class ExpectationBook:
         with self._lock:
             self._control[exp.sample_id] = exp
         if self._ledger is not None:
-            self._ledger.set_expectation(exp.sample_id, exp.phases, exp.top_k)
+            extra: dict[str, object] = {k: v for k, v in (("amorphous_below", exp.amorphous_below),
+                                                          ("low_crystallinity_below", exp.low_crystallinity_below))
+                                        if v is not None}
+            if exp.elements:
+                extra["elements"] = list(exp.elements)
+            self._ledger.set_expectation(exp.sample_id, exp.phases, exp.top_k, extra)
         return exp
 
     def for_scan(self, scan_path: Path, sample_id: str | None) -> Expectation | None:

@@ -21,7 +21,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS expectations (
     sample_id  TEXT PRIMARY KEY,
     phases     TEXT NOT NULL,          -- JSON list
     top_k      INTEGER NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    extra      TEXT NOT NULL DEFAULT '{}'  -- JSON: elements in the pot, crystallinity thresholds
 );
 """
 
@@ -158,6 +159,9 @@ class Ledger:
             conn = self._conn()
             with conn:
                 conn.executescript(_SCHEMA)
+                columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(expectations)")}
+                if "extra" not in columns:  # a ledger written before expectations kept elements and thresholds
+                    conn.execute("ALTER TABLE expectations ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('last_seq', '0')")
@@ -241,14 +245,17 @@ class Ledger:
         with self._write_lock:
             conn.executemany("UPDATE messages SET sent = 1 WHERE seq = ?", [(int(s),) for s in seqs])
 
-    def set_expectation(self, sample_id: str, phases: Sequence[str], top_k: int) -> None:
+    def set_expectation(self, sample_id: str, phases: Sequence[str], top_k: int,
+                        extra: Mapping[str, Any] | None = None) -> None:
+        """``extra``: the elements in the pot and the sample's crystallinity thresholds, kept so
+        that a restarted agent judges the sample as the orchestrator asked."""
         conn = self._conn()
         with self._write_lock:
             conn.execute(
-                "INSERT INTO expectations(sample_id, phases, top_k, updated_at) VALUES (?, ?, ?, ?)"
+                "INSERT INTO expectations(sample_id, phases, top_k, updated_at, extra) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(sample_id) DO UPDATE SET phases = excluded.phases, top_k = excluded.top_k,"
-                " updated_at = excluded.updated_at",
-                (sample_id, json.dumps(list(phases)), int(top_k), _now()),
+                " updated_at = excluded.updated_at, extra = excluded.extra",
+                (sample_id, json.dumps(list(phases)), int(top_k), _now(), json.dumps(dict(extra or {}))),
             )
 
     # -- reading -----------------------------------------------------------------------------
@@ -305,9 +312,10 @@ class Ledger:
             return None
         return _dt.datetime.fromisoformat(str(rows[0][0]).replace("Z", "+00:00"))
 
-    def expectations(self) -> dict[str, tuple[list[str], int]]:
-        rows = self._query("SELECT sample_id, phases, top_k FROM expectations")
-        return {str(r[0]): (list(json.loads(r[1])), int(r[2])) for r in rows}
+    def expectations(self) -> dict[str, tuple[list[str], int, dict[str, Any]]]:
+        """sample id -> (phases, top_k, extra) of every expectation set over the control socket."""
+        rows = self._query("SELECT sample_id, phases, top_k, extra FROM expectations")
+        return {str(r[0]): (list(json.loads(r[1])), int(r[2]), dict(json.loads(r[3] or "{}"))) for r in rows}
 
     def counts(self) -> dict[str, int]:
         out = {"identified": 0, "duplicate": 0, "rejected": 0}
