@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,21 @@ def control_client(args: argparse.Namespace) -> Any:
 def unreachable(endpoint: str, exc: Exception) -> str:
     return (f"no xrd-agent answers at {endpoint} ({exc}); is it running (systemctl status xrd-agent) "
             "and is this the right --control endpoint?")
+
+
+def request(args: argparse.Namespace, command: str, call: Callable[[Any], dict[str, Any]]) -> dict[str, Any] | None:
+    """One control request for ``xrd-agent COMMAND``: the reply, or None once it has said on
+    stderr that no agent answers. A refusal (a bad name, an out-of-range value) is a
+    :class:`ConfigError`, so the command exits 2 with the agent's reason."""
+    from xrd_agent.errors import ConfigError, ControlError
+
+    client = control_client(args)
+    try:
+        return call(client)
+    except ControlError as exc:
+        if "refused" in str(exc):
+            raise ConfigError(str(exc)) from None
+        print(f"xrd-agent {command}: {unreachable(client.endpoint, exc)}", file=sys.stderr)
+        return None
+    finally:
+        client.close()

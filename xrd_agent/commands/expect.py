@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from xrd_agent.commands import _agent
 
@@ -25,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xrd_agent.errors import ConfigError, ControlError
+    from xrd_agent.errors import ConfigError
 
     if not 1 <= args.top_k <= 50:
         raise ConfigError("--top-k must be from 1 to 50")
@@ -37,16 +36,10 @@ def run(args: argparse.Namespace) -> int:
             elements = list(clean_elements(",".join(args.elements)))
         except ValueError as exc:
             raise ConfigError(f"--elements: {exc} (write e.g. Zn, Cu, N)") from None
-    client = _agent.control_client(args)
-    try:
-        reply = client.expect(args.sample, args.phases, top_k=args.top_k, elements=elements)
-    except ControlError as exc:
-        if "refused" in str(exc):
-            raise ConfigError(str(exc)) from None
-        print(f"xrd-agent expect: {_agent.unreachable(client.endpoint, exc)}", file=sys.stderr)
+    reply = _agent.request(args, "expect",
+                           lambda client: client.expect(args.sample, args.phases, top_k=args.top_k, elements=elements))
+    if reply is None:
         return 2
-    finally:
-        client.close()
     if reply["phases"]:
         extra = f"; elements {' '.join(reply['elements'])}" if reply.get("elements") else ""
         print(f"{reply['sample_id']}: expecting {', '.join(reply['phases'])} within the Top-{reply['top_k']}{extra}")

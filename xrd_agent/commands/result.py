@@ -28,20 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from xrd_agent import messages
     from xrd_agent.commands.subscribe import describe
-    from xrd_agent.errors import ConfigError, ControlError
+    from xrd_agent.errors import ConfigError
 
     if not 1 <= args.limit <= 1000:
         raise ConfigError("--limit must be from 1 to 1000")
-    client = _agent.control_client(args)
-    try:
-        reply = client.by_sample(args.sample, args.limit)
-    except ControlError as exc:
-        if "refused" in str(exc):
-            raise ConfigError(str(exc)) from None
-        print(f"xrd-agent result: {_agent.unreachable(client.endpoint, exc)}", file=sys.stderr)
+    reply = _agent.request(args, "result", lambda client: client.by_sample(args.sample, args.limit))
+    if reply is None:
         return 2
-    finally:
-        client.close()
     found = reply["messages"]
     for message in found:
         print(messages.dumps(message) if args.json else describe(message))

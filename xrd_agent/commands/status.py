@@ -6,7 +6,6 @@ Exit status 0: ready; 1: running but degraded (the reasons are printed); 2: unre
 from __future__ import annotations
 
 import argparse
-import sys
 
 from xrd_agent.commands import _agent
 
@@ -26,16 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xrd_agent import messages
-    from xrd_agent.errors import ControlError
 
-    client = _agent.control_client(args)
-    try:
-        health = client.health()
-    except ControlError as exc:
-        print(f"xrd-agent status: {_agent.unreachable(client.endpoint, exc)}", file=sys.stderr)
+    health = _agent.request(args, "status", lambda client: client.health())
+    if health is None:
         return EXIT_UNREACHABLE
-    finally:
-        client.close()
     if args.json:
         print(messages.dumps(health))
     else:

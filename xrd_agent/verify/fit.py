@@ -514,21 +514,20 @@ class Fitter:
         if not texture:
             return self.result(phases, sh)
         best = self.result(phases, sh)
-        if texture:
-            best_phases, best_sh = phases, sh
-            for axis in ref.texture_axes:
-                trial = list(phases)
-                trial[k] = PhaseState(ref, phases[k].lnp, axis, 0.0)
-                x = _best_r(self, trial, sh, k)
-                trial[k] = PhaseState(ref, phases[k].lnp, axis, x)
-                res = self.result(trial, sh)
-                if res.chi2 + res.prior < best.chi2 + best.prior - 1.0:
-                    best, best_phases = res, trial
-            if best_phases is not phases:
-                phases, sh = self.refine(best_phases, best_sh, [k], texture=True, max_nfev=self.max_nfev // 2)
-                polished = self.result(phases, sh)
-                if polished.chi2 + polished.prior <= best.chi2 + best.prior:
-                    best = polished
+        best_phases, best_sh = phases, sh
+        for axis in ref.texture_axes:
+            trial = list(phases)
+            trial[k] = PhaseState(ref, phases[k].lnp, axis, 0.0)
+            x = _best_r(self, trial, sh, k)
+            trial[k] = PhaseState(ref, phases[k].lnp, axis, x)
+            res = self.result(trial, sh)
+            if res.chi2 + res.prior < best.chi2 + best.prior - 1.0:
+                best, best_phases = res, trial
+        if best_phases is not phases:
+            phases, sh = self.refine(best_phases, best_sh, [k], texture=True, max_nfev=self.max_nfev // 2)
+            polished = self.result(phases, sh)
+            if polished.chi2 + polished.prior <= best.chi2 + best.prior:
+                best = polished
         return best
 
 
