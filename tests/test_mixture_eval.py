@@ -54,12 +54,20 @@ def test_simulated_summary_agrees_with_its_case_and_finds_an_easy_mixture():
 @pytest.mark.timeout(240)
 def test_evaluate_prints_the_mixture_table():
     done = subprocess.run([sys.executable, "-m", "xrd_agent", "evaluate", "--mixtures-only", "--mixtures", "1",
-                           "--mixture-structures", ",".join(SMALL)],
+                           "--mixture-structures", ",".join(SMALL), "--multiphase", "1"],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    out, multi = done.stdout.split("Multi-phase mixtures")
     assert "Mixtures on 1 simulated two-phase scans and 1 single phases" in out
-    assert f"xrd-agent evaluate --mixtures-only --mixtures 1 --mixture-structures {','.join(SMALL)}" in out
+    assert (f"xrd-agent evaluate --mixtures-only --mixtures 1 --mixture-structures {','.join(SMALL)} "
+            "--multiphase 1") in out
+    # three structures: one three-phase product, every phase of it scored; no four-phase row
+    summary = [line for line in multi.splitlines() if re.match(r"\| [34] \| 1 \| \d+/3 \|", line)]
+    assert len(summary) == 1 and "no 4-phase mixtures" in done.stderr
+    found = int(re.match(r"\| 3 \| 1 \| (\d)/3", summary[0]).group(1))
+    case = next(line for line in multi.splitlines() if line.startswith("| 3 | 0 |"))
+    reported = case.split("|")[4]
+    assert found == sum(k in reported for k in SMALL)
     rows = [line for line in out.splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]

@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="simulated two-phase mixtures (and as many single phases) from the byo-cif "
                              "structures for the mixture table; the physics check costs seconds per scan "
                              "(default 20; 0 leaves the table out)")
+    parser.add_argument("--multiphase", type=int, default=12, metavar="N",
+                        help="simulated products of three and of four phases (N of each) for the mixture "
+                             "table (default 12; 0 leaves them out)")
     parser.add_argument("--mixtures-only", action="store_true",
                         help="print only the mixture table (simulated mixtures and the measured two-phase "
                              "scans in tests/data/real-scans/byo-cif); needs no model")
@@ -97,14 +100,26 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def mixture_table(n: int, command: str, structures: str | None = None) -> tuple[dict, str]:
-    """The mixture table: simulated two-phase mixtures and single phases, and the measured
-    two-phase scans of tests/data/real-scans/byo-cif (xrd_agent.testing.mixture_eval)."""
+def mixture_table(n: int, command: str, structures: str | None = None, multiphase: int = 0) -> tuple[dict, str]:
+    """The mixture table: simulated two-phase mixtures and single phases, products of three and
+    four phases, and the measured two-phase scans of tests/data/real-scans/byo-cif
+    (xrd_agent.testing.mixture_eval)."""
     from xrd_agent.testing import mixture_eval
 
-    sim = mixture_eval.simulated(n, names=_stems(structures), emit=_progress)
+    names = _stems(structures)
+    checker = mixture_eval.checker_for_structures(mixture_eval.structures(names))
+    sim = mixture_eval.simulated(n, names=names, checker=checker, emit=_progress) if n > 0 else None
+    multi = []
+    for k in (3, 4) if multiphase > 0 else ():
+        try:
+            multi.append(mixture_eval.multiphase(multiphase, k, names=names, checker=checker, emit=_progress))
+        except ValueError as exc:  # fewer different structures than phases (--mixture-structures)
+            _progress(f"  no {k}-phase mixtures: {exc}")
     real = mixture_eval.real()
-    return {"simulated": sim, "real": real}, mixture_eval.markdown(sim, real, command)
+    text = mixture_eval.markdown(sim, real, command)
+    if multi:
+        text += "\n" + mixture_eval.multiphase_markdown(multi)
+    return {"simulated": sim, "multiphase": multi, "real": real}, text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         if args.crystallinity_only:
             print(crystallinity_table(args.crystallinity, command)[1])
         if args.mixtures_only:
-            print(mixture_table(args.mixtures, command, args.mixture_structures)[1])
+            print(mixture_table(args.mixtures, command, args.mixture_structures, args.multiphase)[1])
         return 0
     from xrd_agent.library.artifact import Library
     from xrd_agent.model.engine import Engine
@@ -153,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
     cryst, table = crystallinity_table(args.crystallinity, command)
     results["crystallinity"] = cryst
     mtable = ""
-    if args.mixtures > 0:
-        results["mixtures"], mtable = mixture_table(args.mixtures, command, args.mixture_structures)
+    if args.mixtures > 0 or args.multiphase > 0:
+        results["mixtures"], mtable = mixture_table(args.mixtures, command, args.mixture_structures, args.multiphase)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     with open(args.out / "results.md", "a", encoding="utf-8") as f:
         f.write("\n## Crystallinity\n\n" + table)

@@ -180,6 +180,84 @@ def simulated(n: int, seed: int = SEED, checker: Checker | None = None, names: S
             "seconds": _times(seconds), "cases": cases}
 
 
+def multiphase(n: int, k: int, seed: int = SEED, checker: Checker | None = None,
+               names: Sequence[str] | None = None, emit: Emit | None = None) -> dict[str, Any]:
+    """``n`` mixtures of ``k`` different structures (no two of one structure), weight fractions
+    u_i / sum(u) with u_i uniform in 0.2-1 (so every phase holds at least 0.2 / (0.2 + k - 1) of
+    the sample: 9 % of three, 6 % of four), zero shift within +-0.1 deg, noise seed 2000 + i.
+    Per scan: how many of the k phases the composition holds (a CIF of the same structure
+    counts), how many phases it adds that are not there, and the weight-fraction error of
+    each phase found. A lab's three- and four-phase products are what this scores."""
+    from xrd_agent.library.fitdata import cell_mass
+    from xrd_agent.testing.powder import Component, powder_scan
+    from xrd_agent.verify.observed import observe
+
+    parsed = structures(names)
+    if checker is None:
+        checker = checker_for_structures(parsed)
+    keys = list(parsed)
+    twins = {key: {j for j in keys if same_structure(parsed[key], parsed[j])} for key in keys}
+    distinct = [key for key in keys if min(twins[key]) == key]  # one file per structure
+    if len(distinct) < k:
+        raise ValueError(f"a {k}-phase mixture needs {k} different structures")
+    rng = np.random.default_rng(seed + 100 * k)
+    tt = np.arange(*TWO_THETA)
+    cases: list[dict[str, Any]] = []
+    for i in range(n):
+        picked = [distinct[j] for j in rng.choice(len(distinct), k, replace=False)]
+        u = rng.uniform(0.2, 1.0, k)
+        w = u / u.sum()
+        comps = [Component(parsed[key].crystal, cell_mass(parsed[key].crystal), float(wi))
+                 for key, wi in zip(picked, w)]
+        y = powder_scan(comps, tt, zero=float(rng.uniform(-0.1, 0.1)), seed=2000 + i)
+        v = checker.check(observe(tt, y, CU.alpha1, CU.alpha2))
+        phases = _phases(v)
+        shares = [_share(phases, twins[key]) for key in picked]
+        errors = [None if s is None or s[0] is None else abs(s[0] - float(wi)) for s, wi in zip(shares, w)]
+        truth = set().union(*(twins[key] for key in picked))
+        case = {"case": i, "truth": [{"refcode": key, "weight_fraction": float(wi)} for key, wi in zip(picked, w)],
+                "phases": phases, "found": sum(s is not None for s in shares),
+                "extra": sum(p["refcode"] not in truth for p in phases),
+                "errors": errors, "seconds": v.seconds}
+        cases.append(case)
+        if emit is not None:
+            emit(f"  {k} phases {i}: {' + '.join(f'{key} {wi:.2f}' for key, wi in zip(picked, w))} -> "
+                 f"{_composition(phases)}")
+    errs = [e for c in cases for e in c["errors"] if e is not None]
+    return {"n": n, "k": k, "seed": seed, "two_theta": list(TWO_THETA),
+            "phases_found": sum(c["found"] for c in cases), "phases_total": n * k,
+            "all_found": sum(c["found"] == k for c in cases),
+            "extra": sum(c["extra"] for c in cases),
+            "error_mean": float(np.mean(errs)) if errs else float("nan"),
+            "error_max": float(np.max(errs)) if errs else float("nan"),
+            "seconds": _times([c["seconds"] for c in cases]), "cases": cases}
+
+
+def multiphase_markdown(runs: Sequence[dict[str, Any]], command: str = "") -> str:
+    """One summary line per phase count, then one row per simulated scan."""
+    if not runs:
+        return ""
+    lines = ["Multi-phase mixtures (structures of tests/data/real-scans/byo-cif, each phase at least "
+             "9 % of three or 6 % of four; Cu, 2-theta "
+             f"{runs[0]['two_theta'][0]:g}-{runs[0]['two_theta'][1]:g} deg):", ""]
+    if command:
+        lines += [f"    {command}", ""]
+    lines += ["| phases | scans | phases found | scans with every phase | phases reported that are not there "
+              "| weight-fraction error mean / max (points) | check p50 / p99 (s) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        t = r["seconds"]
+        lines.append(f"| {r['k']} | {r['n']} | {r['phases_found']}/{r['phases_total']} | {r['all_found']}/{r['n']} | "
+                     f"{r['extra']} | {_pct(r['error_mean'])} / {_pct(r['error_max'])} | "
+                     f"{t['p50']:.1f} / {t['p99']:.1f} |")
+    lines += ["", "| phases | case | true composition | reported composition |", "| --- | --- | --- | --- |"]
+    for r in runs:
+        for c in r["cases"]:
+            true = ", ".join(f"{t['refcode']} {t['weight_fraction']:.3f}" for t in c["truth"])
+            lines.append(f"| {r['k']} | {c['case']} | {true} | {_composition(c['phases'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def library_checker(folder: Path = BYO) -> Checker:
     """The check over a library built from every CIF under ``folder`` together (5-165 deg, Cu),
     as ``bench_verify.py --byo`` builds it; the temporary library is removed once loaded."""

@@ -1,5 +1,5 @@
 """The physics check: prefilter the whole library, fit the candidates, rank them with the
-network, and decompose the scan into up to three phases with weight fractions.
+network, and decompose the scan into up to four phases with weight fractions.
 
 Ranking (one rule, no per-file thresholds). For candidate i with fit chi^2_i (resolution
 elements, strain prior included), k_i nonlinear cell parameters and network probability q_i:
@@ -45,9 +45,10 @@ from xrd_agent.verify.references import Reference
 class VerifyPolicy:
     network_candidates: int = 3  # the network's best fitted
     prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's)
-    min_explained: float = 0.6  # share of the background-only misfit the best fit must remove
+    min_explained: float = 0.6  # share of the background-only misfit the answer (its phases together) must remove
+    min_seed: float = 0.2  # ... the best single phase must remove for a composition to be sought from it
     full_explained: float = 0.9  # ... at which the fit quality no longer lowers the confidence
-    max_phases: int = 3
+    max_phases: int = 4  # lab products of three and four phases are scored
     mixture_p: float = 1e-3
     mixture_min_gain: float = 0.15
     min_fraction: float = 0.02  # weight fraction below which a further phase is not reported (lab XRD's limit)
@@ -213,14 +214,23 @@ class Checker:
                       for i in order)
         best_fit = fits[int(order[0])]
         explained = best_fit.improvement
+        # A phase of a three- or four-phase product explains well under half the signal alone:
+        # the composition is sought from any best fit that explains a share worth building on,
+        # and "nothing fits" is judged on what the composition explains (each phase it adds
+        # passed the F-test and removed a share of the misfit).
+        phases, comp = (self._compose(fitter, obs, best_fit, [fits[i] for i in order])
+                        if explained >= pol.min_seed else ((), None))
+        if comp is not None and len(phases) > 1:
+            explained = max(explained, comp.improvement)
         fits_ok = explained >= pol.min_explained
+        if not fits_ok:
+            phases, comp = (), None
         same = sum(c.posterior for c in cands if c.name == cands[0].name)
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
         # the cell change the best fit needed enters as its prior probability relative to no change:
         # a candidate that fits only after moving its axes by many per cent is not a confident answer
         plausible = float(np.exp(-best_fit.prior / 2.0))
         confidence = float(min(same, 1.0) * quality * plausible)
-        phases, comp = self._compose(fitter, obs, best_fit, [fits[i] for i in order]) if fits_ok else ((), None)
         if comp is not None and (len(phases) > 1 or phases[0].index != cands[0].index):
             # The composition leads the ranking, main phase first, whichever phase the search
             # started from: every phase found is in the Top-k (one found in the residual was not
@@ -260,7 +270,10 @@ class Checker:
             # each further phase located cheaply first; only the best located ones are refined
             located = sorted(((fitter.locate(self.refs[h.index], h.scale, current.phases, current.shape), h)
                               for h in pool), key=lambda lh: lh[0].cost)
-            for loc, h in located[: pol.second_refined]:
+            judged = 0  # candidates refused as no new phase do not use up the refinements
+            for loc, h in located:
+                if judged == pol.second_refined:
+                    break
                 trial = fitter.fit(self.refs[h.index], fixed=current.phases, shape=current.shape, texture=False,
                                    located=loc)
                 if _overlap(fitter, trial) > pol.max_overlap:
@@ -270,6 +283,7 @@ class Checker:
                     # borrowing a flexible lattice to soak up misfit (PbSO4 in a real CdS scan),
                     # not an impurity of the lab's own phases
                     continue
+                judged += 1
                 gain, p = _significance(current, trial, obs.y)
                 if best is None or trial.chi2 + trial.prior < best[0].chi2 + best[0].prior:
                     best = (trial, gain, p)
