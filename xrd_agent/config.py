@@ -44,7 +44,9 @@ class ModelConfig:
     low_crystallinity_below: float = 0.35
     engine: str = "auto"  # service engine: auto (cnn if a model is found, else cosine) | cnn | cosine
     library_dir: str = ""  # empty: the library bundled in the package (cosine engine, alert aliases)
-    verify: bool = False  # physics check (seconds per scan; identify turns it on): fit candidates to the whole measured scan (xrd_agent/verify)
+    # physics check: fit the candidates to the whole measured scan (xrd_agent/verify). Seconds per
+    # scan against a D8 scan's minutes, and the answer `identify` gives; false: the network alone (ms)
+    verify: bool = True
     # Elements or metals in the pot (expect --elements): a candidate material with a metal outside
     # them is demoted (its summed probability x elements_factor) or excluded (x 0).
     elements_mode: str = "demote"  # demote | exclude

@@ -322,16 +322,52 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
 
 
 def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:
+    """The search-match fallback. With the physics check (a lab's own CIFs, no network trained on
+    them) the fitted candidates lead, one row per material, and the fit sets confidence and flags."""
     prob = prediction.probabilities
-    order = prediction.order()[: rules.top_k]
-    top = tuple(Candidate(rank=i + 1, refcode=rules.refcodes[j], name=rules.names[j], probability=float(prob[j]))
-                for i, j in enumerate(order))
+    order = [int(j) for j in prediction.order()]
+    verified = evidence.verification
+    fitted = {c.index: c for c in verified.candidates} if verified is not None else {}
+    if fitted:
+        order = [c.index for c in verified.candidates] + [j for j in order if j not in fitted]
+    mats = rules.materials
+    rows: list[int] = []
+    seen: set[Any] = set()
+    for j in order:  # one row per material (the lab's two CIFs of one structure are one answer)
+        key = mats[int(mats.of_class[j])].id if mats is not None else j
+        if key not in seen:
+            seen.add(key)
+            rows.append(j)
+        if len(rows) == rules.top_k:
+            break
+    from xrd_agent.verify.stage import fit_dict
+
+    def name(j: int) -> str:
+        return mats[int(mats.of_class[j])].name if mats is not None else rules.names[j]
+
+    def probability(j: int) -> float:
+        if mats is None:
+            return float(prob[j])
+        return float(min(1.0, sum(float(prob[i]) for i in mats[int(mats.of_class[j])].indices)))
+
+    def determinations(j: int) -> tuple[Determination, ...]:
+        if mats is None:
+            return ()
+        members = sorted(mats[int(mats.of_class[j])].indices, key=lambda i: -float(prob[i]))
+        return tuple(Determination(rules.refcodes[i], float(prob[i])) for i in members)
+
+    top = tuple(Candidate(rank=i + 1, refcode=rules.refcodes[j], name=name(j), probability=probability(j),
+                          material=mats[int(mats.of_class[j])].id if mats is not None else "",
+                          determinations=determinations(j), fit=fit_dict(fitted[j]) if j in fitted else None)
+                for i, j in enumerate(rows))
     confidence, flags = cosine_flags(evidence, rules.policy)
+    confidence, flags, composition, physics = _apply_verification(verified, confidence, flags, rules.policy)
     pattern = evidence.pattern
     assert evidence.cosine is not None
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate, coverage=pattern.coverage,
                           model_version=rules.model_version, library_version=rules.library_version,
-                          extra={"cosine": round(evidence.cosine.best, 4)}, crystallinity=evidence.crystallinity)
+                          extra={"cosine": round(evidence.cosine.best, 4)}, crystallinity=evidence.crystallinity,
+                          composition=composition, physics=physics)
 
 
 # -- alerts ----------------------------------------------------------------------------

@@ -108,3 +108,7 @@ class StructureError(XrdAgentError, ValueError):
 
 class ModelError(XrdAgentError, ValueError):
     """A trained-model folder is missing, damaged, or was trained on another library."""
+
+
+class LibraryMismatch(ModelError):
+    """The library given is not the one the model was trained on (a lab's own CIFs, say)."""

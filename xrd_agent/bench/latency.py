@@ -59,7 +59,8 @@ def run_latency(workdir: Path, formats: list[str], n: int, *, interval_s: float 
                 library_dir=choice.library_dir, watch=settings)
     library = bench_scans.library_for_scans(choice.library_dir)
     items = bench_scans.measurements(n * len(formats), library, seed=seed, tag="latency")
-    log(f"engine: {choice.description}; watch settings: {settings}; one scan every {interval_s:g} s")
+    log(f"engine: {choice.description} (physics check off); watch settings: {settings}; "
+        f"one scan every {interval_s:g} s")
     out: list[FormatLatency] = []
     with site.agent:
         t = time.monotonic()

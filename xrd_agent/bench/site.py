@@ -128,7 +128,10 @@ class Site:
         self.root = Path(root)
         self.export = self.root / "export"
         self.export.mkdir(parents=True, exist_ok=True)
-        model: dict[str, Any] = {"engine": engine, "device": "cpu"}
+        # The service benchmarks measure delivery (nothing lost, nothing doubled, latency of the
+        # path), not identification: the physics check's seconds per scan are benchmarked apart
+        # (benchmarks/bench_verify.py), so it is off here unless a run asks for it.
+        model: dict[str, Any] = {"engine": engine, "device": "cpu", "verify": False}
         if model_dir:
             model["model_dir"] = str(model_dir)
         if library_dir:

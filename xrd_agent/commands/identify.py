@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from xrd_agent.commands._scanfiles import ScanFiles, add_wavelength_argument, wavelength_from_args
-from xrd_agent.errors import ScanError
+from xrd_agent.errors import LibraryMismatch, ScanError
 from xrd_agent.profiles import load_profiles, sample_id_for
 
 
@@ -86,7 +86,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     overrides["verify"] = args.verify
     # Batch sizes: one call for all files, padded to the next warmed size.
-    engine = Engine.from_config(config, library=args.library, **overrides).load()
+    try:
+        engine: Any = Engine.from_config(config, library=args.library, **overrides).load()
+    except LibraryMismatch as exc:
+        if args.library is None or args.model is not None:
+            raise
+        # A lab's own CIFs (library build --cif-dir) with no network trained on them: the
+        # search-match over the library and the physics check (whole-pattern fits of the
+        # candidates the ln-d prefilter proposes, composition) answer without a network.
+        print(f"xrd-agent identify: no model is trained on {args.library} ({exc.args[0].split(';')[0]}); "
+              "identifying by search-match" + (" and the physics check" if args.verify else ""), file=sys.stderr)
+        engine = _search_match(config, args)
     results = engine.identify_many(scans, elements=[elements] * len(scans) if elements else None)
     try:
         for n, (path, scan, result) in enumerate(zip(paths, scans, results)):
@@ -109,6 +119,19 @@ def run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 1 if failed else 0
+
+
+def _search_match(config: Any, args: argparse.Namespace) -> Any:
+    """The cosine engine over ``args.library``, with the physics check unless ``--no-verify``."""
+    from dataclasses import replace
+
+    from xrd_agent.service import logs
+    from xrd_agent.service.engines import CosineEngine
+
+    logs.configure("warning")  # the engine's log lines go to stderr: stdout is the answer (--json)
+    model = replace(config.model, library_dir=str(args.library), verify=bool(args.verify),
+                    top_k=args.top if args.top is not None else config.model.top_k)
+    return CosineEngine(replace(config, model=model)).load()
 
 
 def _print_json(path: Path, sample_id: str, profile: str | None, result: Any, out: TextIO) -> None:

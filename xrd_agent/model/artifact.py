@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from xrd_agent.errors import ModelError
+from xrd_agent.errors import LibraryMismatch, ModelError
 
 FORMAT = "xrd-agent-model"
 FORMAT_VERSION = 1
@@ -198,7 +198,7 @@ def check_library(manifest: ModelManifest, library: Any) -> Any:
     if len(library.refcodes) > n and tuple(library.refcodes[:n]) == manifest.classes:
         return subset_library(library, n)
     if tuple(library.refcodes) != manifest.classes:
-        raise ModelError(
+        raise LibraryMismatch(
             f"the model was trained on library {manifest.library_version!r} with "
             f"{len(manifest.classes)} classes, but the library given has {len(library.refcodes)} "
             f"classes in another order (version {library.version!r}); use the library it was trained on"

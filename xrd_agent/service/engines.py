@@ -180,18 +180,46 @@ class CosineEngine:
         self.library_version = self.library_.version
         labels = (tuple(self.library_.refcodes), tuple(self.library_.names))
         self._labels = labels
+        self.checker_: Any = None
+        if self.config.model.verify:  # a lab's own CIFs with no network trained on them: the fit decides
+            from xrd_agent.verify.stage import checker_for
+
+            self.checker_ = checker_for(self.library_)
         self.stages = Stages(self.predictor, self._gather, self._rules, lambda: self.config.gate)
-        log.info("library loaded", classes=len(self.library_), version=self.library_version)
+        log.info("library loaded", classes=len(self.library_), version=self.library_version,
+                 physics_check=self.checker_ is not None)
         return self
+
+    @property
+    def gate(self) -> Any:
+        """The noise gate in force (``identify --png`` prepares the scan with it)."""
+        return self.config.gate
 
     def _rules(self) -> Rules:
         m = self.config.model
         return Rules(refcodes=self._labels[0], names=self._labels[1], model_version=self.model_version,
                      library_version=self.library_version, top_k=m.top_k,
-                     policy=flags.policy_from(m))
+                     policy=flags.policy_from(m), materials=self.library_.materials)
 
-    def _gather(self, scan: Any, pattern: Pattern, prediction: Prediction) -> Evidence:
-        return cosine_evidence(scan, pattern, prediction, self._patterns)
+    def _gather(self, scan: Any, pattern: Pattern, prediction: Prediction, elements: Sequence[str] = ()) -> Evidence:
+        evidence = cosine_evidence(scan, pattern, prediction, self._patterns)
+        if scan is None or self.checker_ is None:
+            return evidence
+        from dataclasses import replace
+
+        from xrd_agent.verify.stage import observe_scan
+
+        obs = observe_scan(scan)
+        if obs is None:
+            return evidence
+        try:
+            # no network: the search-match's ranking is no prior worth mixing in; the check's own
+            # ln-d prefilter of the whole library proposes the candidates
+            verification = self.checker_.check(obs, None)
+        except Exception:  # the check is evidence, not the answer: a failure of it costs only itself
+            log.exception("physics check failed; the identification goes on without it")
+            return evidence
+        return replace(evidence, verification=verification)
 
     def _cosines(self, intensity: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.predictor.cosines(intensity, mask)
