@@ -341,6 +341,57 @@ def test_a_stuck_engine_makes_the_worker_unhealthy_until_it_moves_again(tmp_path
         rig.pipeline.stop(timeout=30)
 
 
+def test_a_busy_engine_within_its_allowance_is_not_a_hung_one(tmp_path, engine):
+    """The physics check takes seconds per scan: while the worker identifies, each scan in the
+    engine extends the silence allowed by ``Settings.allowance_s``; past it, the worker is hung."""
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowEngine:
+        model_version, library_version = engine.model_version, engine.library_version
+
+        def identify_many(self, scans):
+            entered.set()
+            release.wait(30)
+            return engine.identify_many(scans)
+
+    rig = Rig(tmp_path, engine)
+    rig.pipeline.engine = SlowEngine()
+    rig.pipeline.settings.allowance_s = 60.0
+    rig.pipeline.start()
+    try:
+        p = rig.d8.export("B-1.raw", rig.d8.measure("B-1", ["TSTMOF01"])).path
+        rig.pipeline.submit(Due(p, Signature.of(os.lstat(p)), time.time()))
+        assert entered.wait(10)
+        time.sleep(1.0)  # twice the watchdog's silence below, inside the engine
+        assert rig.pipeline.healthy(max_silence_s=0.5)
+        assert rig.pipeline.silence_limit(0.5) == pytest.approx(60.5)
+        rig.pipeline.settings.allowance_s = 0.0  # the allowance spent: now it counts as hung
+        assert not rig.pipeline.healthy(max_silence_s=0.5)
+        release.set()
+        assert _eventually(lambda: rig.wire.topic(messages.IDENTIFICATION))
+        assert _eventually(lambda: rig.pipeline.healthy(max_silence_s=0.5))
+        assert rig.pipeline.silence_limit(0.5) == 0.5  # nothing in flight: no allowance
+    finally:
+        release.set()
+        rig.pipeline.stop(timeout=30)
+
+
+def test_with_the_physics_check_scans_are_identified_one_at_a_time_with_an_allowance():
+    from dataclasses import replace
+
+    from xrd_agent.config import Config
+    from xrd_agent.service.pipeline import VERIFY_ALLOWANCE_S, settings_for
+
+    on = Config()
+    off = replace(on, model=replace(on.model, verify=False, batch_sizes=(1, 8, 32)))
+    assert on.model.verify  # the service checks by default, as identify does
+    assert (settings_for(on).max_batch, settings_for(on).allowance_s) == (1, VERIFY_ALLOWANCE_S)
+    assert (settings_for(off).max_batch, settings_for(off).allowance_s) == (32, 0.0)
+
+
 def _eventually(condition, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

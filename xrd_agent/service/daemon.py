@@ -42,7 +42,7 @@ from xrd_agent.service.debounce import Debouncer, signature_format
 from xrd_agent.service.expectations import ExpectationBook
 from xrd_agent.service.instrument import Instrument
 from xrd_agent.service.ledger import Ledger, path_text
-from xrd_agent.service.pipeline import Identity, Pipeline, Settings
+from xrd_agent.service.pipeline import Identity, Pipeline, settings_for
 from xrd_agent.service.readings import Readings
 from xrd_agent.service.sdnotify import Notifier
 from xrd_agent.service.watcher import FolderEvent, Watcher, choose_mode
@@ -266,6 +266,7 @@ class Daemon:
         watcher = getattr(self, "watcher", None)
         interval = self.notifier.watchdog_interval_s
         error = None if pipeline is None or pipeline.error is None else repr(pipeline.error)[:200]
+        limit = interval * 2 if interval else DEFAULT_MAX_SILENCE_S
         return health_mod.Observed(
             state=self.state,
             folder=str(watcher.directory) if watcher is not None else str(self.config.watch.directory),
@@ -273,7 +274,7 @@ class Daemon:
             worker_alive=pipeline is not None and pipeline.alive,
             worker_error=error,
             worker_silent_s=max(0.0, time.monotonic() - pipeline.beat) if pipeline is not None else 0.0,
-            max_silence_s=interval * 2 if interval else DEFAULT_MAX_SILENCE_S,
+            max_silence_s=(pipeline.silence_limit(limit) if pipeline is not None else limit),
             queue_depth=pipeline.depth if pipeline is not None else 0,
             queue_size=self.config.watch.queue_size,
             model_loaded=bool(getattr(self, "engine_version", "") or getattr(self, "library_version", "")),
@@ -381,8 +382,7 @@ class Daemon:
             wavelength_for=self.instrument.wavelength_for,
             sample_id_of=self.instrument.sample_id,
             queue_size=config.watch.queue_size,
-            settings=Settings(max_batch=max(config.model.batch_sizes or (64,)),
-                              heartbeat_s=config.publish.heartbeat_s, aliases=aliases_of(getattr(engine, "library_", None))),
+            settings=settings_for(config, aliases_of(getattr(engine, "library_", None))),
         )
         self.pipeline.start()
         self.watcher = self._make_watcher(config)
@@ -468,16 +468,19 @@ class Daemon:
         self.pipeline.notify_status("reloading", "configuration changed (SIGHUP)")
         self.expectations.reload(new.service.expectations, new.model.top_k, new.service.expected_elements)
         self.pipeline.settings.heartbeat_s = new.publish.heartbeat_s
-        self.pipeline.settings.max_batch = max(new.model.batch_sizes or (64,))
+        # thresholds and Top-k apply at once; the network, library and physics check stay as loaded
+        keep = dataclasses.replace(new, model=dataclasses.replace(
+            new.model, engine=old.model.engine, model_dir=old.model.model_dir, library_dir=old.model.library_dir,
+            verify=old.model.verify))
+        fresh = settings_for(keep)  # batch size and allowance follow the check the engine runs
+        self.pipeline.settings.max_batch = fresh.max_batch
+        self.pipeline.settings.allowance_s = fresh.allowance_s
         reconfigure = getattr(self.pipeline.engine, "reconfigure", None)
         if callable(reconfigure):
-            # thresholds and Top-k apply at once; the network and library stay loaded
-            keep = dataclasses.replace(new, model=dataclasses.replace(
-                new.model, engine=old.model.engine, model_dir=old.model.model_dir, library_dir=old.model.library_dir))
             self.pipeline.call_in_worker(lambda: reconfigure(keep))
-        if (old.model.model_dir, old.model.engine, old.model.library_dir) != (
-                new.model.model_dir, new.model.engine, new.model.library_dir):
-            log.warning("a different model or library takes a restart: `systemctl restart xrd-agent`")
+        if (old.model.model_dir, old.model.engine, old.model.library_dir, old.model.verify) != (
+                new.model.model_dir, new.model.engine, new.model.library_dir, new.model.verify):
+            log.warning("a different model, library or physics check takes a restart: `systemctl restart xrd-agent`")
         endpoints = ("pub_endpoint", "control_endpoint", "curve_secret_key", "curve_allowed_dir")
         if any(getattr(old.publish, k) != getattr(new.publish, k) for k in endpoints):
             self._rebind(old, new)

@@ -87,6 +87,24 @@ class Settings:
     max_batch: int = 64
     heartbeat_s: float = 5.0
     aliases: dict[str, set[str]] = field(default_factory=dict)
+    #: Silence the worker may keep, beyond the watchdog's, per scan it is identifying: the
+    #: physics check takes seconds per scan, and a busy worker is not a hung one.
+    allowance_s: float = 0.0
+
+
+def settings_for(config: Any, aliases: dict[str, set[str]] | None = None) -> Settings:
+    """The worker's settings from the configuration. With the physics check on, scans are
+    identified one at a time (each published as soon as it is checked, not after a batch of 64
+    checks) and each may take up to ``VERIFY_ALLOWANCE_S`` before the worker counts as hung."""
+    verify = bool(config.model.verify)
+    return Settings(max_batch=1 if verify else max(config.model.batch_sizes or (64,)),
+                    heartbeat_s=config.publish.heartbeat_s, aliases=aliases or {},
+                    allowance_s=VERIFY_ALLOWANCE_S if verify else 0.0)
+
+
+#: The most one physics-checked identification may take before the worker counts as hung
+#: (bench_verify.py: p99 15 s on 2 shared cores; a four-phase product of large cells takes longer).
+VERIFY_ALLOWANCE_S = 180.0
 
 
 def _sha256_file(path: Path, limit: int = 256 * 2**20) -> str | None:
@@ -149,6 +167,7 @@ class Pipeline:
         self.counters = Counters()
         self.started = time.monotonic()
         self.beat = time.monotonic()  # last time the worker loop turned: the health signal
+        self._in_flight = 0  # scans inside the engine now (their allowance extends the silence allowed)
         self.error: BaseException | None = None
         self.failures = 0
         self._no_permission: set[tuple[Path, Signature]] = set()
@@ -182,8 +201,14 @@ class Pipeline:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def silence_limit(self, max_silence_s: float) -> float:
+        """How long the worker may be silent now: the watchdog's limit, plus the allowance of
+        each scan it is identifying."""
+        return max_silence_s + self._in_flight * self.settings.allowance_s
+
     def healthy(self, max_silence_s: float) -> bool:
-        return self.alive and self.error is None and time.monotonic() - self.beat < max_silence_s
+        return (self.alive and self.error is None
+                and time.monotonic() - self.beat < self.silence_limit(max_silence_s))
 
     @property
     def depth(self) -> int:
@@ -386,7 +411,12 @@ class Pipeline:
         # The expectation is looked up before identifying: its elements steer the ranking.
         expected = [self.expectations.for_scan(r.due.path, self._sample_id_of(r.scan)) for r in fresh]
         elements = [e.elements if e is not None and e.elements else None for e in expected]
-        results = self._identify([r.scan for r in fresh], elements if any(elements) else None)
+        self._in_flight = len(fresh)
+        try:
+            results = self._identify([r.scan for r in fresh], elements if any(elements) else None)
+        finally:
+            self._in_flight = 0
+            self.beat = time.monotonic()
         for item, result, expectation in zip(fresh, results, expected):
             self.beat = time.monotonic()
             original = self.ledger.original(item.key.sha256)  # an identical file earlier in this batch
