@@ -303,3 +303,21 @@ def test_pipeline_hkust1_expected_no_critical_and_elements_from_the_sidecar(engi
     assert alerts_of["S-1"] == []
     assert idents["S-2"]["result"]["top"][0]["name"] == "ZIF-67"
     assert [a for a in alerts_of["S-2"] if a["severity"] == "critical"] == []
+
+
+def test_checked_subsample_scores_the_physics_check_against_the_engine_on_the_same_rows(engine, library):
+    """``evaluate --materials --verify-sample N``: rows on the model grid become Cu scans the
+    check can fit, the same rows are scored with and without it, and a clean reference of a
+    library material is found first either way."""
+    from xrd_agent.model.evaluate import TestSet, as_scans, checked_subsample
+    from xrd_agent.pattern import MODEL_GRID
+
+    j = library.index_of("ZIF-8")
+    X = library.patterns16[[j]].astype(np.float32)
+    (scan,) = as_scans(X)
+    assert np.allclose(scan.two_theta, MODEL_GRID) and scan.wavelength.anode == "Cu"
+    out = checked_subsample(engine, TestSet("realistic", X, np.array([j]), np.array([True])), 5, seed=0,
+                            emit=lambda line: None)
+    assert out["n"] == 1 and not hasattr(engine, "checker_")  # the check is not left on the engine
+    for method in ("engine (materials)", "engine + physics check (materials)"):
+        assert out["rows"][f"{method}|all"]["top1"] == 1.0 and out["rows"][f"{method}|all"]["n"] == 1

@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "--no-verify scores the network and peak match alone)")
     parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
                         help="TOML labels of the --real scans (see xrd_agent/model/evaluate_real.py)")
+    parser.add_argument("--verify-sample", type=int, default=0, metavar="N",
+                        help="with --materials: also N realistic held-out rows (drawn at random) through the "
+                             "physics check, and the engine alone on the same rows (seconds per scan)")
     parser.add_argument("--materials", action="store_true",
                         help="only the material-level Top-1/Top-5 of the engine on the held-out set "
                              "(clean and realistic; no baselines, sweeps or figures)")
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     if args.materials:
         from xrd_agent.model.evaluate import material_heldout
 
-        table = material_heldout(engine, library, config, emit=lambda line: print(line, file=sys.stderr, flush=True))
+        table = material_heldout(engine, library, config, emit=lambda line: print(line, file=sys.stderr, flush=True),
+                                 verify_sample=args.verify_sample)
         _write(args.out, "materials", table, command)
         return 0
     results = evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,
