@@ -187,3 +187,23 @@ def test_an_oblique_metric_scaled_past_positive_definite_costs_instead_of_breaki
         assert not np.all(np.isfinite(ref.cell_for(np.exp(lnp))))
     cost = strain_cost(PhaseState(ref, lnp))
     assert np.all(np.isfinite(cost)) and np.sum(cost**2) > 9.0
+
+
+def test_a_failing_check_costs_only_itself(caplog):
+    """The check is evidence, not the answer: when it raises, the scan is identified without it
+    (logged), and a scan without a wavelength is not fitted at all."""
+    from dataclasses import replace
+
+    from xrd_agent.readers import read_scan
+    from xrd_agent.scan import Wavelength
+    from xrd_agent.verify.stage import check_scan
+
+    class Broken:  # a failure injected into the check, the collaborator of what is tested here
+        def check(self, obs, probs):
+            raise FloatingPointError("residuals are not finite")
+
+    scan = read_scan(BYO / "MnS" / "data.csv", wavelength=Wavelength.for_anode("Cu"))
+    with caplog.at_level("ERROR"):
+        assert check_scan(Broken(), scan, None) is None
+    assert "physics check failed" in caplog.text and "residuals are not finite" in caplog.text
+    assert check_scan(Broken(), replace(scan, wavelength=None), None) is None

@@ -147,17 +147,10 @@ class Engine:
             return evidence
         from dataclasses import replace
 
-        from xrd_agent.verify.stage import observe_scan
+        from xrd_agent.verify.stage import check_scan
 
-        obs = observe_scan(scan, getattr(self, "wavelength_", None))
-        if obs is None:
-            return evidence
-        try:
-            verification = self.checker_.check(obs, prediction.probabilities)
-        except Exception:  # the check is evidence, not the answer: a failure of it costs only itself
-            log.exception("physics check failed; the identification goes on without it")
-            return evidence
-        return replace(evidence, verification=verification)
+        verification = check_scan(self.checker_, scan, prediction.probabilities, getattr(self, "wavelength_", None))
+        return evidence if verification is None else replace(evidence, verification=verification)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -207,19 +207,12 @@ class CosineEngine:
             return evidence
         from dataclasses import replace
 
-        from xrd_agent.verify.stage import observe_scan
+        from xrd_agent.verify.stage import check_scan
 
-        obs = observe_scan(scan)
-        if obs is None:
-            return evidence
-        try:
-            # no network: the search-match's ranking is no prior worth mixing in; the check's own
-            # ln-d prefilter of the whole library proposes the candidates
-            verification = self.checker_.check(obs, None)
-        except Exception:  # the check is evidence, not the answer: a failure of it costs only itself
-            log.exception("physics check failed; the identification goes on without it")
-            return evidence
-        return replace(evidence, verification=verification)
+        # no network: the search-match's ranking is no prior worth mixing in; the check's own
+        # ln-d prefilter of the whole library proposes the candidates
+        verification = check_scan(self.checker_, scan, None)
+        return evidence if verification is None else replace(evidence, verification=verification)
 
     def _cosines(self, intensity: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.predictor.cosines(intensity, mask)

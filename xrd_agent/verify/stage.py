@@ -7,6 +7,7 @@ Kept apart from the engine so the stage refactor (issue 11) can plug it in as ``
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ import numpy as np
 from xrd_agent.verify.check import CandidateFit, Checker, Phase, Verification, VerifyPolicy
 from xrd_agent.verify.observed import Observed, observe
 from xrd_agent.verify.references import load_references
+
+log = logging.getLogger(__name__)
 
 
 def checker_for(library: Any, policy: VerifyPolicy = VerifyPolicy()) -> Checker:
@@ -31,6 +34,20 @@ def observe_scan(scan: Any, wavelength: float | None = None) -> Observed | None:
     try:
         return observe(scan.two_theta, scan.intensity, float(lam), alpha2)
     except ValueError:
+        return None
+
+
+def check_scan(checker: Checker, scan: Any, probs: np.ndarray | None, wavelength: float | None = None
+               ) -> Verification | None:
+    """The check of one scan as evidence, or None when the scan cannot be fitted or the check
+    fails: the check is evidence, not the answer, and a failure of it costs only itself."""
+    obs = observe_scan(scan, wavelength)
+    if obs is None:
+        return None
+    try:
+        return checker.check(obs, probs)
+    except Exception:
+        log.exception("physics check failed; the identification goes on without it")
         return None
 
 
