@@ -379,6 +379,43 @@ def test_a_busy_engine_within_its_allowance_is_not_a_hung_one(tmp_path, engine):
         rig.pipeline.stop(timeout=30)
 
 
+def test_while_the_engine_works_heartbeats_and_notices_still_go_out(tmp_path, engine):
+    """A physics-checked identification takes seconds to a minute: meanwhile the worker still
+    publishes heartbeats (a robot's client would otherwise reconnect to a silent publisher) and
+    records what the rest of the agent reports (here a vanished export folder)."""
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowEngine:
+        model_version, library_version = engine.model_version, engine.library_version
+
+        def identify_many(self, scans):
+            entered.set()
+            release.wait(30)
+            return engine.identify_many(scans)
+
+    rig = Rig(tmp_path, engine)
+    rig.pipeline.engine = SlowEngine()
+    rig.pipeline.settings.heartbeat_s = 0.2
+    rig.pipeline.start()
+    try:
+        p = rig.d8.export("H-1.raw", rig.d8.measure("H-1", ["TSTMOF01"])).path
+        rig.pipeline.submit(Due(p, Signature.of(os.lstat(p)), time.time()))
+        assert entered.wait(10)
+        before = len(rig.wire.topic(messages.HEARTBEAT))
+        rig.pipeline.notify_folder("missing", tmp_path / "export")
+        assert _eventually(lambda: len(rig.wire.topic(messages.HEARTBEAT)) >= before + 3)
+        assert _eventually(lambda: [m for m in rig.wire.topic(messages.ALERT) if m["reason"] == "folder_missing"])
+        assert not rig.wire.topic(messages.IDENTIFICATION)  # the engine is still at it
+        release.set()
+        assert _eventually(lambda: rig.wire.topic(messages.IDENTIFICATION))
+    finally:
+        release.set()
+        rig.pipeline.stop(timeout=30)
+
+
 def test_with_the_physics_check_scans_are_identified_one_at_a_time_with_an_allowance():
     from dataclasses import replace
 

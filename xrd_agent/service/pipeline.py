@@ -342,6 +342,10 @@ class Pipeline:
                 call()
             except Exception:
                 log.exception("call in the worker failed")
+        self._handle_control()
+
+    def _handle_control(self) -> None:
+        """Control requests that need the ledger (expect, replay, ...), in the worker thread."""
         while True:
             try:
                 make = self._notices.get_nowait()
@@ -427,18 +431,41 @@ class Pipeline:
             else:
                 self._record_identification(item, result, expectation)
 
+    def _engine_call(self, scans: list[Scan], elements: list[Any] | None) -> list[Identification | ScanError]:
+        """The engine's answer for ``scans``, computed on a helper thread while this (the worker)
+        thread keeps publishing heartbeats and answering control requests: the physics check
+        takes seconds to a minute per scan, and a robot must neither see a silent publisher nor
+        wait that long for ``status`` or ``expect``. The health beat is not refreshed here (a
+        hung engine still counts as hung once its allowance is spent); SIGHUP calls wait."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["out"] = list(self.engine.identify_many(scans) if elements is None  # stand-ins take none
+                                  else self.engine.identify_many(scans, elements=elements))
+            except BaseException as exc:  # noqa: BLE001 - handed to the worker thread as it is
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="xrd-engine", daemon=True).start()
+        while not done.wait(min(1.0, self.settings.heartbeat_s)):
+            self._heartbeat()
+            self._handle_control()
+        if "error" in box:
+            raise box["error"]
+        return box["out"]
+
     def _identify(self, scans: list[Scan], elements: list[Any] | None = None) -> list[Identification | ScanError]:
         try:
-            if elements is None:  # engines that take no elements (tests' stand-ins) keep working
-                return list(self.engine.identify_many(scans))
-            return list(self.engine.identify_many(scans, elements=elements))
+            return self._engine_call(scans, elements)
         except Exception:
             log.exception("batch identification failed; identifying one by one", size=len(scans))
         out: list[Identification | ScanError] = []
         for n, scan in enumerate(scans):
             try:
-                out.extend(self.engine.identify_many([scan]) if elements is None
-                           else self.engine.identify_many([scan], elements=[elements[n]]))
+                out.extend(self._engine_call([scan], None if elements is None else [elements[n]]))
             except Exception as exc:
                 log.exception("identification failed", path=str(scan.source_path))
                 out.append(ScanError(f"the identification engine failed on this scan ({type(exc).__name__}); "

@@ -145,11 +145,16 @@ def run_demo(*, scans: int = 10, keep: str | None = None, engine: str = "auto", 
             how = f", expects {', '.join(_label(library, i) for i in step.expected)}" if step.expected else ""
             say(f"D8 > exported {step.name:<20} {truth[step.name]}{how}")
             time.sleep(pause_s)
-        deadline = time.monotonic() + timeout_s
+        # the physics check takes seconds per scan, more on a busy machine: the demo waits as long
+        # as outcomes keep coming, and gives up only after timeout_s without a new one
+        deadline, seen = time.monotonic() + timeout_s, -1
         while time.monotonic() < deadline:
             c = control.status()["counters"]
-            if c.get("identified", 0) + c.get("duplicates", 0) + c.get("rejected", 0) >= len(steps):
+            outcomes = c.get("identified", 0) + c.get("duplicates", 0) + c.get("rejected", 0)
+            if outcomes >= len(steps):
                 break
+            if outcomes > seen:
+                deadline, seen = time.monotonic() + timeout_s, outcomes
             time.sleep(0.2)
         else:
             say("demo: not every export got an outcome in time; see " + str(root / "agent.log"))
