@@ -341,30 +341,43 @@ def test_a_stuck_engine_makes_the_worker_unhealthy_until_it_moves_again(tmp_path
         rig.pipeline.stop(timeout=30)
 
 
+class HeldEngine:
+    """The real engine, held up inside ``identify_many`` until ``release`` is set: a physics
+    check that takes long, or an engine that hangs."""
+
+    def __init__(self, engine) -> None:
+        import threading
+
+        self.engine = engine
+        self.model_version, self.library_version = engine.model_version, engine.library_version
+        self.release, self.entered = threading.Event(), threading.Event()
+
+    def identify_many(self, scans):
+        self.entered.set()
+        self.release.wait(30)
+        return self.engine.identify_many(scans)
+
+
+def _held_rig(tmp_path, engine, **settings):
+    """A started rig whose engine is held up inside one scan's identification (``settings``
+    applied to the worker first); returns the rig and the event that lets the engine go on."""
+    rig = Rig(tmp_path, engine)
+    held = HeldEngine(engine)
+    rig.pipeline.engine = held
+    for key, value in settings.items():
+        setattr(rig.pipeline.settings, key, value)
+    rig.pipeline.start()
+    p = rig.d8.export("H-1.raw", rig.d8.measure("H-1", ["TSTMOF01"])).path
+    rig.pipeline.submit(Due(p, Signature.of(os.lstat(p)), time.time()))
+    assert held.entered.wait(10)
+    return rig, held.release
+
+
 def test_a_busy_engine_within_its_allowance_is_not_a_hung_one(tmp_path, engine):
     """The physics check takes seconds per scan: while the worker identifies, each scan in the
     engine extends the silence allowed by ``Settings.allowance_s``; past it, the worker is hung."""
-    import threading
-
-    release = threading.Event()
-    entered = threading.Event()
-
-    class SlowEngine:
-        model_version, library_version = engine.model_version, engine.library_version
-
-        def identify_many(self, scans):
-            entered.set()
-            release.wait(30)
-            return engine.identify_many(scans)
-
-    rig = Rig(tmp_path, engine)
-    rig.pipeline.engine = SlowEngine()
-    rig.pipeline.settings.allowance_s = 60.0
-    rig.pipeline.start()
+    rig, release = _held_rig(tmp_path, engine, allowance_s=60.0)
     try:
-        p = rig.d8.export("B-1.raw", rig.d8.measure("B-1", ["TSTMOF01"])).path
-        rig.pipeline.submit(Due(p, Signature.of(os.lstat(p)), time.time()))
-        assert entered.wait(10)
         time.sleep(1.0)  # twice the watchdog's silence below, inside the engine
         assert rig.pipeline.healthy(max_silence_s=0.5)
         assert rig.pipeline.silence_limit(0.5) == pytest.approx(60.5)
@@ -383,27 +396,8 @@ def test_while_the_engine_works_heartbeats_and_notices_still_go_out(tmp_path, en
     """A physics-checked identification takes seconds to a minute: meanwhile the worker still
     publishes heartbeats (a robot's client would otherwise reconnect to a silent publisher) and
     records what the rest of the agent reports (here a vanished export folder)."""
-    import threading
-
-    release = threading.Event()
-    entered = threading.Event()
-
-    class SlowEngine:
-        model_version, library_version = engine.model_version, engine.library_version
-
-        def identify_many(self, scans):
-            entered.set()
-            release.wait(30)
-            return engine.identify_many(scans)
-
-    rig = Rig(tmp_path, engine)
-    rig.pipeline.engine = SlowEngine()
-    rig.pipeline.settings.heartbeat_s = 0.2
-    rig.pipeline.start()
+    rig, release = _held_rig(tmp_path, engine, heartbeat_s=0.2)
     try:
-        p = rig.d8.export("H-1.raw", rig.d8.measure("H-1", ["TSTMOF01"])).path
-        rig.pipeline.submit(Due(p, Signature.of(os.lstat(p)), time.time()))
-        assert entered.wait(10)
         before = len(rig.wire.topic(messages.HEARTBEAT))
         rig.pipeline.notify_folder("missing", tmp_path / "export")
         assert _eventually(lambda: len(rig.wire.topic(messages.HEARTBEAT)) >= before + 3)
