@@ -331,10 +331,14 @@ def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> 
     if fitted:
         order = [c.index for c in verified.candidates] + [j for j in order if j not in fitted]
     mats = rules.materials
+
+    def material(j: int) -> Any:
+        return mats[int(mats.of_class[j])] if mats is not None else None
+
     rows: list[int] = []
     seen: set[Any] = set()
     for j in order:  # one row per material (the lab's two CIFs of one structure are one answer)
-        key = mats[int(mats.of_class[j])].id if mats is not None else j
+        key = material(j).id if mats is not None else j
         if key not in seen:
             seen.add(key)
             rows.append(j)
@@ -342,24 +346,19 @@ def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> 
             break
     from xrd_agent.verify.stage import fit_dict
 
-    def name(j: int) -> str:
-        return mats[int(mats.of_class[j])].name if mats is not None else rules.names[j]
+    def candidate(rank: int, j: int) -> Candidate:
+        fit = fit_dict(fitted[j]) if j in fitted else None
+        m = material(j)
+        if m is None:
+            return Candidate(rank=rank, refcode=rules.refcodes[j], name=rules.names[j], probability=float(prob[j]),
+                             fit=fit)
+        members = sorted(m.indices, key=lambda i: -float(prob[i]))
+        return Candidate(rank=rank, refcode=rules.refcodes[j], name=m.name,
+                         probability=float(min(1.0, sum(float(prob[i]) for i in members))), material=m.id,
+                         determinations=tuple(Determination(rules.refcodes[i], float(prob[i])) for i in members),
+                         fit=fit)
 
-    def probability(j: int) -> float:
-        if mats is None:
-            return float(prob[j])
-        return float(min(1.0, sum(float(prob[i]) for i in mats[int(mats.of_class[j])].indices)))
-
-    def determinations(j: int) -> tuple[Determination, ...]:
-        if mats is None:
-            return ()
-        members = sorted(mats[int(mats.of_class[j])].indices, key=lambda i: -float(prob[i]))
-        return tuple(Determination(rules.refcodes[i], float(prob[i])) for i in members)
-
-    top = tuple(Candidate(rank=i + 1, refcode=rules.refcodes[j], name=name(j), probability=probability(j),
-                          material=mats[int(mats.of_class[j])].id if mats is not None else "",
-                          determinations=determinations(j), fit=fit_dict(fitted[j]) if j in fitted else None)
-                for i, j in enumerate(rows))
+    top = tuple(candidate(i + 1, j) for i, j in enumerate(rows))
     confidence, flags = cosine_flags(evidence, rules.policy)
     confidence, flags, composition, physics = _apply_verification(verified, confidence, flags, rules.policy)
     pattern = evidence.pattern
