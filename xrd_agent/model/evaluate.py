@@ -651,6 +651,8 @@ def checked_subsample(engine: Any, ts: TestSet, n: int, seed: int, emit: Emit = 
     """Material Top-k of the engine with and without the physics check on the same ``n``
     realistic rows drawn at random (seeded): the check costs seconds per scan, so it scores a
     subsample, and the engine alone on the same rows makes the comparison paired."""
+    from types import SimpleNamespace
+
     from xrd_agent.verify.stage import checker_for
 
     mats = engine.library_.materials
@@ -659,7 +661,7 @@ def checked_subsample(engine: Any, ts: TestSet, n: int, seed: int, emit: Emit = 
     X, ym, same = ts.X[rows], mats.of_class[ts.y[rows]], ts.same_phase[rows]
     scans = as_scans(X)
     had = hasattr(engine, "checker_")
-    plain = [r for r in engine.identify_many(scans)]
+    plain = engine.identify_many(scans)
     if not had:
         engine.checker_ = checker_for(engine.library_)
     t0 = time.perf_counter()
@@ -673,8 +675,6 @@ def checked_subsample(engine: Any, ts: TestSet, n: int, seed: int, emit: Emit = 
             del engine.checker_
     seconds = (time.perf_counter() - t0) / max(len(scans), 1)
     out = {"n": int(len(rows)), "seed": seed, "seconds_per_scan": round(seconds, 2), "rows": {}}
-    from types import SimpleNamespace
-
     for method, ids in (("engine (materials)", plain), ("engine + physics check (materials)", checked)):
         # a row the engine refused (ScanError) names nothing: a miss
         scores = _material_scores(mats, [SimpleNamespace(top=()) if isinstance(r, Exception) else r for r in ids])

@@ -467,14 +467,13 @@ class Daemon:
         old, self.config = self.config, new
         self.pipeline.notify_status("reloading", "configuration changed (SIGHUP)")
         self.expectations.reload(new.service.expectations, new.model.top_k, new.service.expected_elements)
-        self.pipeline.settings.heartbeat_s = new.publish.heartbeat_s
         # thresholds and Top-k apply at once; the network, library and physics check stay as loaded
         keep = dataclasses.replace(new, model=dataclasses.replace(
             new.model, engine=old.model.engine, model_dir=old.model.model_dir, library_dir=old.model.library_dir,
             verify=old.model.verify))
-        fresh = settings_for(keep)  # batch size and allowance follow the check the engine runs
-        self.pipeline.settings.max_batch = fresh.max_batch
-        self.pipeline.settings.allowance_s = fresh.allowance_s
+        fresh, settings = settings_for(keep), self.pipeline.settings  # batch size and allowance follow the loaded check
+        settings.heartbeat_s, settings.max_batch, settings.allowance_s = (
+            fresh.heartbeat_s, fresh.max_batch, fresh.allowance_s)
         reconfigure = getattr(self.pipeline.engine, "reconfigure", None)
         if callable(reconfigure):
             self.pipeline.call_in_worker(lambda: reconfigure(keep))
