@@ -1,6 +1,8 @@
 # The two commands of the README: `make demo` (main job) and `make test`.
 VENV  := .venv
 STAMP := $(VENV)/.xrd-agent-installed
+# Test processes: CI has 2 cores; whole files stay on one worker (their fixtures are built once).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install bench clean
 
@@ -14,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/xrd-agent demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/xrd-agent bench all
