@@ -305,6 +305,35 @@ def test_the_trained_cnn_engine_runs_in_the_service(tmp_path, library_dir):
     assert len(ident["result"]["top"]) == 5
 
 
+def test_auto_takes_the_network_only_over_the_library_it_was_trained_on(tmp_path, library_dir):
+    from xrd_agent.config import load_config
+    from xrd_agent.service.engines import choose
+
+    shipped = Path(__file__).resolve().parents[1] / "xrd_agent" / "data" / "library"
+
+    def engine(**model) -> str:
+        return choose(load_config(write_config(tmp_path / "c.toml", agent_config(tmp_path, model=model))))
+
+    assert engine(engine="auto") == "cnn"
+    assert engine(engine="auto", library_dir=str(shipped)) == "cnn"
+    assert engine(engine="auto", library_dir=str(library_dir)) == "cosine"
+    assert engine(engine="cnn", library_dir=str(library_dir)) == "cnn"  # asked for: its load says why not
+
+
+def test_a_lab_library_under_auto_starts_the_service_on_search_match(tmp_path, library_dir):
+    """``engine = "auto"`` with the lab's own library, on which the installed network was not
+    trained: the service starts and answers by search-match (it refused to start)."""
+    site = Site(tmp_path, library_dir, model={"engine": "auto"})
+    with site.agent:
+        site.agent.start(timeout=180)
+        site.d8.export("L-1.xy", site.d8.measure("L-1", ["TSTMOF02"]))
+        _wait(lambda: site.ledger_scans(), what="the scan identified")
+        assert site.agent.stop() == 0
+    ident = next(m for m in site.ledger_messages() if m["topic"] == messages.IDENTIFICATION)
+    assert ident["model_version"].startswith("cosine")
+    assert ident["result"]["top"][0]["refcode"] == "TSTMOF02"
+
+
 def test_an_engine_that_cannot_load_fails_the_start_cleanly(tmp_path):
     empty = tmp_path / "no-library"
     empty.mkdir()

@@ -59,21 +59,51 @@ def model_dir_of(config: Config) -> Path:
 
 
 def choose(config: Config) -> str:
+    return _choice(config)[0]
+
+
+def _choice(config: Config) -> tuple[str, str]:
+    """(engine, why cosine under auto). Under ``auto`` the network answers only over the library
+    it was trained on: a lab's own library (``library build --cif-dir``) with no network trained
+    on it gets the search-match engine (with the physics check, as ``identify --library`` does)
+    instead of a service that refuses to start."""
     kind = config.model.engine
     if kind not in ("auto", "cnn", "cosine"):
         raise ConfigError(f"model.engine must be auto, cnn or cosine, not {kind!r}")
     if kind != "auto":
-        return kind
-    return "cnn" if (model_dir_of(config) / "manifest.json").is_file() else "cosine"
+        return kind, ""
+    manifest = model_dir_of(config) / "manifest.json"
+    if not manifest.is_file():
+        return "cosine", "no trained model installed"
+    if config.model.library_dir:
+        return _model_for_library(manifest, Path(config.model.library_dir))
+    return "cnn", ""
+
+
+def _model_for_library(manifest: Path, library_dir: Path) -> tuple[str, str]:
+    """``cnn`` when the model's classes are the library's (or its first classes, as
+    :func:`xrd_agent.model.artifact.check_library` accepts), else ``cosine`` and why. Read
+    from the two JSON files: the choice needs neither TensorFlow nor the library's patterns.
+    A file that cannot be read leaves the choice to ``cnn``, whose load says what is wrong."""
+    import json
+
+    try:
+        classes = list(json.loads(manifest.read_text())["classes"])
+        refcodes = [str(e["refcode"]) for e in json.loads((library_dir / "entries.json").read_text())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "cnn", ""
+    if refcodes[:len(classes)] == classes:
+        return "cnn", ""
+    return "cosine", f"the installed model was not trained on the library in {library_dir}"
 
 
 def make_engine(config: Config) -> ServiceEngine:
     """Build (not load) the configured engine."""
-    kind = choose(config)
+    kind, why = _choice(config)
     if kind == "cosine":
         if config.model.engine == "auto":
-            log.warning("no trained model installed: using the cosine search-match engine",
-                        model_dir=str(model_dir_of(config)))
+            log.warning(f"{why}: using the cosine search-match engine", model_dir=str(model_dir_of(config)),
+                        verify=config.model.verify)
         return CosineEngine(config)
     return _cnn_engine(config)
 
