@@ -283,6 +283,16 @@ def test_the_unit_file_is_hardened_and_matches_the_example_configuration():
         assert level and float(level.group(1)) <= 2.0, res.stdout[-2000:]
 
 
+def _one_identification(site: Site, name: str, refcode: str) -> dict:
+    """Start the agent, export one scan of ``refcode``, stop once it is identified: its message."""
+    with site.agent:
+        site.agent.start(timeout=180)
+        site.d8.export(name, site.d8.measure(Path(name).stem, [refcode]))
+        _wait(lambda: site.ledger_scans(), what=f"{name} identified")
+        assert site.agent.stop() == 0
+    return next(m for m in site.ledger_messages() if m["topic"] == messages.IDENTIFICATION)
+
+
 def test_the_trained_cnn_engine_runs_in_the_service(tmp_path, library_dir):
     """The product path: a (tiny) CNN trained with the project's own training code, loaded by
     the service, identifies a scan; its model version is in every message."""
@@ -294,12 +304,7 @@ def test_the_trained_cnn_engine_runs_in_the_service(tmp_path, library_dir):
     result = train(library, TrainConfig(epochs=3, per_class=16, batch_size=32, augment={"bank_noise": 0.0}),
                    model_dir, command="pytest", progress=False, emit=lambda s: None)
     site = Site(tmp_path, library_dir, model={"engine": "cnn", "model_dir": str(model_dir), "batch_sizes": [1, 8]})
-    with site.agent:
-        site.agent.start(timeout=180)
-        site.d8.export("C-1.brml", site.d8.measure("C-1", ["TSTMOF03"]))
-        _wait(lambda: site.ledger_scans(), what="the scan identified by the CNN")
-        assert site.agent.stop() == 0
-    ident = next(m for m in site.ledger_messages() if m["topic"] == messages.IDENTIFICATION)
+    ident = _one_identification(site, "C-1.brml", "TSTMOF03")
     assert ident["model_version"] == result.manifest.version != ""
     assert ident["library_version"] == library.version
     assert len(ident["result"]["top"]) == 5
@@ -323,13 +328,7 @@ def test_auto_takes_the_network_only_over_the_library_it_was_trained_on(tmp_path
 def test_a_lab_library_under_auto_starts_the_service_on_search_match(tmp_path, library_dir):
     """``engine = "auto"`` with the lab's own library, on which the installed network was not
     trained: the service starts and answers by search-match (it refused to start)."""
-    site = Site(tmp_path, library_dir, model={"engine": "auto"})
-    with site.agent:
-        site.agent.start(timeout=180)
-        site.d8.export("L-1.xy", site.d8.measure("L-1", ["TSTMOF02"]))
-        _wait(lambda: site.ledger_scans(), what="the scan identified")
-        assert site.agent.stop() == 0
-    ident = next(m for m in site.ledger_messages() if m["topic"] == messages.IDENTIFICATION)
+    ident = _one_identification(Site(tmp_path, library_dir, model={"engine": "auto"}), "L-1.xy", "TSTMOF02")
     assert ident["model_version"].startswith("cosine")
     assert ident["result"]["top"][0]["refcode"] == "TSTMOF02"
 
