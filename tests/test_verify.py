@@ -172,6 +172,27 @@ def test_zn_tbapy_is_not_a_confident_copper_mof():
     assert not (v.fits and v.confidence >= 0.35 and "Cu" in top.get("metals", []))
 
 
+def test_a_dense_solid_pays_more_for_a_cell_change_than_a_framework(checker):
+    """Rutile (4.2 g/cm^3) has the narrow strain prior, a MOF of the shipped library the wide
+    one: the same 3 % stretch costs a dense phase (3 / 1.5)^2 per axis and a framework under one."""
+    from xrd_agent.library.artifact import Library
+    from xrd_agent.verify.fit import DENSE_STRAIN_PRIOR, STRAIN_PRIOR, PhaseState, strain_cost, strain_sigma
+    from xrd_agent.verify.references import load_references
+
+    rutile = next(r for r in checker.refs if r is not None and r.refcode == "1530150")
+    mofs = [r for r in load_references(Library.load()) if r is not None]
+    zif67 = next(r for r in mofs if r.refcode == "GITTOT")
+    assert strain_sigma(rutile) == DENSE_STRAIN_PRIOR and strain_sigma(zif67) == STRAIN_PRIOR
+    # nearly every framework of the shipped library keeps the wide prior
+    assert np.mean([strain_sigma(r) == STRAIN_PRIOR for r in mofs]) > 0.95
+
+    def cost(ref):
+        return float(np.sum(strain_cost(PhaseState(ref, np.full(ref.n_groups, -2.0 * np.log(1.03)))) ** 2))
+
+    assert cost(rutile) == pytest.approx(3 * (np.log(1.03) / DENSE_STRAIN_PRIOR) ** 2, rel=1e-6)
+    assert cost(zif67) == pytest.approx(3 * (np.log(1.03) / STRAIN_PRIOR) ** 2, rel=1e-6)
+
+
 def test_an_oblique_metric_scaled_past_positive_definite_costs_instead_of_breaking_the_fit():
     """Scaling a monoclinic cell's hl term up and its diagonal down leaves no lattice (a found
     crash: 'residuals are not finite' in the middle of identify); it must cost, not raise."""
