@@ -14,9 +14,9 @@ but that fits clearly better still wins, and near-equal fits are settled by the 
 The posterior w_i (normalised) of the top material, times the fit quality (share of the
 diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``full_explained``),
 times the prior probability of the cell change it needed relative to none (exp(-prior/2): 4 % on
-one axis of a framework costs a factor 0.61, 9 % on three axes 0.001; a dense solid's
-narrower prior, 1.5 %, charges more) is the confidence; when no candidate explains at least ``min_explained`` of it the
-check says so ("nothing fits": an unknown phase).
+one axis of a framework costs a factor 0.61, 9 % on three axes 0.001; a dense solid's narrower
+prior, 1.5 %, charges more) is the confidence; when no candidate explains at least
+``min_explained`` of it the check says so ("nothing fits": an unknown phase).
 
 Composition: after the best phase, the residual is prefiltered again and the next phase is
 fitted jointly (earlier phases' cells held, all scales re-solved). It is kept only when an

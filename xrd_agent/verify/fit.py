@@ -53,7 +53,7 @@ STRAIN_PRIOR = 0.04  # sigma of ln(axis change): 4 % costs one resolution elemen
 #: Dense solids (oxides, metals, chalcogenides) do not breathe: their cells move by thermal
 #: expansion and solid solution, tenths of a per cent to a few. Their prior is narrower, so a dense
 #: phase's cell is not stretched by 5-10 % to borrow another phase's lines (alpha-Ti over Zr).
-#: Dense means a crystal density above ``DENSE_FROM`` g/cm^3, which 97 % of the shipped MOF
+#: Dense means a crystal density of at least ``DENSE_FROM`` g/cm^3, which 97 % of the shipped MOF
 #: references (porous frameworks, median 1.3) stay below and inorganic phases exceed.
 DENSE_STRAIN_PRIOR = 0.015
 DENSE_FROM = 2.5
