@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -191,19 +192,23 @@ def subset_library(library: Any, n: int) -> Any:
     return Library.from_patterns(library.entries[:n], library.patterns16[:n], sticks, manifest)
 
 
+def trained_on(classes: Sequence[str], refcodes: Sequence[str]) -> bool:
+    """Whether a model over ``classes`` answers over a library of ``refcodes``: the same classes in
+    the same order, or the library's first ones (a model trained with ``train --classes N``)."""
+    return tuple(refcodes[:len(classes)]) == tuple(classes)
+
+
 def check_library(manifest: ModelManifest, library: Any) -> Any:
     """The library the model was trained on: ``library`` itself, or its first classes when the
     model was trained on a prefix (``train --classes N``). Anything else is refused."""
     n = len(manifest.classes)
-    if len(library.refcodes) > n and tuple(library.refcodes[:n]) == manifest.classes:
-        return subset_library(library, n)
-    if tuple(library.refcodes) != manifest.classes:
+    if not trained_on(manifest.classes, library.refcodes):
         raise LibraryMismatch(
             f"the model was trained on library {manifest.library_version!r} with "
             f"{len(manifest.classes)} classes, but the library given has {len(library.refcodes)} "
             f"classes in another order (version {library.version!r}); use the library it was trained on"
         )
-    return library
+    return subset_library(library, n) if len(library.refcodes) > n else library
 
 
 def load_network(directory: str | Path | None = None):

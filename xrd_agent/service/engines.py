@@ -81,18 +81,20 @@ def _choice(config: Config) -> tuple[str, str]:
 
 
 def _model_for_library(manifest: Path, library_dir: Path) -> tuple[str, str]:
-    """``cnn`` when the model's classes are the library's (or its first classes, as
-    :func:`xrd_agent.model.artifact.check_library` accepts), else ``cosine`` and why. Read
-    from the two JSON files: the choice needs neither TensorFlow nor the library's patterns.
-    A file that cannot be read leaves the choice to ``cnn``, whose load says what is wrong."""
+    """``cnn`` when the model answers over the library (:func:`~xrd_agent.model.artifact.trained_on`,
+    the rule its load applies), else ``cosine`` and why. Read from the two JSON files: the choice
+    needs neither TensorFlow nor the library's patterns. A file that cannot be read leaves the
+    choice to ``cnn``, whose load says what is wrong."""
     import json
 
+    from xrd_agent.model.artifact import trained_on
+
     try:
-        classes = list(json.loads(manifest.read_text())["classes"])
+        classes = [str(c) for c in json.loads(manifest.read_text())["classes"]]
         refcodes = [str(e["refcode"]) for e in json.loads((library_dir / "entries.json").read_text())]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "cnn", ""
-    if refcodes[:len(classes)] == classes:
+    if trained_on(classes, refcodes):
         return "cnn", ""
     return "cosine", f"the installed model was not trained on the library in {library_dir}"
 
