@@ -34,16 +34,18 @@ per element are held while parameters move (else broader trial peaks would lower
 divisor alone) and, once the scan's profile is known, are the scan's for every candidate.
 
 Speed: broad-peak stages run on the scan averaged down (``Fitter.coarse``), phases held fixed
-are rendered once (``Fitter._phase_columns``), and each reflection is rendered over its own
-width's window.
+are rendered once (``Fitter._phase``), each reflection is rendered over its own width's window
+(lines of one width by a single convolution), and least squares gets an analytic Jacobian
+(variable projection, Kaufman's approximation) instead of one render per parameter.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, signal, sparse
 
 from xrd_agent.verify.observed import Observed, coarsen
 from xrd_agent.verify.references import Reference, lorentz_polarisation
@@ -74,6 +76,10 @@ MAX_SEARCH_GROUPS = 4  # cells with more free metric groups (triclinic) skip the
 MAX_U = 1.0
 #: Points per FWHM a stage with broad trial peaks needs; the scan is averaged down to that.
 POINTS_PER_FWHM = 4.0
+#: Lines of one width, this many or more, are drawn by convolution (:func:`_render_convolved`)
+#: on a grid this many times finer than the scan's.
+CONVOLVE_FROM = 300
+OVERSAMPLE = 8
 
 
 @dataclass(frozen=True)
@@ -131,79 +137,86 @@ def points_per_element(obs: Observed, shape: Shape) -> float:
     return max(1.0, fwhm / obs.step)
 
 
-def _march_dollase(ref: Reference, axis: int, ln_r: float) -> np.ndarray:
-    if axis < 0 or ln_r == 0.0:
-        return np.ones(ref.d.size)
+@functools.lru_cache(maxsize=1024)
+def _cos2(ref: Reference, axis: int) -> np.ndarray:
+    """cos^2 of the angle between each reflection's normal and reciprocal axis ``axis``, in the
+    reference metric: fixed per reference, so computed once (the cell's refinement moves
+    positions, not the texture geometry)."""
     g = ref.gstar
     h = ref.hkl
     gh = h @ g[:, axis]  # h . G* . e_axis
-    cos2 = gh**2 / (np.einsum("ij,jk,ik->i", h, g, h) * g[axis, axis])
-    cos2 = np.clip(cos2, 0.0, 1.0)
+    return np.clip(gh**2 / (np.einsum("ij,jk,ik->i", h, g, h) * g[axis, axis]), 0.0, 1.0)
+
+
+def _march_dollase(ref: Reference, axis: int, ln_r: float) -> np.ndarray:
+    if axis < 0 or ln_r == 0.0:
+        return np.ones(ref.d.size)
+    cos2 = _cos2(ref, axis)
     r = np.exp(ln_r)
     return (r * r * cos2 + (1.0 - cos2) / r) ** -1.5
 
 
-def _lines(obs: Observed, state: PhaseState, shape: Shape) -> tuple[np.ndarray, ...]:
-    """Positions (deg, K-alpha1), widths, intensities and solvent weights of the phase's
-    reflections inside the scan range."""
-    ref = state.ref
-    inv_d2 = ref.basis @ np.exp(state.lnp)
-    d = 1.0 / np.sqrt(np.maximum(inv_d2, 1e-12))
-    s = obs.wavelength / (2.0 * d)
+@dataclass(frozen=True, eq=False)
+class Lines:
+    """A phase's reflections inside the scan, K-alpha2 lines after the K-alpha1 ones, with what
+    the analytic Jacobian needs: each line's derivatives of position and width."""
+
+    pos: np.ndarray  # deg
+    fwhm: np.ndarray  # deg
+    amps: np.ndarray  # (M, C) per unit of each linear column's coefficient, K-alpha2 at ratio 1
+    alpha2: np.ndarray  # (M,) bool: a K-alpha2 line (its amplitude scales with ``Shape.ka2``)
+    dpos_dlnp: np.ndarray  # (M, G) d(2theta)/d ln p_g
+    dfwhm_dlnw: np.ndarray  # (M,)
+    dfwhm_dlnu: np.ndarray  # (M,)
+    dlnmd_dlnr: np.ndarray  # (M,) d ln(March-Dollase factor)/d ln r
+
+    def rendered(self, ka2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions, widths and amplitudes of the lines as drawn at K-alpha2 ratio ``ka2``."""
+        if ka2 <= 0:
+            keep = ~self.alpha2
+            return self.pos[keep], self.fwhm[keep], self.amps[keep]
+        return self.pos, self.fwhm, np.where(self.alpha2[:, None], ka2 * self.amps, self.amps)
+
+
+def _march_dollase_dlnr(ref: Reference, axis: int, ln_r: float) -> np.ndarray:
+    """d ln MD / d ln r of :func:`_march_dollase`."""
+    if axis < 0:
+        return np.zeros(ref.d.size)
+    cos2 = _cos2(ref, axis)
+    r = np.exp(ln_r)
+    f = r * r * cos2 + (1.0 - cos2) / r
+    return -1.5 * (2.0 * r * r * cos2 - (1.0 - cos2) / r) / f
+
+
+def _positions(wavelength: float, d: np.ndarray, zero: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ok, theta and 2theta (deg) of the reachable reflections, d(2theta)/d(1/d^2) of them)."""
+    s = wavelength / (2.0 * d)
     ok = s < 0.999
     theta = np.arcsin(s[ok])
-    pos = np.degrees(2 * theta) + shape.zero
+    # 2theta(deg) = (360/pi) arcsin(lambda sqrt(q) / 2): its derivative in q = 1/d^2 is
+    # (90/pi) lambda d / cos(theta)
+    slope = (90.0 / np.pi) * wavelength * d[ok] / np.cos(theta)
+    return ok, theta, np.degrees(2 * theta) + zero, slope
+
+
+def phase_lines(obs: Observed, state: PhaseState, shape: Shape) -> Lines:
+    """The phase's reflections inside the scan range as lines (see :func:`phase_columns` for
+    the columns' physics)."""
+    ref = state.ref
+    p = np.exp(state.lnp)
+    d_all = 1.0 / np.sqrt(np.maximum(ref.basis @ p, 1e-12))
+    ok, theta, pos, slope = _positions(obs.wavelength, d_all, shape.zero)
     lo, hi = obs.two_theta[0] - 1.0, obs.two_theta[-1] + 1.0
     keep = (pos > lo) & (pos < hi)
-    theta, pos, d_ok = theta[keep], pos[keep], d[ok][keep]
-    inten = ref.f2[ok][keep] * lorentz_polarisation(theta) * _march_dollase(ref, state.axis, state.ln_r)[ok][keep]
-    fwhm = np.sqrt(np.maximum(shape.w + shape.u * np.tan(theta) ** 2, 1e-5))
-    solvent = np.exp(-((SOLVENT_D0 / d_ok) ** 2))
-    return pos, fwhm, inten, solvent, d_ok
-
-
-def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray) -> np.ndarray:
-    """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C).
-
-    Each reflection is evaluated over +-``WINDOW_FWHM`` of its own width: reflections are
-    bucketed by width (factors of two), so the sharp low-angle peaks of a wide scan do not pay
-    for the window of its broadest high-angle ones. (A Fourier-domain render as in
-    :mod:`xrd_agent.model.augment` was tried: with the width nodes a 5-165 deg scan needs and
-    the oversampling its sharpest peaks need, it was no faster at the fit's <= 3000 points.)"""
-    n, ncol = obs.n, amps.shape[1]
-    if pos.size == 0:
-        return np.zeros((n, ncol))
-    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
-    centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
-    # a margin wide enough that no window leaves the buffer: no masking of the windows
-    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
-    size = n + 2 * margin
-    out = np.zeros((ncol, size))
-    bucket = np.floor(np.log2(half_each)).astype(np.int64)
-    c_gauss = np.sqrt(np.log(2) / np.pi)
-    for b in np.unique(bucket):
-        sel = bucket == b
-        half = int(half_each[sel].max())
-        off = np.arange(-half, half + 1)
-        hw = fwhm[sel, None] / 2.0
-        z2 = ((obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)) ** 2
-        prof = (eta / np.pi) / (1.0 + z2)
-        # the Gaussian part is nothing beyond 3 FWHM (z = 6): exp only over the core
-        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
-        mid = slice(half - core, half + core + 1)
-        prof[:, mid] += (1 - eta) * c_gauss * np.exp(-np.log(2) * z2[:, mid])
-        prof *= obs.step / hw
-        idx = (centre[sel, None] + margin + off[None, :]).ravel()
-        for c in range(ncol):
-            out[c] += np.bincount(idx, weights=(prof * amps[sel, c, None]).ravel(), minlength=size)
-    return out[:, margin:margin + n].T
-
-
-def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
-    """(n, 2 or 3) columns: the phase (two Debye-Waller ramp columns), and its low-angle (pore
-    solvent) part when the phase has reflections there (an inorganic phase with nothing beyond
-    d0 gets no third column). K-alpha2 lines ride on each column at the shared ratio ``shape.ka2``."""
-    pos, fwhm, inten, solvent, d = _lines(obs, state, shape)
+    theta, pos, slope = theta[keep], pos[keep], slope[keep]
+    sel = np.flatnonzero(ok)[keep]
+    d = d_all[sel]
+    md = _march_dollase(ref, state.axis, state.ln_r)[sel]
+    inten = ref.f2[sel] * lorentz_polarisation(theta) * md
+    tan2 = np.tan(theta) ** 2
+    fwhm = np.sqrt(np.maximum(shape.w + shape.u * tan2, 1e-5))
+    solvent = np.exp(-((SOLVENT_D0 / d) ** 2))
     low = float(np.sum(inten * solvent))
     main = inten * (1 - solvent)
     # Debye-Waller: the reference's displacement parameters are not the sample's; an overall
@@ -226,13 +239,157 @@ def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
     if with_solvent:
         parts.append(inten * solvent)
     amps = np.column_stack(parts) if pos.size else np.zeros((0, 2))
-    if obs.alpha2 is not None and pos.size and shape.ka2 > 0:
-        s2 = obs.alpha2 / (2.0 * d)
-        ok = s2 < 0.999
-        pos2 = np.degrees(2 * np.arcsin(s2[ok])) + shape.zero
+    half = np.where(fwhm * fwhm > 1e-5, 0.5 / fwhm, 0.0)
+    dpos = slope[:, None] * ref.basis[sel] * p[None, :]
+    dlnmd = _march_dollase_dlnr(ref, state.axis, state.ln_r)[sel]
+    dw, du = shape.w * half, shape.u * tan2 * half
+    alpha2 = np.zeros(pos.size, bool)
+    if obs.alpha2 is not None and pos.size:
+        ok2, _, pos2, slope2 = _positions(obs.alpha2, d, shape.zero)
+        alpha2 = np.concatenate([alpha2, np.ones(int(ok2.sum()), bool)])
         pos = np.concatenate([pos, pos2])
-        fwhm = np.concatenate([fwhm, fwhm[ok]])
-        amps = np.concatenate([amps, shape.ka2 * amps[ok]])
+        fwhm = np.concatenate([fwhm, fwhm[ok2]])
+        amps = np.concatenate([amps, amps[ok2]])
+        dpos = np.concatenate([dpos, slope2[:, None] * ref.basis[sel][ok2] * p[None, :]])
+        dlnmd = np.concatenate([dlnmd, dlnmd[ok2]])
+        dw, du = np.concatenate([dw, dw[ok2]]), np.concatenate([du, du[ok2]])
+    return Lines(pos, fwhm, amps, alpha2, dpos, dw, du, dlnmd)
+
+
+def _scatter(start: np.ndarray, off: np.ndarray, windows: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """(T, size): sum over lines j of weights[j, t] x windows[j] placed at start[j] + off. A
+    sparse matrix whose columns are the lines' windows, times the weights: one compiled pass
+    for every column instead of a weighted bincount (and its temporary) per column."""
+    m, width = windows.shape
+    a = sparse.csc_matrix((windows.ravel(), (start[:, None] + off[None, :]).ravel(),
+                           np.arange(0, m * width + 1, width)), shape=(size, m))
+    return np.asarray(a @ weights).T
+
+
+def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray) -> np.ndarray:
+    """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C).
+
+    Each reflection is evaluated over +-``WINDOW_FWHM`` of its own width: reflections are
+    bucketed by width (factors of two), so the sharp low-angle peaks of a wide scan do not pay
+    for the window of its broadest high-angle ones. (A Fourier-domain render as in
+    :mod:`xrd_agent.model.augment` was tried: with the width nodes a 5-165 deg scan needs and
+    the oversampling its sharpest peaks need, it was no faster at the fit's <= 3000 points.)"""
+    n, ncol = obs.n, amps.shape[1]
+    if pos.size == 0:
+        return np.zeros((n, ncol))
+    if pos.size > CONVOLVE_FROM and np.all(fwhm == fwhm[0]):
+        return _render_convolved(obs, pos, float(fwhm[0]), eta, amps)
+    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
+    centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
+    # a margin wide enough that no window leaves the buffer: no masking of the windows
+    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
+    size = n + 2 * margin
+    out = np.zeros((ncol, size))
+    bucket = np.floor(np.log2(half_each)).astype(np.int64)
+    c_gauss = np.sqrt(np.log(2) / np.pi)
+    for b in np.unique(bucket):
+        sel = bucket == b
+        half = int(half_each[sel].max())
+        off = np.arange(-half, half + 1)
+        hw = fwhm[sel, None] / 2.0
+        z2 = ((obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)) ** 2
+        prof = (eta / np.pi) / (1.0 + z2)
+        # the Gaussian part is nothing beyond 3 FWHM (z = 6): exp only over the core
+        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
+        mid = slice(half - core, half + core + 1)
+        prof[:, mid] += (1 - eta) * c_gauss * np.exp(-np.log(2) * z2[:, mid])
+        prof *= obs.step / hw
+        out += _scatter(centre[sel] + margin, off, prof, amps[sel], size)
+    return out[:, margin:margin + n].T
+
+
+def _render_convolved(obs: Observed, pos: np.ndarray, fwhm: float, eta: float, amps: np.ndarray) -> np.ndarray:
+    """:func:`render` for lines of one width (the cell search's broad trial peaks): the lines
+    dropped onto a grid ``OVERSAMPLE`` times finer than the scan's (linear weights: the centroid
+    exact, the width changed by (step / OVERSAMPLE)^2 / 6 in variance, under 0.1 % at these
+    widths) and convolved once with the profile. A MOF's thousands of reflections cost a
+    bincount and one FFT convolution instead of a window each."""
+    n, ncol = obs.n, amps.shape[1]
+    half = int(max(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0))
+    core = int(min(half, np.ceil(3.0 * fwhm / obs.step)))
+    m = OVERSAMPLE
+    fine = obs.step / m
+    hw = fwhm / 2.0
+    k = np.arange(-half * m, half * m + 1)
+    z2 = (k * (fine / hw)) ** 2
+    kernel = (eta / np.pi) / (1.0 + z2)
+    mid = np.abs(k) <= core * m
+    kernel[mid] += (1 - eta) * np.sqrt(np.log(2) / np.pi) * np.exp(-np.log(2) * z2[mid])
+    kernel *= obs.step / hw
+    u = (pos - obs.two_theta[0]) / fine
+    margin = half + 2 + int(max(0.0, -np.floor(u.min() / m), np.ceil(u.max() / m) - n + 1))
+    u = u + margin * m
+    i0 = np.floor(u).astype(np.int64)
+    frac = u - i0
+    size = (n + 2 * margin) * m + 1
+    sticks = np.empty((ncol, size))
+    for c in range(ncol):
+        sticks[c] = (np.bincount(i0, weights=amps[:, c] * (1.0 - frac), minlength=size)
+                     + np.bincount(i0 + 1, weights=amps[:, c] * frac, minlength=size)[:size])
+    full = signal.fftconvolve(sticks, kernel[None, :], mode="full", axes=1)
+    at = (np.arange(n) + margin) * m + half * m
+    return full[:, at].T
+
+
+def render_derivatives(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float,
+                       terms: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Columns (n, T): for each term (kind, w), sum_j w_j x one derivative of reflection j's
+    profile as :func:`render` draws it (same windows and Gaussian core): ``"pos"`` d/d(position),
+    ``"fwhm"`` d/d(FWHM), ``"eta"`` d/d(Lorentz fraction), ``"prof"`` the profile itself.
+    The analytic Jacobian of a fit is a handful of these instead of one render per parameter."""
+    n = obs.n
+    out = np.zeros((len(terms), n))
+    if pos.size == 0 or not terms:
+        return out.T
+    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
+    centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
+    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
+    size = n + 2 * margin
+    full = np.zeros((len(terms), size))
+    bucket = np.floor(np.log2(half_each)).astype(np.int64)
+    c_gauss = np.sqrt(np.log(2) / np.pi)
+    kinds = {k for k, _ in terms}
+    for b in np.unique(bucket):
+        sel = bucket == b
+        half = int(half_each[sel].max())
+        off = np.arange(-half, half + 1)
+        hw = fwhm[sel, None] / 2.0
+        z = (obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)
+        lor = 1.0 / (1.0 + z * z)
+        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
+        mid = slice(half - core, half + core + 1)
+        gauss = np.zeros_like(z)
+        gauss[:, mid] = c_gauss * np.exp(-np.log(2) * z[:, mid] ** 2)
+        scale = obs.step / hw
+        phi = (eta / np.pi) * lor + (1 - eta) * gauss
+        base: dict[str, np.ndarray] = {}
+        if "prof" in kinds:
+            base["prof"] = phi * scale
+        if kinds & {"pos", "fwhm"}:
+            dphi = -2.0 * z * ((eta / np.pi) * lor * lor + (1 - eta) * np.log(2) * gauss)
+            if "pos" in kinds:  # z = (x - pos) / hw
+                base["pos"] = -dphi * scale / hw
+            if "fwhm" in kinds:  # d/dFWHM = d/dhw / 2 of (step / hw) phi((x - pos) / hw)
+                base["fwhm"] = -(phi + z * dphi) * scale / (2.0 * hw)
+        if "eta" in kinds:
+            base["eta"] = (lor / np.pi - gauss) * scale
+        for kind, arr in base.items():
+            which = [c for c, (k, _) in enumerate(terms) if k == kind]
+            weights = np.column_stack([terms[c][1][sel] for c in which])
+            full[which] += _scatter(centre[sel] + margin, off, arr, weights, size)
+    return full[:, margin:margin + n].T
+
+
+def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
+    """(n, 2 or 3) columns: the phase (two Debye-Waller ramp columns), and its low-angle (pore
+    solvent) part when the phase has reflections there (an inorganic phase with nothing beyond
+    d0 gets no third column). K-alpha2 lines ride on each column at the shared ratio ``shape.ka2``."""
+    pos, fwhm, amps = phase_lines(obs, state, shape).rendered(shape.ka2)
     return render(obs, pos, fwhm, shape.eta, amps)
 
 
@@ -351,7 +508,7 @@ class Fitter:
         self.background = bg
         self.rwp_background = rwp(obs.y, bg.model)
         self._coarse: dict[int, Fitter] = {}
-        self._memo: dict[tuple[int, Shape], tuple[PhaseState, np.ndarray]] = {}
+        self._memo: dict[tuple[int, Shape], tuple[PhaseState, Lines, np.ndarray]] = {}
         self.ppe: float | None = None  # set from the leading candidate's profile (Checker)
 
     def coarse(self, fwhm: float) -> Fitter:
@@ -403,21 +560,23 @@ class Fitter:
         shape = Shape(float(x[i]), float(np.exp(x[i + 1])), float(np.exp(x[i + 2])), float(x[i + 3]), float(x[i + 4]))
         return out, shape
 
-    def _phase_columns(self, st: PhaseState, shape: Shape) -> np.ndarray:
-        """Columns of one phase, remembered while neither it nor the shape changes: phases held
-        fixed beside a new one are rendered once, not at every evaluation."""
+    def _phase(self, st: PhaseState, shape: Shape) -> tuple[Lines, np.ndarray]:
+        """Lines and columns of one phase, remembered while neither it nor the shape changes:
+        phases held fixed beside a new one are rendered once, not at every evaluation."""
         key = (id(st), shape)
         hit = self._memo.get(key)
         if hit is not None and hit[0] is st:
-            return hit[1]
-        cols = phase_columns(self.obs, st, shape)
+            return hit[1], hit[2]
+        lines = phase_lines(self.obs, st, shape)
+        pos, fwhm, amps = lines.rendered(shape.ka2)
+        cols = render(self.obs, pos, fwhm, shape.eta, amps)
         if len(self._memo) >= 64:
             self._memo.clear()
-        self._memo[key] = (st, cols)
-        return cols
+        self._memo[key] = (st, lines, cols)
+        return lines, cols
 
     def columns(self, phases: list[PhaseState], shape: Shape) -> tuple[np.ndarray, tuple[int, ...]]:
-        cols = [self._phase_columns(st, shape) for st in phases]
+        cols = [self._phase(st, shape)[1] for st in phases]
         return np.column_stack(cols) if cols else np.zeros((self.obs.n, 0)), tuple(c.shape[1] for c in cols)
 
     def elements(self, shape: Shape) -> float:
@@ -430,9 +589,82 @@ class Fitter:
         from the trial widths, broader peaks would lower chi^2 by the divisor alone."""
         cols, _ = self.columns(phases, shape)
         lin = solve_linear(self.obs, self.design, cols)
+        return self._residuals(phases, free, lin, ppe)
+
+    def _residuals(self, phases: list[PhaseState], free: list[int], lin: LinearSolution, ppe: float) -> np.ndarray:
         r = (self.obs.y - lin.model) / (self.obs.sigma * np.sqrt(ppe))
         priors = [strain_cost(phases[k]) for k in free]
         return np.concatenate([r, *priors]) if priors else r
+
+    def derivatives(self, phases: list[PhaseState], shape: Shape, free: list[int], texture: bool,
+                    hold_shape: bool, coef: np.ndarray) -> np.ndarray:
+        """(n, parameters in :meth:`_pack`'s order): d(phase columns @ ``coef``)/d parameter.
+        Peak positions, widths, Lorentz fraction, texture and K-alpha2 ratio enter analytically;
+        the slow dependence of intensities (Lorentz-polarisation, solvent split) and widths on
+        the cell is left out (a few per cent of a cell derivative)."""
+        n = self.obs.n
+        cell_cols: list[np.ndarray] = []
+        shape_cols = np.zeros((n, 5))
+        start = 0
+        for k, st in enumerate(phases):
+            lines, cols = self._phase(st, shape)
+            width = cols.shape[1]
+            c = coef[start:start + width]
+            start += width
+            per_unit = lines.amps[:, :width] @ c if lines.pos.size else np.zeros(0)
+            a = np.where(lines.alpha2, shape.ka2 * per_unit, per_unit)
+            terms: list[tuple[str, np.ndarray]] = []
+            mine = k in free
+            if mine:
+                terms += [("pos", a * lines.dpos_dlnp[:, g]) for g in range(st.lnp.size)]
+                if texture and st.axis >= 0:
+                    terms.append(("prof", a * lines.dlnmd_dlnr))
+            if not hold_shape:
+                terms += [("pos", a), ("fwhm", a * lines.dfwhm_dlnw), ("fwhm", a * lines.dfwhm_dlnu),
+                          ("eta", a), ("prof", np.where(lines.alpha2, per_unit, 0.0))]
+            if not terms or not np.any(c > 0):
+                if mine:
+                    cell_cols.append(np.zeros((n, st.lnp.size + int(texture and st.axis >= 0))))
+                continue
+            d = render_derivatives(self.obs, lines.pos, lines.fwhm, shape.eta, terms)
+            n_own = len(terms) - (0 if hold_shape else 5)
+            if mine:
+                cell_cols.append(d[:, :n_own])
+            if not hold_shape:
+                shape_cols += d[:, n_own:]
+        return np.column_stack([*cell_cols, *([] if hold_shape else [shape_cols])])
+
+    def jacobian(self, phases: list[PhaseState], shape: Shape, free: list[int], texture: bool, hold_shape: bool,
+                 lin: LinearSolution, ppe: float) -> np.ndarray:
+        """d residuals / d parameters by variable projection with Kaufman's approximation: the
+        linear coefficients held at their optimum, :meth:`derivatives` projected off the
+        background and the active columns. One pass over each phase's lines replaces a render
+        per parameter of finite differences."""
+        dmodel = self.derivatives(phases, shape, free, texture, hold_shape, lin.coef)
+        q = self.design.q
+        dmodel = dmodel - q @ (q.T @ dmodel)
+        cols, _ = self.columns(phases, shape)
+        active = cols[:, lin.coef > 0]
+        if active.shape[1]:
+            act = active - q @ (q.T @ active)
+            u, sv, _ = np.linalg.svd(act, full_matrices=False)
+            u = u[:, sv > sv[0] * 1e-10]
+            dmodel = dmodel - u @ (u.T @ dmodel)
+        jac = -dmodel / (self.obs.sigma * np.sqrt(ppe))
+        rows = [jac]
+        col = 0
+        n_par = jac.shape[1]
+        for k in free:  # the strain prior's rows: by differences (no render)
+            st = phases[k]
+            block = np.zeros((3, n_par))
+            base = strain_cost(st)
+            for g in range(st.lnp.size):
+                step = 1e-6
+                moved = PhaseState(st.ref, st.lnp + step * (np.arange(st.lnp.size) == g), st.axis, st.ln_r)
+                block[:, col + g] = (strain_cost(moved) - base) / step
+            col += st.lnp.size + int(texture and st.axis >= 0)
+            rows.append(block)
+        return np.vstack(rows)
 
     def refine(self, phases: list[PhaseState], shape: Shape, free: list[int], texture: bool = False,
                fix_width: bool = False, max_nfev: int | None = None, hold_shape: bool = False
@@ -447,13 +679,29 @@ class Fitter:
         if fix_width:  # coarse stage: widths held (broad), only positions move
             lo[-4:-2], hi[-4:-2] = x0[-4:-2] - 1e-9, x0[-4:-2] + 1e-9
         x0 = np.clip(x0, lo + 1e-12, hi - 1e-12)
+        last: list[tuple[np.ndarray, list[PhaseState], Shape, LinearSolution]] = []
+
+        def at(x: np.ndarray) -> tuple[list[PhaseState], Shape, LinearSolution]:
+            # the Jacobian is asked for at the point just evaluated: its phases, rendered columns
+            # and linear solution are reused
+            if last and np.array_equal(last[0][0], x):
+                return last[0][1], last[0][2], last[0][3]
+            ph, sh = self._unpack(x, phases, free, texture, hold)
+            cols, _ = self.columns(ph, sh)
+            lin = solve_linear(self.obs, self.design, cols)
+            last[:] = [(x.copy(), ph, sh, lin)]
+            return ph, sh, lin
 
         def fun(x: np.ndarray) -> np.ndarray:
-            ph, sh = self._unpack(x, phases, free, texture, hold)
-            return self.residuals(ph, sh, free, ppe)
+            ph, _, lin = at(x)
+            return self._residuals(ph, free, lin, ppe)
 
-        sol = optimize.least_squares(fun, x0, bounds=(lo, hi), method="trf", x_scale="jac",
-                                     diff_step=1e-4, max_nfev=max_nfev or self.max_nfev)
+        def jac(x: np.ndarray) -> np.ndarray:
+            ph, sh, lin = at(x)
+            return self.jacobian(ph, sh, free, texture, hold_shape, lin, ppe)
+
+        sol = optimize.least_squares(fun, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac",
+                                     max_nfev=max_nfev or self.max_nfev)
         return self._unpack(sol.x, phases, free, texture, hold)
 
     def result(self, phases: list[PhaseState], shape: Shape, with_covariance: bool = False) -> FitResult:

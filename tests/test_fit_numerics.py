@@ -1,0 +1,91 @@
+"""The whole-pattern fit's numerics (xrd_agent/verify/fit.py) on a small synthetic reference:
+the analytic Jacobian against finite differences, the convolution render against the windowed
+one, and a refinement that must find a cell, zero shift and widths it was not started at."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xrd_agent.verify import fit
+from xrd_agent.verify.observed import Observed
+from xrd_agent.verify.references import build_reference
+
+CU = (1.540598, 1.544426)
+
+
+def _tetragonal(n_refl_max: int = 6) -> fit.Reference:
+    """A tetragonal cell (two metric groups, texture about c*) with every hkl up to 6."""
+    r = np.arange(0, n_refl_max + 1)
+    hkl = np.array([(h, k, l) for h in r for k in r for l in r if (h, k, l) != (0, 0, 0) and k <= h], float)
+    f2 = 50.0 + 450.0 * np.random.default_rng(3).random(len(hkl))
+    ref = build_reference(0, "tet", "tet", np.array([9.0, 9.0, 13.0, 90.0, 90.0, 90.0]), hkl, f2, 500.0, 1053.0, True)
+    assert ref is not None and ref.n_groups == 2 and ref.texture_axes == (2,)
+    return ref
+
+
+def _observed(y: np.ndarray, tt: np.ndarray) -> Observed:
+    return Observed(tt, y, float(tt[1] - tt[0]), CU[0], CU[1], 1.0)
+
+
+TT = np.arange(8.0, 70.0, 0.02)
+
+
+def _central(fitter: fit.Fitter, phases, shape, free, texture, hold, coef, k, h=1e-6):
+    x, _, _ = fitter._pack(phases, shape, free, texture, hold)
+    hold_shape = shape if hold else None
+    out = []
+    for sign in (1, -1):
+        xx = x.copy()
+        xx[k] += sign * h
+        ph, sh = fitter._unpack(xx, phases, free, texture, hold_shape)
+        out.append(fit.Fitter(fitter.obs).columns(ph, sh)[0] @ coef)
+    return (out[0] - out[1]) / (2 * h)
+
+
+def test_analytic_derivatives_match_finite_differences():
+    """Shape, texture and K-alpha2 derivatives are exact; a cell derivative leaves out only the
+    slow change of intensities and widths with the cell (a few per cent)."""
+    ref = _tetragonal()
+    fitter = fit.Fitter(_observed(np.zeros(TT.size), TT))
+    phases = [fit.PhaseState(ref, np.array([0.02, -0.03]), 2, 0.25)]
+    shape = fit.Shape(zero=0.04, w=0.01, u=0.02, eta=0.4, ka2=0.5)
+    coef = np.array([1.0, 0.5, 0.3])[: fitter.columns(phases, shape)[1][0]]
+    d = fitter.derivatives(phases, shape, [0], True, False, coef)
+    assert d.shape == (TT.size, 2 + 1 + 5)
+    for k in range(d.shape[1]):
+        fd = _central(fitter, phases, shape, [0], True, False, coef, k)
+        rel = np.linalg.norm(d[:, k] - fd) / np.linalg.norm(fd)
+        assert rel < (0.08 if k < 2 else 1e-4), (k, rel)
+
+
+def test_lines_of_one_width_convolved_match_the_windowed_render():
+    ref = _tetragonal(9)
+    obs = _observed(np.zeros(TT.size), TT)
+    lines = fit.phase_lines(obs, fit.PhaseState(ref, np.zeros(2)), fit.Shape(0.0, 0.25, 0.0, 0.5, 0.5))
+    pos, fwhm, amps = lines.rendered(0.5)
+    assert pos.size > fit.CONVOLVE_FROM and np.all(fwhm == fwhm[0])
+    fast = fit.render(obs, pos, fwhm, 0.5, amps)
+    direct = fit.render(obs, pos, fwhm + 1e-12 * np.arange(pos.size), 0.5, amps)  # not all one width
+    assert np.abs(fast - direct).max() < 1e-3 * np.abs(direct).max()
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_refinement_finds_the_cell_and_profile_it_was_not_started_at(hold):
+    ref = _tetragonal()
+    truth_shape = fit.Shape(zero=0.05, w=0.012, u=0.015, eta=0.35, ka2=0.5)
+    truth = fit.PhaseState(ref, np.array([-0.012, 0.018]))  # a +0.6 %, c -0.9 %
+    clean = fit.Fitter(_observed(np.zeros(TT.size), TT))
+    cols, _ = clean.columns([truth], truth_shape)
+    y = cols @ np.array([2.0, 1.0, 0.5])[: cols.shape[1]] + 40.0 + 5.0 * np.cos(TT / 20.0)
+    y = y / y.max() * 5000.0 + np.random.default_rng(0).normal(0.0, 10.0, TT.size)  # white noise, sigma 10
+    obs = Observed(TT, y, 0.02, CU[0], CU[1], 10.0)
+    fitter = fit.Fitter(obs)
+    start_shape = truth_shape if hold else fit.Shape(zero=0.0, w=0.02, u=0.005, eta=0.5, ka2=0.5)
+    phases, shape = fitter.refine([fit.PhaseState(ref, np.zeros(2))], start_shape, [0], hold_shape=hold,
+                                  max_nfev=30)
+    np.testing.assert_allclose(phases[0].lnp, truth.lnp, atol=2e-4)
+    assert shape.zero == pytest.approx(0.05, abs=0.005)
+    assert np.sqrt(shape.w) == pytest.approx(np.sqrt(0.012), rel=0.05)
+    res = fitter.result(phases, shape)
+    assert res.chi2 < 1.3 * res.n_elements  # down to counting noise
