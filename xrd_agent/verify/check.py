@@ -38,7 +38,7 @@ from scipy import stats
 
 from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element, strain_cost
 from xrd_agent.verify.observed import Observed
-from xrd_agent.verify.prefilter import Hit, LnDIndex
+from xrd_agent.verify.prefilter import Hit, LnDIndex, PrefilterResult
 from xrd_agent.verify.references import Reference
 
 
@@ -173,10 +173,37 @@ def weight_fractions(fit: FitResult) -> tuple[list[float | None], list[float | N
 class Checker:
     """The physics check over one library: references and their ln-d FFTs held from load."""
 
-    def __init__(self, refs: list[Reference | None], policy: VerifyPolicy = VerifyPolicy()) -> None:
+    def __init__(self, refs: list[Reference | None], policy: VerifyPolicy = VerifyPolicy(),
+                 materials: Sequence[int] | None = None) -> None:
         self.refs = refs
         self.policy = policy
         self.index = LnDIndex(refs)
+        # material of each class (xrd_agent.materials): candidates are distinct materials, since a
+        # second determination of one material fitted costs as much and adds no alternative
+        self.materials = np.arange(len(refs)) if materials is None else np.asarray(materials)
+
+    def candidates(self, probs: np.ndarray, pre: PrefilterResult) -> list[int]:
+        """The classes to fit: the network's ``network_candidates`` most probable materials (its
+        most probable determination of each), then the prefilter's best ``prefilter_candidates``
+        materials not among them."""
+        pol = self.policy
+        chosen: list[int] = []
+        seen: set[int] = set()
+        for j in np.argsort(-probs, kind="stable"):
+            if len(chosen) == pol.network_candidates or probs[j] <= 0:
+                break
+            if self.refs[int(j)] is not None and int(self.materials[j]) not in seen:
+                chosen.append(int(j))
+                seen.add(int(self.materials[j]))
+        added = 0
+        for hit in pre.best(len(self.refs), exclude=set(chosen)):
+            if added == pol.prefilter_candidates:
+                break
+            if int(self.materials[hit.index]) not in seen:
+                chosen.append(hit.index)
+                seen.add(int(self.materials[hit.index]))
+                added += 1
+        return chosen
 
     def check(self, obs: Observed, probs: np.ndarray | None = None) -> Verification:
         t0 = time.perf_counter()
@@ -184,12 +211,7 @@ class Checker:
         n = len(self.refs)
         probs = np.zeros(n) if probs is None else np.asarray(probs, float)
         pre = self.index.search(obs)
-        chosen: list[int] = []
-        for j in np.argsort(-probs)[: pol.network_candidates]:
-            if probs[j] > 0 and self.refs[int(j)] is not None:
-                chosen.append(int(j))
-        for hit in pre.best(pol.prefilter_candidates, exclude=set(chosen)):
-            chosen.append(hit.index)
+        chosen = self.candidates(probs, pre)
         fitter = Fitter(obs)
         if not chosen:
             return Verification((), (), 0.0, False, 0.0, time.perf_counter() - t0)

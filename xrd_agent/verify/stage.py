@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def checker_for(library: Any, policy: VerifyPolicy = VerifyPolicy()) -> Checker:
-    """References (``fit.npz`` when the library has one) and their ln-d FFTs, once per library."""
-    return Checker(load_references(library), policy)
+    """References (``fit.npz`` when the library has one) and their ln-d FFTs, once per library,
+    with the library's materials (candidates are distinct materials)."""
+    return Checker(load_references(library), policy, library.materials.of_class)
 
 
 def observe_scan(scan: Any, wavelength: float | None = None) -> Observed | None:
