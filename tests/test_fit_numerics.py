@@ -89,3 +89,16 @@ def test_refinement_finds_the_cell_and_profile_it_was_not_started_at(hold):
     assert np.sqrt(shape.w) == pytest.approx(np.sqrt(0.012), rel=0.05)
     res = fitter.result(phases, shape)
     assert res.chi2 < 1.3 * res.n_elements  # down to counting noise
+
+
+def test_texture_pays_for_itself_like_a_cell_change():
+    """A March-Dollase r far from 1 enters the fit's prior (and so its ranking and confidence):
+    r = 0.4 costs (ln 0.4 / TEXTURE_PRIOR)^2 resolution elements, r = 1 nothing."""
+    ref = _tetragonal()
+    fitter = fit.Fitter(_observed(np.random.default_rng(1).normal(0.0, 1.0, TT.size), TT))
+    shape = fit.Shape(w=0.01, u=0.02)
+    plain = fitter.result([fit.PhaseState(ref, np.zeros(2), 2, 0.0)], shape)
+    strong = fitter.result([fit.PhaseState(ref, np.zeros(2), 2, np.log(0.4))], shape)
+    assert plain.prior == pytest.approx(0.0, abs=1e-12)
+    assert strong.prior == pytest.approx((np.log(0.4) / fit.TEXTURE_PRIOR) ** 2, rel=1e-9)
+    assert strong.prior > 3.0  # more than a 6 % cell change on one axis of a framework

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element, strain_cost
+from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element, prior_residuals
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex, PrefilterResult
 from xrd_agent.verify.references import Reference
@@ -286,7 +286,7 @@ class Checker:
             st = comp.phases[slot[phases[0].index]]
             comp_quality = float(np.clip((comp.improvement - pol.min_explained)
                                          / (pol.full_explained - pol.min_explained), 0, 1))
-            confidence = min(confidence, comp_quality * float(np.exp(-np.sum(strain_cost(st) ** 2) / 2.0)))
+            confidence = min(confidence, comp_quality * float(np.exp(-np.sum(prior_residuals(st) ** 2) / 2.0)))
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
