@@ -44,7 +44,7 @@ from xrd_agent.verify.references import Reference
 
 @dataclass(frozen=True)
 class VerifyPolicy:
-    network_candidates: int = 3  # the network's best fitted
+    network_candidates: int = 5  # the network's most probable materials fitted: every material of its Top-5
     prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's)
     min_explained: float = 0.6  # share of the background-only misfit the answer (its phases together) must remove
     min_seed: float = 0.2  # ... the best single phase must remove for a composition to be sought from it
