@@ -104,18 +104,18 @@ def test_texture_pays_for_itself_like_a_cell_change():
     assert strong.prior > 3.0  # more than a 6 % cell change on one axis of a framework
 
 
-def test_candidates_are_the_networks_top_materials_then_the_prefilters_others():
-    """Every material of the network's Top-5 is fitted (by its most probable determination), and
-    the prefilter's slots go to materials not already in: a second determination of a material
-    costs a fit and adds no alternative."""
+def test_candidates_are_the_networks_top_classes_then_the_prefilters_other_materials():
+    """The network's most probable classes, at most three determinations of one material (which
+    of them fits a sample best the network cannot tell), then the prefilter's best materials not
+    already in: a further determination of a fitted material adds no alternative."""
     from xrd_agent.verify.check import Checker, VerifyPolicy
     from xrd_agent.verify.prefilter import PrefilterResult
 
     refs = [_tetragonal(2) for _ in range(12)]
-    materials = [0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # classes 0-1 and 2-3 are one material each
-    checker = Checker(refs, VerifyPolicy(network_candidates=5, prefilter_candidates=3), materials)
-    probs = np.array([0.30, 0.25, 0.05, 0.15, 0.10, 0.08, 0.04, 0.03, 0, 0, 0, 0])
-    scores = np.array([0.9, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.7, 0.6, 0.5])
+    materials = [0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7]  # classes 0-3 one material, 4-5 another
+    checker = Checker(refs, VerifyPolicy(network_candidates=5, per_material=3, prefilter_candidates=3), materials)
+    probs = np.array([0.30, 0.20, 0.15, 0.12, 0.10, 0.05, 0.04, 0.03, 0.01, 0, 0, 0])
+    scores = np.array([0.9, 0.1, 0.1, 0.1, 0.1, 0.85, 0.1, 0.1, 0.2, 0.7, 0.6, 0.5])
     chosen = checker.candidates(probs, PrefilterResult(scores, np.ones(12)))
-    assert chosen[:5] == [0, 3, 4, 5, 6]  # materials 0, 1, 2, 3, 4 by their most probable class
+    assert chosen[:5] == [0, 1, 2, 4, 5]  # class 3, a fourth determination of material 0, skipped
     assert chosen[5:] == [9, 10, 11]  # the prefilter's best of materials not yet in (0 and 1 are)

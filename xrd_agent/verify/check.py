@@ -44,7 +44,8 @@ from xrd_agent.verify.references import Reference
 
 @dataclass(frozen=True)
 class VerifyPolicy:
-    network_candidates: int = 5  # the network's most probable materials fitted: every material of its Top-5
+    network_candidates: int = 5  # the network's most probable classes fitted ...
+    per_material: int = 3  # ... at most this many determinations of one material among them
     prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's)
     min_explained: float = 0.6  # share of the background-only misfit the answer (its phases together) must remove
     min_seed: float = 0.2  # ... the best single phase must remove for a composition to be sought from it
@@ -183,25 +184,29 @@ class Checker:
         self.materials = np.arange(len(refs)) if materials is None else np.asarray(materials)
 
     def candidates(self, probs: np.ndarray, pre: PrefilterResult) -> list[int]:
-        """The classes to fit: the network's ``network_candidates`` most probable materials (its
-        most probable determination of each), then the prefilter's best ``prefilter_candidates``
-        materials not among them."""
+        """The classes to fit: the network's ``network_candidates`` most probable classes, at most
+        ``per_material`` determinations of one material (the network splits a material over its
+        determinations, and which of them fits a sample best it cannot tell: a simulated HKUST-1
+        scan fitted by one HKUST-1 determination lost to a near-isostructural Cu MOF that three of
+        them beat), then the prefilter's best ``prefilter_candidates`` materials not among them."""
         pol = self.policy
         chosen: list[int] = []
-        seen: set[int] = set()
+        count: dict[int, int] = {}
         for j in np.argsort(-probs, kind="stable"):
             if len(chosen) == pol.network_candidates or probs[j] <= 0:
                 break
-            if self.refs[int(j)] is not None and int(self.materials[j]) not in seen:
+            m = int(self.materials[j])
+            if self.refs[int(j)] is not None and count.get(m, 0) < pol.per_material:
                 chosen.append(int(j))
-                seen.add(int(self.materials[j]))
+                count[m] = count.get(m, 0) + 1
         added = 0
         for hit in pre.best(len(self.refs), exclude=set(chosen)):
             if added == pol.prefilter_candidates:
                 break
-            if int(self.materials[hit.index]) not in seen:
+            m = int(self.materials[hit.index])
+            if m not in count:
                 chosen.append(hit.index)
-                seen.add(int(self.materials[hit.index]))
+                count[m] = 1
                 added += 1
         return chosen
 
