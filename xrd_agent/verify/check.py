@@ -2,9 +2,10 @@
 network, and decompose the scan into up to four phases with weight fractions.
 
 Ranking (one rule, no per-file thresholds). For candidate i with fit chi^2_i (resolution
-elements, strain prior included), k_i nonlinear cell parameters and network probability q_i:
+elements), prior cost P_i (its cell change and texture, :func:`~xrd_agent.verify.fit.prior_residuals`),
+k_i nonlinear cell parameters and network probability q_i:
 
-    log w_i = -(chi2_i - chi2_best) / (2 T) - k_i ln(n) / 2 + ln(q_i / 2 + 1 / (2 K))
+    log w_i = -(chi2_i - chi2_best) / (2 T) - P_i / 2 - k_i ln(n) / 2 + ln(q_i / 2 + 1 / (2 K))
 
 T = max(1, chi2_best / dof) scales chi^2 so that the best fit counts as statistically adequate
 (systematic misfit of a real scan is not evidence against every candidate alike); the
@@ -13,9 +14,9 @@ and half with a uniform one over the K fitted candidates, so a material the netw
 but that fits clearly better still wins, and near-equal fits are settled by the network.
 The posterior w_i (normalised) of the top material, times the fit quality (share of the
 diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``full_explained``),
-times the prior probability of the cell change it needed relative to none (exp(-prior/2): 4 % on
-one axis of a framework costs a factor 0.61, 9 % on three axes 0.001; a dense solid's narrower
-prior, 1.5 %, charges more) is the confidence; when no candidate explains at least
+times the prior probability of the cell change and texture it needed relative to none
+(exp(-P/2): 4 % on one axis of a framework costs a factor 0.61, 9 % on three axes 0.001; a dense
+solid's narrower prior, 1.5 %, charges more; March-Dollase r = 0.6 costs 0.61) is the confidence; when no candidate explains at least
 ``min_explained`` of it the check says so ("nothing fits": an unknown phase).
 
 Composition: after the best phase, the residual is prefiltered again and the next phase is
@@ -179,8 +180,7 @@ class Checker:
         self.refs = refs
         self.policy = policy
         self.index = LnDIndex(refs)
-        # material of each class (xrd_agent.materials): candidates are distinct materials, since a
-        # second determination of one material fitted costs as much and adds no alternative
+        # material of each class (xrd_agent.materials), for :meth:`candidates`
         self.materials = np.arange(len(refs)) if materials is None else np.asarray(materials)
 
     def candidates(self, probs: np.ndarray, pre: PrefilterResult) -> list[int]:

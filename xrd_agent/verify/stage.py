@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def checker_for(library: Any, policy: VerifyPolicy = VerifyPolicy()) -> Checker:
     """References (``fit.npz`` when the library has one) and their ln-d FFTs, once per library,
-    with the library's materials (candidates are distinct materials)."""
+    with the library's materials (the prefilter's candidates are materials not already fitted)."""
     return Checker(load_references(library), policy, library.materials.of_class)
 
 
