@@ -200,7 +200,7 @@ class Checker:
                 chosen.append(int(j))
                 count[m] = count.get(m, 0) + 1
         added = 0
-        for hit in pre.best(len(self.refs), exclude=set(chosen)):
+        for hit in pre.ranked(exclude=set(chosen)):
             if added == pol.prefilter_candidates:
                 break
             m = int(self.materials[hit.index])

@@ -268,12 +268,37 @@ def _scatter(start: np.ndarray, off: np.ndarray, windows: np.ndarray, weights: n
     return np.asarray(a @ weights).T
 
 
-def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray) -> np.ndarray:
-    """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C).
+C_GAUSS = np.sqrt(np.log(2) / np.pi)  # peak height of an area-normalised Gaussian in z = x / HWHM
 
-    Each reflection is evaluated over +-``WINDOW_FWHM`` of its own width: reflections are
-    bucketed by width (factors of two), so the sharp low-angle peaks of a wide scan do not pay
-    for the window of its broadest high-angle ones. (A Fourier-domain render as in
+
+def _windows(obs: Observed, pos: np.ndarray, fwhm: np.ndarray
+             ) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, np.ndarray]]]:
+    """Where :func:`render` and :func:`render_derivatives` evaluate each reflection: over
+    +-``WINDOW_FWHM`` of its own width, reflections bucketed by width (factors of two) so the
+    sharp low-angle peaks of a wide scan do not pay for the window of its broadest high-angle
+    ones, in a buffer with a margin wide enough that no window leaves it (no masking).
+    Returns (buffer size, margin, per bucket: selection, window starts in the buffer, offsets,
+    z = (2theta - pos) / HWHM over the window, the slice of the Gaussian core (3 FWHM), HWHM)."""
+    n = obs.n
+    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
+    centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
+    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
+    bucket = np.floor(np.log2(half_each)).astype(np.int64)
+    out = []
+    for b in np.unique(bucket):
+        sel = bucket == b
+        half = int(half_each[sel].max())
+        off = np.arange(-half, half + 1)
+        hw = fwhm[sel, None] / 2.0
+        z = (obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)
+        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
+        out.append((sel, centre[sel] + margin, off, z, slice(half - core, half + core + 1), hw))
+    return n + 2 * margin, margin, out
+
+
+def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray) -> np.ndarray:
+    """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C),
+    each over its own window (:func:`_windows`). (A Fourier-domain render as in
     :mod:`xrd_agent.model.augment` was tried: with the width nodes a 5-165 deg scan needs and
     the oversampling its sharpest peaks need, it was no faster at the fit's <= 3000 points.)"""
     n, ncol = obs.n, amps.shape[1]
@@ -281,27 +306,15 @@ def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: n
         return np.zeros((n, ncol))
     if pos.size > CONVOLVE_FROM and np.all(fwhm == fwhm[0]):
         return _render_convolved(obs, pos, float(fwhm[0]), eta, amps)
-    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
-    centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
-    # a margin wide enough that no window leaves the buffer: no masking of the windows
-    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
-    size = n + 2 * margin
+    size, margin, buckets = _windows(obs, pos, fwhm)
     out = np.zeros((ncol, size))
-    bucket = np.floor(np.log2(half_each)).astype(np.int64)
-    c_gauss = np.sqrt(np.log(2) / np.pi)
-    for b in np.unique(bucket):
-        sel = bucket == b
-        half = int(half_each[sel].max())
-        off = np.arange(-half, half + 1)
-        hw = fwhm[sel, None] / 2.0
-        z2 = ((obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)) ** 2
+    for sel, start, off, z, mid, hw in buckets:
+        z2 = z * z
         prof = (eta / np.pi) / (1.0 + z2)
         # the Gaussian part is nothing beyond 3 FWHM (z = 6): exp only over the core
-        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
-        mid = slice(half - core, half + core + 1)
-        prof[:, mid] += (1 - eta) * c_gauss * np.exp(-np.log(2) * z2[:, mid])
+        prof[:, mid] += (1 - eta) * C_GAUSS * np.exp(-np.log(2) * z2[:, mid])
         prof *= obs.step / hw
-        out += _scatter(centre[sel] + margin, off, prof, amps[sel], size)
+        out += _scatter(start, off, prof, amps[sel], size)
     return out[:, margin:margin + n].T
 
 
@@ -321,7 +334,7 @@ def _render_convolved(obs: Observed, pos: np.ndarray, fwhm: float, eta: float, a
     z2 = (k * (fine / hw)) ** 2
     kernel = (eta / np.pi) / (1.0 + z2)
     mid = np.abs(k) <= core * m
-    kernel[mid] += (1 - eta) * np.sqrt(np.log(2) / np.pi) * np.exp(-np.log(2) * z2[mid])
+    kernel[mid] += (1 - eta) * C_GAUSS * np.exp(-np.log(2) * z2[mid])
     kernel *= obs.step / hw
     u = (pos - obs.two_theta[0]) / fine
     margin = half + 2 + int(max(0.0, -np.floor(u.min() / m), np.ceil(u.max() / m) - n + 1))
@@ -345,28 +358,15 @@ def render_derivatives(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: fl
     ``"fwhm"`` d/d(FWHM), ``"eta"`` d/d(Lorentz fraction), ``"prof"`` the profile itself.
     The analytic Jacobian of a fit is a handful of these instead of one render per parameter."""
     n = obs.n
-    out = np.zeros((len(terms), n))
     if pos.size == 0 or not terms:
-        return out.T
-    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
-    centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
-    margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
-    size = n + 2 * margin
+        return np.zeros((n, len(terms)))
+    size, margin, buckets = _windows(obs, pos, fwhm)
     full = np.zeros((len(terms), size))
-    bucket = np.floor(np.log2(half_each)).astype(np.int64)
-    c_gauss = np.sqrt(np.log(2) / np.pi)
     kinds = {k for k, _ in terms}
-    for b in np.unique(bucket):
-        sel = bucket == b
-        half = int(half_each[sel].max())
-        off = np.arange(-half, half + 1)
-        hw = fwhm[sel, None] / 2.0
-        z = (obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)
+    for sel, start, off, z, mid, hw in buckets:
         lor = 1.0 / (1.0 + z * z)
-        core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
-        mid = slice(half - core, half + core + 1)
         zc = z[:, mid]
-        gauss = c_gauss * np.exp(-np.log(2) * zc * zc)  # over the core only, as render draws it
+        gauss = C_GAUSS * np.exp(-np.log(2) * zc * zc)  # over the core only, as render draws it
         scale = obs.step / hw
         phi = (eta / np.pi) * lor
         phi[:, mid] += (1 - eta) * gauss
@@ -388,15 +388,16 @@ def render_derivatives(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: fl
         for kind, arr in base.items():
             which = [c for c, (k, _) in enumerate(terms) if k == kind]
             weights = np.column_stack([terms[c][1][sel] for c in which])
-            full[which] += _scatter(centre[sel] + margin, off, arr, weights, size)
+            full[which] += _scatter(start, off, arr, weights, size)
     return full[:, margin:margin + n].T
 
 
-def phase_columns(obs: Observed, state: PhaseState, shape: Shape) -> np.ndarray:
-    """(n, 2 or 3) columns: the phase (two Debye-Waller ramp columns), and its low-angle (pore
-    solvent) part when the phase has reflections there (an inorganic phase with nothing beyond
-    d0 gets no third column). K-alpha2 lines ride on each column at the shared ratio ``shape.ka2``."""
-    pos, fwhm, amps = phase_lines(obs, state, shape).rendered(shape.ka2)
+def phase_columns(obs: Observed, lines: Lines, shape: Shape) -> np.ndarray:
+    """(n, 2 or 3) columns of a phase's :func:`phase_lines`: the phase (two Debye-Waller ramp
+    columns), and its low-angle (pore solvent) part when the phase has reflections there (an
+    inorganic phase with nothing beyond d0 gets no third column). K-alpha2 lines ride on each
+    column at the shared ratio ``shape.ka2``."""
+    pos, fwhm, amps = lines.rendered(shape.ka2)
     return render(obs, pos, fwhm, shape.eta, amps)
 
 
@@ -588,8 +589,7 @@ class Fitter:
         if hit is not None and hit[0] is st:
             return hit[1], hit[2]
         lines = phase_lines(self.obs, st, shape)
-        pos, fwhm, amps = lines.rendered(shape.ka2)
-        cols = render(self.obs, pos, fwhm, shape.eta, amps)
+        cols = phase_columns(self.obs, lines, shape)
         if len(self._memo) >= 64:
             self._memo.clear()
         self._memo[key] = (st, lines, cols)
@@ -639,23 +639,21 @@ class Fitter:
                 terms += [("pos", a * lines.dpos_dlnp[:, g]) for g in range(st.lnp.size)]
                 if texture and st.axis >= 0:
                     terms.append(("prof", a * lines.dlnmd_dlnr))
+            n_own = len(terms)
             if not hold_shape:
-                # widths held by their bounds (the coarse stage): their columns are never used
-                width_kind = "prof" if fixed_width else "fwhm"
-                zeros = np.zeros_like(a)
-                terms += [("pos", a), (width_kind, zeros if fixed_width else a * lines.dfwhm_dlnw),
-                          (width_kind, zeros if fixed_width else a * lines.dfwhm_dlnu),
-                          ("eta", a), ("prof", np.where(lines.alpha2, per_unit, 0.0))]
+                # zero shift, widths (not while held by their bounds, the coarse stage: those
+                # columns stay zero), Lorentz fraction, K-alpha2 ratio
+                widths = [] if fixed_width else [("fwhm", a * lines.dfwhm_dlnw), ("fwhm", a * lines.dfwhm_dlnu)]
+                terms += [("pos", a), *widths, ("eta", a), ("prof", np.where(lines.alpha2, per_unit, 0.0))]
             if not terms or not np.any(c > 0):
                 if mine:
-                    cell_cols.append(np.zeros((n, st.lnp.size + int(texture and st.axis >= 0))))
+                    cell_cols.append(np.zeros((n, n_own)))
                 continue
             d = render_derivatives(self.obs, lines.pos, lines.fwhm, shape.eta, terms)
-            n_own = len(terms) - (0 if hold_shape else 5)
             if mine:
                 cell_cols.append(d[:, :n_own])
             if not hold_shape:
-                shape_cols += d[:, n_own:]
+                shape_cols[:, [0, 3, 4] if fixed_width else slice(None)] += d[:, n_own:]
         return np.column_stack([*cell_cols, *([] if hold_shape else [shape_cols])])
 
     def jacobian(self, phases: list[PhaseState], shape: Shape, free: list[int], texture: bool, hold_shape: bool,

@@ -14,6 +14,8 @@ profile with the scan's coverage mask).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,16 +43,14 @@ class PrefilterResult:
     scores: np.ndarray  # (classes,) best cosine, -1 where no reference
     scales: np.ndarray  # (classes,) best k
 
+    def ranked(self, exclude: set[int] = frozenset()) -> Iterator[Hit]:  # type: ignore[assignment]
+        """Hits with a positive score, best first, made as they are asked for."""
+        for j in np.argsort(-self.scores, kind="stable"):
+            if int(j) not in exclude and not self.scores[j] <= 0:
+                yield Hit(int(j), float(self.scores[j]), float(self.scales[j]))
+
     def best(self, n: int, exclude: set[int] = frozenset()) -> list[Hit]:  # type: ignore[assignment]
-        order = np.argsort(-self.scores, kind="stable")
-        out = []
-        for j in order:
-            if int(j) in exclude or self.scores[j] <= 0:
-                continue
-            out.append(Hit(int(j), float(self.scores[j]), float(self.scales[j])))
-            if len(out) >= n:
-                break
-        return out
+        return list(itertools.islice(self.ranked(exclude), n))
 
 
 class LnDIndex:
