@@ -47,7 +47,8 @@ from xrd_agent.verify.references import Reference
 class VerifyPolicy:
     network_candidates: int = 5  # the network's most probable classes fitted ...
     per_material: int = 3  # ... at most this many determinations of one material among them
-    prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's)
+    prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's), ...
+    anisotropic: int = 60  # ... its isotropic and anisotropic orders in turn; the screen's best searched anisotropically
     min_explained: float = 0.6  # share of the background-only misfit the answer (its phases together) must remove
     min_seed: float = 0.2  # ... the best single phase must remove for a composition to be sought from it
     full_explained: float = 0.9  # ... at which the fit quality no longer lowers the confidence
@@ -188,7 +189,9 @@ class Checker:
         ``per_material`` determinations of one material (the network splits a material over its
         determinations, and which of them fits a sample best it cannot tell: a simulated HKUST-1
         scan fitted by one HKUST-1 determination lost to a near-isostructural Cu MOF that three of
-        them beat), then the prefilter's best ``prefilter_candidates`` materials not among them."""
+        them beat), then the prefilter's best ``prefilter_candidates`` materials not among them,
+        from its isotropic and its anisotropic order in turn (a breathing framework ranks low in the
+        first, a clean scan's answer may not lead the second)."""
         pol = self.policy
         chosen: list[int] = []
         count: dict[int, int] = {}
@@ -200,7 +203,7 @@ class Checker:
                 chosen.append(int(j))
                 count[m] = count.get(m, 0) + 1
         added = 0
-        for hit in pre.ranked(exclude=set(chosen)):
+        for hit in pre.interleaved(exclude=set(chosen)):
             if added == pol.prefilter_candidates:
                 break
             m = int(self.materials[hit.index])
@@ -215,7 +218,7 @@ class Checker:
         pol = self.policy
         n = len(self.refs)
         probs = np.zeros(n) if probs is None else np.asarray(probs, float)
-        pre = self.index.search(obs)
+        pre = self.index.search(obs, pol.anisotropic)
         chosen = self.candidates(probs, pre)
         fitter = Fitter(obs)
         if not chosen:
@@ -228,7 +231,7 @@ class Checker:
         for j in chosen:
             ref = self.refs[j]
             assert ref is not None
-            located.append(fitter.locate(ref, float(pre.scales[j]) if pre.scores[j] > 0 else 1.0))
+            located.append(fitter.locate(ref, float(pre.scales[j]) if pre.scores[j] > 0 else 1.0, lnp=pre.cell(j)))
         leads = [int(i) for i in np.argsort([loc.cost for loc in located])[: pol.shape_candidates]]
         own = {i: fitter.fit(self.refs[chosen[i]], texture=False, located=located[i]) for i in leads}
         best_own = min(own.values(), key=lambda f: f.chi2 + f.prior)
@@ -269,7 +272,9 @@ class Checker:
         fits_ok = explained >= pol.min_explained
         if not fits_ok:
             phases, comp = (), None
-        same = sum(c.posterior for c in cands if c.name == cands[0].name)
+        # the answer is a material: its determinations' posteriors count together
+        top_material = self.materials[cands[0].index]
+        same = sum(c.posterior for c in cands if self.materials[c.index] == top_material)
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
         # the cell change the best fit needed enters as its prior probability relative to no change:
         # a candidate that fits only after moving its axes by many per cent is not a confident answer

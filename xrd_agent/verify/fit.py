@@ -765,10 +765,11 @@ class Fitter:
         return phases
 
     def locate(self, ref: Reference, scale: float = 1.0, fixed: tuple[PhaseState, ...] = (),
-               shape: Shape | None = None) -> Located:
+               shape: Shape | None = None, lnp: np.ndarray | None = None) -> Located:
         """The cheap first stage of a fit: the cell found with broad peaks on the scan averaged
         down (per-axis grid, then positions refined), the shape held except for zero shift.
-        Its misfit ranks candidates before any is refined at full resolution."""
+        Its misfit ranks candidates before any is refined at full resolution. ``lnp``, the
+        prefilter's anisotropic cell (group scales), is refined as a further start."""
         lnp0 = np.full(ref.n_groups, -2.0 * np.log(scale))
         a, b = lnp_bounds(ref)
         lnp0 = np.clip(lnp0, a + 1e-6, b - 1e-6)
@@ -782,6 +783,8 @@ class Fitter:
             # off a cell that had barely moved (a held-out UMOYOM determination, 0.4 % from the
             # library's, was fitted at +7/+7/-10 % and lost to another material)
             starts.insert(0, self._axis_search(phases, k, start))
+        if lnp is not None and ref.n_groups > 1:
+            starts.append([*fixed, PhaseState(ref, np.clip(np.asarray(lnp, float)[: ref.n_groups], a + 1e-6, b - 1e-6))])
         # coarse to fine: broad peaks first so a several-per-cent axis change is still felt
         coarse = Shape(start.zero, max(start.w, 0.09), max(start.u, 0.05), start.eta, start.ka2)
         # beside phases already fitted, the instrument profile is theirs: only the new cell moves

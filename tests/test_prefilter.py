@@ -1,0 +1,77 @@
+"""The whole-library prefilter (xrd_agent/verify/prefilter.py) on synthetic orthorhombic cells:
+an isotropic scale is found by the FFT stage, a cell whose axes moved apart (a breathing
+framework) by the anisotropic stage, and the check's candidates take both orders in turn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xrd_agent.verify import fit
+from xrd_agent.verify.observed import Observed
+from xrd_agent.verify.prefilter import LnDIndex, PrefilterResult
+from xrd_agent.verify.references import build_reference
+
+CU = (1.540598, 1.544426)
+TT = np.arange(4.0, 60.0, 0.02)
+
+
+def _library(n: int = 8) -> list[fit.Reference]:
+    rng = np.random.default_rng(5)
+    r = np.arange(0, 7)
+    hkl = np.array([(h, k, l) for h in r for k in r for l in r if (h, k, l) != (0, 0, 0)], float)
+    refs = []
+    for i in range(n):
+        cell = np.array([*rng.uniform(9.0, 16.0, 3), 90.0, 90.0, 90.0])
+        f2 = rng.lognormal(0.0, 1.5, len(hkl)) * 100.0
+        ref = build_reference(i, f"R{i}", f"R{i}", cell, hkl, f2, 500.0, float(np.prod(cell[:3])), True)
+        assert ref is not None and ref.n_groups == 3
+        refs.append(ref)
+    return refs
+
+
+def _scan(ref: fit.Reference, axes: tuple[float, float, float]) -> Observed:
+    """``ref`` with its a, b, c changed by ``axes`` (fractions), counting noise on a background."""
+    lnp = -2.0 * np.log1p(np.array(axes))
+    clean = fit.Fitter(Observed(TT, np.zeros(TT.size), 0.02, CU[0], CU[1], 1.0))
+    cols, _ = clean.columns([fit.PhaseState(ref, lnp)], fit.Shape(zero=0.0, w=0.01, u=0.01, eta=0.5, ka2=0.5))
+    y = cols[:, 0] / cols[:, 0].max() * 3000.0 + 200.0
+    y = np.random.default_rng(1).poisson(y).astype(float)
+    return Observed(TT, y, 0.02, CU[0], CU[1], float(np.sqrt(200.0)))
+
+
+def test_an_isotropic_change_is_found_by_the_fft_stage():
+    refs = _library()
+    index = LnDIndex(refs)
+    res = index.search(_scan(refs[3], (0.05, 0.05, 0.05)), anisotropic=4)
+    assert res.best(1)[0].index == 3
+    assert res.best(1)[0].scale == pytest.approx(1.05, abs=0.004)
+    assert next(res.interleaved()).index == 3
+
+
+def test_axes_that_moved_apart_are_found_by_the_anisotropic_stage():
+    """+7 % / -5 % / +2 %: no single scale lines the reflections up, the group scan does, and the
+    re-scored cosine (every reflection, as the isotropic stage scores) is far above the
+    isotropic one."""
+    refs = _library()
+    index = LnDIndex(refs)
+    axes = (0.07, -0.05, 0.02)
+    res = index.search(_scan(refs[3], axes), anisotropic=len(refs))
+    k = int(np.flatnonzero(res.aniso_index == 3)[0])
+    assert res.aniso_scores[k] == res.aniso_scores.max()
+    assert res.aniso_scores[k] > res.scores[3] + 0.15
+    np.testing.assert_allclose(res.aniso_lnp[k, :3], -2.0 * np.log1p(np.array(axes)), atol=0.01)
+    assert res.cell(3) is not None and res.cell(3)[0] == res.aniso_lnp[k, 0]
+    # the hit the check fits carries the found cell as the fit's start
+    hit = next(h for h in res.interleaved() if h.index == 3)
+    assert hit.lnp is not None
+    assert [h.index for h in res.interleaved()][:2].count(3) == 1
+
+
+def test_interleaving_takes_both_orders_in_turn_and_each_class_once():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    res = PrefilterResult(scores, np.ones(5), np.array([0, 1, 2, 3, 4]), np.array([0.1, 0.2, 0.3, 0.95, 0.94]),
+                          np.zeros((5, 6)))
+    assert [h.index for h in res.interleaved()] == [0, 3, 1, 4, 2]
+    assert [h.index for h in res.interleaved(exclude={0, 3})] == [1, 4, 2]
+    assert [h.index for h in res.ranked()] == [0, 1, 2, 3, 4]
