@@ -127,6 +127,7 @@ class LnDIndex:
         lags = np.arange(-self.max_lag, self.max_lag + 1)
         scales = np.exp(lags * LN_STEP)
         self.lags = lags[(scales >= min_scale * 0.999) & (scales <= max_scale * 1.001)]
+        self.lnp_bounds = (-2.0 * np.log1p(MAX_STRAIN), -2.0 * np.log1p(-MAX_STRAIN))  # the full-range grid
 
     def _render(self, refs: list[Reference | None], lnp: np.ndarray | None = None) -> np.ndarray:
         """sqrt-compressed Gaussian profiles (heights) of ``refs`` on the ln-d grid, at the
@@ -190,7 +191,6 @@ class LnDIndex:
             amp = np.sqrt(r.f2[top] * lorentz_polarisation(np.arcsin(s[top])) / inten.max())
             self.top_amp[i, : top.size] = amp
             self.top_basis[i, : top.size, : r.n_groups] = r.basis[top]
-        self.lnp_bounds = (-2.0 * np.log1p(MAX_STRAIN), -2.0 * np.log1p(-MAX_STRAIN))
 
     def scan_profile(self, obs: Observed) -> tuple[np.ndarray, np.ndarray]:
         """The scan on the ln-d grid (background removed, sqrt-compressed, smoothed) and its mask."""
@@ -254,8 +254,8 @@ class LnDIndex:
         (isotropic, (K,)), from their ``strongest`` reflections.
 
         Coordinate ascent, every class at once: each pass scans one group at a time over a grid
-        (the whole +-MAX_STRAIN range, or a few steps either side) with the others held; a
-        class takes part in the scans of the groups it has."""
+        (the class's whole range, or a few steps either side) with the others held; a class
+        takes part in the scans of the groups it has."""
         a = self.top_amp[idx, :strongest].astype(np.float32)  # (K, M)
         basis = self.top_basis[idx, :strongest].astype(np.float32)  # (K, M, 6)
         groups = self.n_groups[idx]
@@ -284,7 +284,7 @@ class LnDIndex:
                 grid = np.clip(grid, lo[rows], hi[rows])
                 # only group g moves: 1/d^2 = the others' share + g's share scaled
                 b_g = basis[rows, :, g]
-                rest = inv_d2[rows] - b_g * np.float32(1.0) * np.exp(lnp[rows, g, None]).astype(np.float32)
+                rest = inv_d2[rows] - b_g * np.exp(lnp[rows, g, None]).astype(np.float32)
                 trial = rest[:, :, None] + b_g[:, :, None] * np.exp(grid).astype(np.float32)[:, None, :]
                 sc = self._score(profile, span_m, a[rows], trial)
                 j = np.argmax(sc, axis=1)
