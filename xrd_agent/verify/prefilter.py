@@ -232,10 +232,10 @@ class LnDIndex:
             return result
         lnp_iso = -2.0 * np.log(scales)
         valid = np.flatnonzero(self.valid)
-        screen, _ = self.anisotropic(prof, mask, valid, lnp_iso[valid], SCREEN_PASSES, SCREEN_STRONGEST)
+        screen, _ = self.axis_scan(prof, mask, valid, lnp_iso[valid], SCREEN_PASSES, SCREEN_STRONGEST)
         idx = np.array([h.index for h in result.best(ISO_KEPT)], np.int64)
         idx = np.concatenate([idx, np.setdiff1d(valid[np.argsort(-screen, kind="stable")[:anisotropic]], idx)])
-        sampled, lnp = self.anisotropic(prof, mask, idx, lnp_iso[idx])
+        sampled, lnp = self.axis_scan(prof, mask, idx, lnp_iso[idx])
         # the best found cells judged as the isotropic stage judges: the cosine of every
         # reflection's profile (overlaps included) with the scan, comparable with the isotropic
         # scores; the rest keep their cells (a fit started there) but no anisotropic place
@@ -247,7 +247,7 @@ class LnDIndex:
         a_scores[judged] = np.where(energy > 1e-6, num / np.sqrt(np.maximum(energy, 1e-12)), 0.0)
         return PrefilterResult(result.scores, result.scales, idx, a_scores, lnp)
 
-    def anisotropic(self, prof: np.ndarray, mask: np.ndarray, idx: np.ndarray, lnp0: np.ndarray,
+    def axis_scan(self, prof: np.ndarray, mask: np.ndarray, idx: np.ndarray, lnp0: np.ndarray,
                     passes: tuple[tuple[float, int, float], ...] = ANISO_PASSES, strongest: int = STRONGEST
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Sampled scores and group scales (ln p, (K, 6)) of classes ``idx`` started at ``lnp0``
