@@ -104,6 +104,19 @@ class PrefilterResult:
                     yield hit
 
 
+def _heights(r: Reference) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reflections Cu K-alpha1 reaches (indices), their theta and their sqrt-compressed
+    heights (m|F|^2 LP, strongest 1): what both stages of the prefilter compare with a scan.
+    Empty when none has intensity."""
+    s = CU_KA1 / (2.0 * r.d)
+    ok = np.flatnonzero(s < 1.0)
+    theta = np.arcsin(s[ok])
+    inten = r.f2[ok] * lorentz_polarisation(theta)
+    if inten.size == 0 or inten.max() <= 0:
+        return ok[:0], theta[:0], inten[:0]
+    return ok, theta, np.sqrt(inten / inten.max())
+
+
 class LnDIndex:
     """Reference profiles on one ln-d grid, their FFTs cached."""
 
@@ -131,26 +144,24 @@ class LnDIndex:
 
     def _render(self, refs: list[Reference | None], lnp: np.ndarray | None = None) -> np.ndarray:
         """sqrt-compressed Gaussian profiles (heights) of ``refs`` on the ln-d grid, at the
-        reference cells or with each symmetry group's 1/d^2 scaled by exp(``lnp``) (len(refs), 6)."""
+        reference cells or with each symmetry group's 1/d^2 scaled by exp(``lnp``) (len(refs), 6).
+        A moved cell keeps its reflections' heights and widths from the reference angle: within
+        +-12 % they change slowly next to the positions."""
         rows, centres, amps, sigmas = [], [], [], []
         for i, r in enumerate(refs):
             if r is None or r.d.size == 0:
                 continue
-            u = np.log(r.d)
+            ok, theta, height = _heights(r)
+            if ok.size == 0:
+                continue
+            u = np.log(r.d[ok])
             if lnp is not None:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    u = -0.5 * np.log(r.basis @ np.exp(lnp[i, : r.n_groups]))
-            s = CU_KA1 / (2.0 * r.d)
-            ok = s < 1.0
-            theta = np.arcsin(s[ok])
-            inten = r.f2[ok] * lorentz_polarisation(theta)
-            if inten.size == 0 or inten.max() <= 0:
-                continue
-            inten = inten / inten.max()
+                    u = -0.5 * np.log(r.basis[ok] @ np.exp(lnp[i, : r.n_groups]))
             instr = np.radians(INSTRUMENT_FWHM) / 2.0 / np.tan(theta) / 2.3548
-            rows.append(np.full(inten.size, i))
-            centres.append((u[ok] - self.u0) / LN_STEP)
-            amps.append(np.sqrt(inten))
+            rows.append(np.full(ok.size, i))
+            centres.append((u - self.u0) / LN_STEP)
+            amps.append(height)
             sigmas.append(np.sqrt(instr**2 + TOLERANCE**2) / LN_STEP)
         out = np.zeros((len(refs), self.length))
         if not rows:
@@ -182,15 +193,10 @@ class LnDIndex:
         for i, r in enumerate(refs):
             if r is None or r.d.size == 0:
                 continue
-            s = CU_KA1 / (2.0 * r.d)
-            ok = np.flatnonzero(s < 1.0)
-            inten = r.f2[ok] * lorentz_polarisation(np.arcsin(s[ok]))
-            if inten.size == 0 or inten.max() <= 0:
-                continue
-            top = ok[np.argsort(-inten, kind="stable")[:STRONGEST]]
-            amp = np.sqrt(r.f2[top] * lorentz_polarisation(np.arcsin(s[top])) / inten.max())
-            self.top_amp[i, : top.size] = amp
-            self.top_basis[i, : top.size, : r.n_groups] = r.basis[top]
+            ok, _, height = _heights(r)
+            order = np.argsort(-height, kind="stable")[:STRONGEST]
+            self.top_amp[i, : order.size] = height[order]
+            self.top_basis[i, : order.size, : r.n_groups] = r.basis[ok[order]]
 
     def scan_profile(self, obs: Observed) -> tuple[np.ndarray, np.ndarray]:
         """The scan on the ln-d grid (background removed, sqrt-compressed, smoothed) and its mask."""
