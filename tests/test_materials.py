@@ -10,7 +10,7 @@ import pytest
 
 from xrd_agent.identification import Candidate, Flag, Identification
 from xrd_agent.library.artifact import Library
-from xrd_agent.materials import group
+from xrd_agent.materials import _chemistry, group
 from xrd_agent.pattern import Coverage, GateDecision
 from xrd_agent import decide as alerts
 from xrd_agent.service.expectations import ExpectationBook, read_sidecar, sidecar_path
@@ -54,6 +54,22 @@ def test_structural_rule_groups_unnamed_determinations(library, materials):
     ea, eb = (library.entries[library.refcodes.index(r)] for r in (a, b))
     assert ea["metals"] == eb["metals"]
     assert len(materials) < len(library)
+
+
+def test_oxygen_count_does_not_split_a_framework(library, materials):
+    """Determinations of one framework differ in oxygen (coordinated water, oxo against hydroxo,
+    disordered O sites at full occupancy): SURKUN and SURHEU list O32 per Zr3 where RUBTAK02
+    (UiO-66) lists O16, with the same reduced cell and powder patterns of cosine 0.99. An
+    element one formula lacks still keeps two apart, and so do other ratios."""
+    uio = materials.resolve("UiO-66").material
+    assert {"RUBTAK02", "SURKUN", "SURHEU"} <= set(uio.refcodes)
+    assert materials.resolve("SURKUN").material is uio
+    p = library.patterns[[library.refcodes.index(r) for r in ("RUBTAK02", "SURKUN")]].astype(float)
+    assert p[0] @ p[1] / np.linalg.norm(p[0]) / np.linalg.norm(p[1]) > 0.99
+    assert _chemistry("C24 H14 O16 Zr3") == _chemistry("C24 H16 O32 Zr3") == _chemistry("C24 O16 Zr3")
+    assert _chemistry("C24 H14 O16 Zr3") != _chemistry("C24 H14 N O16 Zr3")  # UiO-66-NH2
+    assert _chemistry("C24 H14 O16 Zr3") != _chemistry("C32 H14 O16 Zr3")
+    assert _chemistry("C6 O4 Cu") != _chemistry("C6 Cu")  # an oxygen-free formula is another chemistry
 
 
 def test_grouping_is_deterministic_and_covers_every_class(library, materials):

@@ -11,8 +11,12 @@ Two classes are one material when
 * **the structures say so** -- the held-out split's rule
   (:data:`xrd_agent.library.build.SAME_PHASE_RULE`, :func:`xrd_agent.library.cif.same_phase`:
   Niggli-reduced primitive cells with volumes and sorted lengths within 5 %) applied across
-  the whole library, restricted to classes of the same chemistry (the same elements in the
-  same ratios, hydrogen aside: CoRE drops or keeps hydrogens inconsistently), or
+  the whole library, restricted to classes of the same chemistry: the same elements, in the
+  same ratios apart from hydrogen and oxygen. CoRE drops or keeps hydrogens inconsistently,
+  and oxygen is where determinations of one framework differ: coordinated water, oxo against
+  hydroxo bridges, and disordered oxygen sites kept at full occupancy (two UiO-66
+  determinations list O32 per Zr3 where RUBTAK02 lists O16; their powder patterns have a
+  cosine of 0.994), or
 * **the names table says so** -- classes that share a common name or an alias (its breathing
   forms keep MIL-53(Al) one material although their cells differ by tens of per cent).
 
@@ -267,7 +271,7 @@ def group(library: Any) -> Materials:
             of_class[i] = m
         materials.append(_material(entries, idx))
     rule = ("same material: a shared common name or alias (names table)" + (
-        ", or the same elements in the same ratios (hydrogen aside) and Niggli-reduced primitive cells "
+        ", or the same elements, in the same ratios apart from hydrogen and oxygen, and Niggli-reduced primitive cells "
         f"whose volumes and sorted lengths agree within {CELL_TOLERANCE:.0%}" if cells
         else "; no niggli.json, so no structural grouping"))
     return Materials(materials, of_class, rule)
@@ -316,15 +320,19 @@ def _formula(formula: str) -> dict[str, float]:
 
 
 def _chemistry(formula: str) -> str:
-    """Element ratios with hydrogen left out, reduced to the smallest integers: C6 H2 Cu O4 and
-    C6 Cu O4 (CoRE dropped the hydrogens) are one chemistry."""
-    counts = {el: Fraction(c).limit_denominator(1000) for el, c in _formula(formula).items() if el not in ("H", "D")}
+    """The elements (hydrogen aside) and their ratios with hydrogen and oxygen left out, reduced
+    to the smallest integers: C6 H2 Cu O4, C6 Cu O4 (CoRE dropped the hydrogens) and C6 Cu O5
+    (a coordinated water) are one chemistry; an element present in one formula only still
+    tells two apart (UiO-66 and UiO-66-NH2)."""
+    parts = _formula(formula)
+    counts = {el: Fraction(c).limit_denominator(1000) for el, c in parts.items() if el not in ("H", "D", "O")}
+    elements = " ".join(sorted(el for el in parts if el not in ("H", "D")))
     if not counts:
-        return ""
+        return elements
     lcm = reduce(lambda a, b: a * b // gcd(a, b), (c.denominator for c in counts.values()), 1)
     ints = {el: int(c * lcm) for el, c in counts.items()}
     g = reduce(gcd, ints.values())
-    return " ".join(f"{el}{ints[el] // g}" for el in sorted(ints))
+    return " ".join(f"{el}{ints[el] // g}" for el in sorted(ints)) + " | " + elements
 
 
 def _volumes(cell: np.ndarray) -> np.ndarray:
