@@ -304,16 +304,19 @@ class Checker:
         pol = self.policy
         current = fitter.result(list(first.phases), first.shape, with_covariance=True)
         gains: list[tuple[float, float | None]] = [(current.improvement, None)]
-        names = {first.phases[0].ref.name}
+        # a further phase is another material: a second determination of one already in is
+        # isostructural with it (the overlap test would refuse it after a costly fit)
+        taken = {int(self.materials[first.phases[0].ref.index])}
         while len(current.phases) < pol.max_phases:
             resid = Observed(obs.two_theta, obs.y - current.linear.model + np.median(current.linear.model),
                              obs.step, obs.wavelength, obs.alpha2, obs.sigma)
             hits = self.index.search(resid).best(pol.second_candidates + 4)
-            pool = [h for h in hits if self.refs[h.index] is not None and self.refs[h.index].name not in names]
+            pool = [h for h in hits if self.refs[h.index] is not None and int(self.materials[h.index]) not in taken]
             pool = pool[: pol.second_candidates]
             for f in ranked[1:]:  # also the next well-fitting candidates of other materials
                 ref = f.phases[-1].ref
-                if ref.name not in names and all(h.index != ref.index for h in pool) and len(pool) <= pol.second_candidates:
+                if (int(self.materials[ref.index]) not in taken and all(h.index != ref.index for h in pool)
+                        and len(pool) <= pol.second_candidates):
                     pool.append(Hit(ref.index, 0.0, float(np.exp(-f.phases[-1].lnp.mean() / 2))))
             best: tuple[FitResult, float, float] | None = None
             # each further phase located cheaply first; only the best located ones are refined
@@ -343,7 +346,7 @@ class Checker:
                 break
             current = fitter.result(list(trial.phases), trial.shape, with_covariance=True)
             gains.append((gain, p))
-            names.add(trial.phases[-1].ref.name)
+            taken.add(int(self.materials[trial.phases[-1].ref.index]))
         if len(current.phases) > 1:
             # the profile and every cell again, now that every phase is in: the profile was found
             # with the first phase alone, which broadens its peaks to cover the others' lines
