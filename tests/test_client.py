@@ -241,6 +241,37 @@ def test_silent_publisher_triggers_a_reconnect(context, agent):
         assert [e.seq for e in collect(sub, 1, agent)] == [1]
 
 
+def test_silence_after_a_clean_stop_is_not_reported_as_a_fault(context, agent, caplog):
+    """An agent that said ``stopped`` (systemctl stop, a restart) is expected to go quiet: the
+    client still reconnects, but says why at info level instead of warning of a silent
+    publisher (the demo's subscriber printed that warning on a busy machine while the agent
+    exited). A message after the stop means the agent is back."""
+    endpoint = agent.publisher.endpoint
+    sub = subscriber(agent, topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT), silence_timeout_s=0.3)
+    with sub:
+        sync(agent, sub)
+        stopped = messages.build(messages.STATUS, 1, {"state": "stopped", "detail": "the agent stopped cleanly",
+                                                      "counters": {}}, agent_id="t", instrument_id="d8")
+        agent.ledger.messages.append(stopped)
+        agent.publisher.send(stopped)
+        assert [e.message["state"] for e in collect(sub, 1)] == ["stopped"]
+        assert sub.agent_stopped
+        agent.publisher.close()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="xrd_agent.client"):
+            deadline = time.monotonic() + 30
+            while sub.reconnects == 0 and time.monotonic() < deadline:
+                sub.receive(0.1)
+        assert sub.reconnects >= 1
+        said = [(r.levelname, r.getMessage()) for r in caplog.records if "reconnect" in r.getMessage()]
+        assert said and all(level == "INFO" and "said it stopped" in text for level, text in said)
+        agent.publisher = Publisher(context, endpoint)
+        agent.ledger.add(2, messages.IDENTIFICATION)
+        agent.publisher.send(agent.ledger.messages[-1])
+        assert [e.seq for e in collect(sub, 1, agent)] == [2]
+        assert not sub.agent_stopped
+
+
 def test_control_unreachable_at_start_starts_from_the_first_message(context, agent):
     sub = Subscriber(agent.publisher.endpoint, "tcp://127.0.0.1:1", context=context, control_timeout_s=0.2,
                      topics=(*messages.DURABLE_TOPICS, messages.HEARTBEAT))

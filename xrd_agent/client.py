@@ -441,6 +441,7 @@ class Subscriber:
         self._started = False
         self._invalid_live = 0
         self.reconnects = 0
+        self.agent_stopped = False  # its last status said ``stopped``: silence is expected, not a fault
 
     @property
     def last_seq(self) -> int | None:
@@ -489,8 +490,12 @@ class Subscriber:
             self._deliver(self.sequencer.catch_up())
 
     def _reconnect(self) -> None:
-        log.warning("no message or heartbeat from %s for %.0f s: reconnecting", self.pub_endpoint,
-                    self.silence_timeout_s)
+        if self.agent_stopped:  # a clean stop (systemctl stop, a restart): wait for it to come back
+            log.info("the agent at %s said it stopped; reconnecting every %.0f s until it is back",
+                     self.pub_endpoint, self.silence_timeout_s)
+        else:
+            log.warning("no message or heartbeat from %s for %.0f s: reconnecting", self.pub_endpoint,
+                        self.silence_timeout_s)
         self.reconnects += 1
         if self._sub is not None:
             self._sub.close(linger=0)
@@ -559,4 +564,10 @@ class Subscriber:
             self._deliver(self.sequencer.live(message))
 
     def _deliver(self, ready: Iterable[Mapping[str, Any]]) -> None:
-        self._pending.extend(to_event(m) for m in ready if m["topic"] in self.topics)
+        for m in ready:
+            if m["topic"] == messages.STATUS:
+                self.agent_stopped = m["state"] == "stopped"
+            elif m["topic"] != messages.HEARTBEAT:
+                self.agent_stopped = False
+            if m["topic"] in self.topics:
+                self._pending.append(to_event(m))
