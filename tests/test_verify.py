@@ -213,6 +213,31 @@ def test_an_oblique_metric_scaled_past_positive_definite_costs_instead_of_breaki
     assert np.all(np.isfinite(cost)) and np.sum(cost**2) > 9.0
 
 
+def test_a_shear_of_the_cell_costs_like_the_strain_it_is():
+    """The strain prior measures the lattice's deformation (principal log-stretches), not one
+    setting's axis lengths: a monoclinic cell whose beta opens by 3 degrees with a, b, c held
+    has no axis change at all, but it is a shear of about 5 % and pays for it; the principal
+    log-stretches sum to ln(V'/V), as a deformation's must. An isotropic change costs what it
+    always did (test above)."""
+    from xrd_agent.verify.fit import STRAIN_PRIOR, PhaseState, principal_stretches, strain_cost
+    from xrd_agent.verify.references import metric_tensor, term_values
+
+    hkl = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 0, -1], [1, 1, 1]], float)
+    old, new = np.array([10.0, 11.0, 12.0, 90.0, 100.0, 90.0]), np.array([10.0, 11.0, 12.0, 90.0, 103.0, 90.0])
+    ref = build_reference(0, "mono", "mono", old, hkl, np.ones(6), 100.0, 1000.0, True)
+    ratio = term_values(np.linalg.inv(metric_tensor(new))) / term_values(ref.gstar)
+    lnp = np.zeros(ref.n_groups)
+    for j in range(6):
+        if ref.groups[j] >= 0:
+            lnp[ref.groups[j]] = np.log(ratio[j])
+    assert ref.cell_for(np.exp(lnp)) == pytest.approx(new, abs=1e-9)
+    stretch = principal_stretches(ref, lnp)
+    volume = np.sqrt(np.linalg.det(metric_tensor(new)) / np.linalg.det(metric_tensor(old)))
+    assert stretch.sum() == pytest.approx(np.log(volume), abs=1e-12)
+    assert stretch.max() - stretch.min() == pytest.approx(np.radians(3.0), rel=0.05)  # the shear
+    assert np.sum(strain_cost(PhaseState(ref, lnp)) ** 2) > 0.5 * (np.radians(3.0) / STRAIN_PRIOR) ** 2
+
+
 def test_a_failing_check_costs_only_itself(caplog):
     """The check is evidence, not the answer: when it raises, the scan is identified without it
     (logged), and a scan without a wavelength is not fitted at all."""

@@ -8,9 +8,10 @@ refined reciprocal metric):
               + Chebyshev background (+ a 1/2theta term for air scatter at low angle)
 
 * cell: each symmetry group g of reciprocal-metric terms (:mod:`.references`) is scaled by
-  p_g, bounded so every axis stays within +-12 %, with a Gaussian prior on ln(axis change)
-  (:func:`strain_sigma`: 4 % for frameworks, 1.5 % for dense solids) added to chi^2: large cell
-  changes must pay for themselves;
+  p_g, bounded so every axis stays within +-12 %, with a Gaussian prior on the principal
+  log-stretches of the change (:func:`principal_stretches`; ln(axis change) when the angles stay;
+  :func:`strain_sigma`: 4 % for frameworks, 1.5 % for dense solids) added to chi^2: large cell
+  changes, shears included, must pay for themselves;
 * zero shift (deg), pseudo-Voigt width FWHM^2 = W + U tan^2(theta) and Lorentz fraction eta;
 * March-Dollase preferred orientation MD_j = (r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2) about
   one of the reciprocal axes a*, b*, c* that the metric does not tie to another (the best is
@@ -45,13 +46,13 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, signal, sparse
+from scipy import linalg, optimize, signal, sparse
 
 from xrd_agent.verify.observed import Observed, coarsen
 from xrd_agent.verify.references import Reference, lorentz_polarisation
 
 MAX_STRAIN = 0.12
-STRAIN_PRIOR = 0.04  # sigma of ln(axis change): 4 % costs one resolution element of chi^2
+STRAIN_PRIOR = 0.04  # sigma of a principal log-stretch: 4 % costs one resolution element of chi^2
 #: Dense solids (oxides, metals, chalcogenides) do not breathe: their cells move by thermal
 #: expansion and solid solution, tenths of a per cent to a few. Their prior is narrower, so a dense
 #: phase's cell is not stretched by 5-10 % to borrow another phase's lines (alpha-Ti over Zr).
@@ -478,22 +479,38 @@ def rwp(y: np.ndarray, model: np.ndarray) -> float:
 
 
 def strain_sigma(ref: Reference) -> float:
-    """The width of the prior on ln(axis change): narrow for dense solids, wide for frameworks
+    """The width of the prior on the principal log-stretches: narrow for dense solids, wide for frameworks
     (and for references without an absolute scale, whose density is unknown)."""
     density = ref.cell_mass * AMU_G / ref.volume if ref.volume > 0 else float("nan")
     return DENSE_STRAIN_PRIOR if np.isfinite(density) and density >= DENSE_FROM else STRAIN_PRIOR
 
 
+def principal_stretches(ref: Reference, lnp: np.ndarray) -> np.ndarray:
+    """ln of the principal stretches (ascending) of the deformation from the reference lattice to
+    the one ``lnp`` gives: half the log-eigenvalues of G0^-1 G1 (G the direct metrics; the same as
+    G0* G1*^-1), the Hencky strain's principal values. They measure the change of the lattice, not
+    of one setting's numbers: for a cell whose angles stay put they are ln(a'/a), ln(b'/b),
+    ln(c'/c), and a change of angle is a shear that stretches one direction and shortens another.
+    NaN when ``lnp`` leaves no lattice (a metric that is not positive definite)."""
+    g1 = ref.gstar_for(np.exp(lnp))
+    try:
+        mu = linalg.eigh(ref.gstar, g1, eigvals_only=True)
+    except (linalg.LinAlgError, ValueError):
+        return np.full(3, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 0.5 * np.log(mu)
+
+
 def strain_cost(state: PhaseState, prior: float | None = None) -> np.ndarray:
-    """Prior residuals: ln(axis change) / prior for a, b, c (prior: :func:`strain_sigma` of the
-    phase). Scaling an oblique cell's metric groups independently can leave no lattice at all (a
-    metric that is not positive definite): that costs as much as the widest allowed change on
-    every axis, twice over."""
+    """Prior residuals: the principal log-stretches of the cell change / prior (prior:
+    :func:`strain_sigma` of the phase). Per-axis length changes would let an oblique cell shear
+    for free: a triclinic MOF fitted a simulated scan of another material with its angles moved
+    6-8 degrees at the cost of its axis lengths alone, and the same lattice in another setting
+    would have cost differently. Scaling an oblique cell's metric groups independently can leave
+    no lattice at all: that costs as much as the widest allowed change on every axis, twice over."""
     if prior is None:
         prior = strain_sigma(state.ref)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ch = state.ref.cell_for(np.exp(state.lnp))[:3] / state.ref.cell[:3]
-        out = np.log(ch) / prior
+    out = principal_stretches(state.ref, state.lnp) / prior
     if not np.all(np.isfinite(out)):
         return np.full(3, 2.0 * np.log1p(MAX_STRAIN) / prior)
     return out

@@ -120,14 +120,17 @@ class Reference:
         diag = self.groups[:3]
         return tuple(i for i in range(3) if int(np.sum(diag == diag[i])) == 1)
 
-    def cell_for(self, p: np.ndarray) -> np.ndarray:
-        """The cell after scaling each group's terms of 1/d^2 by ``p``."""
+    def gstar_for(self, p: np.ndarray) -> np.ndarray:
+        """The reciprocal metric after scaling each group's terms of 1/d^2 by ``p``."""
         v = term_values(self.gstar).copy()
         for j in range(6):
             if self.groups[j] >= 0:
                 v[j] *= p[self.groups[j]]
-        g = np.array([[v[0], v[5] / 2, v[4] / 2], [v[5] / 2, v[1], v[3] / 2], [v[4] / 2, v[3] / 2, v[2]]])
-        return cell_from_reciprocal(g)
+        return np.array([[v[0], v[5] / 2, v[4] / 2], [v[5] / 2, v[1], v[3] / 2], [v[4] / 2, v[3] / 2, v[2]]])
+
+    def cell_for(self, p: np.ndarray) -> np.ndarray:
+        """The cell after scaling each group's terms of 1/d^2 by ``p``."""
+        return cell_from_reciprocal(self.gstar_for(p))
 
 
 def build_reference(index: int, refcode: str, name: str, cell: np.ndarray, hkl: np.ndarray, f2: np.ndarray,
