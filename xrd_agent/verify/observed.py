@@ -97,7 +97,12 @@ def coarsen(obs: Observed, factor: int) -> Observed:
 
 def rough_background(obs: Observed, window_deg: float = 2.0) -> np.ndarray:
     """Morphological background (opening, then smoothing) for the prefilter only; the fit
-    models its background itself."""
+    models its background itself. The opening follows the noise's lower envelope, a few sigma
+    under the background, and cuts the top off a hump as wide as a capillary's; the running
+    median of what it leaves (over 1.5 windows: the peaks, fewer than half of its points, do not
+    move a median) puts it back on the background's middle."""
     w = max(3, int(round(window_deg / obs.step)) | 1)
     opened = ndimage.grey_opening(obs.y, size=w, mode="nearest")
-    return ndimage.uniform_filter1d(opened, size=w, mode="nearest")
+    bg = ndimage.uniform_filter1d(opened, size=w, mode="nearest")
+    return bg + ndimage.median_filter(obs.y - bg, size=(3 * w // 2) | 1, mode="nearest")
+
