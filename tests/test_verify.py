@@ -238,6 +238,18 @@ def test_a_shear_of_the_cell_costs_like_the_strain_it_is():
     assert np.sum(strain_cost(PhaseState(ref, lnp)) ** 2) > 0.5 * (np.radians(3.0) / STRAIN_PRIOR) ** 2
 
 
+def test_the_primitive_cell_of_a_centred_cubic_lattice_is_cubic():
+    """CoRE writes UiO-66, MOF-5, HKUST-1 and MIL-101 as rhombohedral primitive cells at 60 deg
+    (face-centred cubic; 109.47 deg is body-centred): one cell parameter, the angle held. Any
+    other rhombohedral angle keeps two."""
+    hkl = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, -1, 0], [2, 0, 0], [1, 1, -1]], float)
+    for angle, groups in ((60.0, 1), (109.4712206, 1), (75.0, 2)):
+        ref = build_reference(0, "r", "r", np.array([14.67, 14.67, 14.67, angle, angle, angle]), hkl,
+                              np.ones(6), 100.0, 1000.0, True)
+        assert ref.n_groups == groups, angle
+        assert ref.cell_for(np.full(groups, 1.0 / 1.05**2))[3:] == pytest.approx([angle] * 3)
+
+
 def test_a_failing_check_costs_only_itself(caplog):
     """The check is evidence, not the answer: when it raises, the scan is identified without it
     (logged), and a scan without a wavelength is not fitted at all."""

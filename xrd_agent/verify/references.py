@@ -85,6 +85,14 @@ def symmetry_groups(gstar: np.ndarray) -> np.ndarray:
         else:
             groups[j] = len(values)
             values.append(float(v[j]))
+    if groups.max() == 1 and len(set(groups[:3])) == 1 and len(set(groups[3:])) == 1 and groups[3] >= 0:
+        # A rhombohedral metric at 60 or 109.47 deg is the primitive cell of a face- or
+        # body-centred cubic lattice (CoRE writes UiO-66, MOF-5, HKUST-1 and MIL-101 that way):
+        # its symmetry is cubic, one parameter. Left rhombohedral, the angle was free, and
+        # MIL-101(Cr) sheared by 2 deg and stretched by 8 % passed as a second phase of a UiO-66 scan.
+        cos = gstar[0, 1] / np.sqrt(gstar[0, 0] * gstar[1, 1])
+        if min(abs(cos + 1.0 / 3.0), abs(cos - 0.5)) < ZERO_COS:
+            groups[3:] = groups[0]
     return groups
 
 
