@@ -258,6 +258,7 @@ def test_silence_after_a_clean_stop_is_not_reported_as_a_fault(context, agent, c
         assert sub.agent_stopped
         agent.publisher.close()
         caplog.clear()
+        replays = len(agent.ledger.replays)
         with caplog.at_level("INFO", logger="xrd_agent.client"):
             deadline = time.monotonic() + 30
             while sub.reconnects == 0 and time.monotonic() < deadline:
@@ -265,6 +266,8 @@ def test_silence_after_a_clean_stop_is_not_reported_as_a_fault(context, agent, c
         assert sub.reconnects >= 1
         said = [(r.levelname, r.getMessage()) for r in caplog.records if "reconnect" in r.getMessage()]
         assert said and all(level == "INFO" and "said it stopped" in text for level, text in said)
+        assert len(agent.ledger.replays) == replays  # nothing to replay from a stopped agent (its control is gone)
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
         agent.publisher = Publisher(context, endpoint)
         agent.ledger.add(2, messages.IDENTIFICATION)
         agent.publisher.send(agent.ledger.messages[-1])

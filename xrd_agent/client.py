@@ -500,7 +500,8 @@ class Subscriber:
         if self._sub is not None:
             self._sub.close(linger=0)
         self._connect()
-        self._deliver(self.sequencer.catch_up())
+        if not self.agent_stopped:  # a stopped agent published nothing since; its first message back fills any gap
+            self._deliver(self.sequencer.catch_up())
 
     def close(self) -> None:
         if self._sub is not None:
