@@ -8,7 +8,8 @@ symmetry ties together.
 CoRE clean CIFs are mostly written in P1, so the space group says nothing: the metric
 symmetry is read from the cell itself. Terms of equal value are one free parameter and zero
 terms stay zero: cubic 1 group, tetragonal/hexagonal/rhombohedral 2 (hexagonal: A = B = F), orthorhombic 3,
-monoclinic 4, triclinic 6. Scaling each group's terms by p moves the lattice while keeping
+monoclinic 4, triclinic 6; a rhombohedral cell at 60 or 109.47 deg, the primitive cell of a centred
+cubic lattice, is cubic. Scaling each group's terms by p moves the lattice while keeping
 its symmetry.
 
 Two sources: the library's optional ``fit.npz`` (absolute |F|^2, any d range, cell mass for
