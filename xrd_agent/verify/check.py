@@ -139,10 +139,10 @@ def rank(fits: Sequence[FitResult], probs: Sequence[float], y: np.ndarray | None
     """Posterior weights of the fitted candidates (the rule in the module docstring).
 
     With the scan ``y``, the best fit's residual also sets how many of the resolution elements
-    are independent: a measured scan's misfit (a profile the model lacks, intensities off) is
-    correlated over several elements, and counting each as independent evidence made a misfit
-    0.3 % smaller outweigh everything the network said (Berar & Lelann 1991 correct Rietveld
-    standard uncertainties for the same serial correlation). Chi^2 differences and the BIC's
+    are independent: a measured scan's misfit (a profile the model lacks, intensities off) can be
+    correlated over several elements, and each counted as independent evidence would let a
+    slightly smaller misfit outweigh the network and the priors (Berar & Lelann 1991 correct
+    Rietveld standard uncertainties for the same serial correlation). Chi^2 differences and the BIC's
     sample size are divided by the residual's correlation length in resolution elements
     (:func:`correlation_length`; 1 for a white residual, which leaves the rule as it was)."""
     chi = np.array([f.chi2 for f in fits])

@@ -105,4 +105,3 @@ def rough_background(obs: Observed, window_deg: float = 2.0) -> np.ndarray:
     opened = ndimage.grey_opening(obs.y, size=w, mode="nearest")
     bg = ndimage.uniform_filter1d(opened, size=w, mode="nearest")
     return bg + ndimage.median_filter(obs.y - bg, size=(3 * w // 2) | 1, mode="nearest")
-
