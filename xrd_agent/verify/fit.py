@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import linalg, optimize, signal, sparse
@@ -529,10 +530,16 @@ def prior_residuals(state: PhaseState) -> np.ndarray:
     return np.append(cost, state.ln_r / TEXTURE_PRIOR)
 
 
+def ln_p_range(max_strain: float | np.ndarray) -> tuple[Any, Any]:
+    """Bounds on ln p for axes within +-``max_strain`` (a number or an array of them): 1/d^2
+    scales as 1/a^2, so ln p lies within -2 ln(1 + s) .. -2 ln(1 - s)."""
+    return -2.0 * np.log1p(max_strain), -2.0 * np.log1p(-np.asarray(max_strain))
+
+
 def lnp_bounds(ref: Reference, max_strain: float = MAX_STRAIN) -> tuple[float, float]:
-    """Bounds on ln p: 1/d^2 scales as 1/a^2, so an axis within +-max_strain means ln p within
-    -2 ln(1 + s) .. -2 ln(1 - s)."""
-    return -2.0 * np.log1p(max_strain), -2.0 * np.log1p(-max_strain)
+    """Bounds on ln p of ``ref``'s groups: every axis within +-``max_strain``."""
+    lo, hi = ln_p_range(max_strain)
+    return float(lo), float(hi)
 
 
 class Fitter:

@@ -37,7 +37,7 @@ from scipy import fft as _fft
 from scipy import ndimage
 
 from xrd_agent.library.simulate import CU_KA1
-from xrd_agent.verify.fit import MAX_STRAIN, strain_sigma
+from xrd_agent.verify.fit import MAX_STRAIN, ln_p_range, strain_sigma
 from xrd_agent.verify.observed import Observed, rough_background
 from xrd_agent.verify.references import Reference, lorentz_polarisation
 
@@ -140,7 +140,7 @@ class LnDIndex:
         lags = np.arange(-self.max_lag, self.max_lag + 1)
         scales = np.exp(lags * LN_STEP)
         self.lags = lags[(scales >= min_scale * 0.999) & (scales <= max_scale * 1.001)]
-        self.lnp_bounds = (-2.0 * np.log1p(MAX_STRAIN), -2.0 * np.log1p(-MAX_STRAIN))  # the full-range grid
+        self.lnp_bounds = ln_p_range(MAX_STRAIN)  # the full-range grid
 
     def _render(self, refs: list[Reference | None], lnp: np.ndarray | None = None) -> np.ndarray:
         """sqrt-compressed Gaussian profiles (heights) of ``refs`` on the ln-d grid, at the
@@ -189,7 +189,8 @@ class LnDIndex:
         # how far an axis may move from the reference cell: three sigma of the fit's strain prior
         # (12 % for a framework, 4.5 % for a dense solid, whose stretched lattice would otherwise
         # soak up a second phase's lines: alpha-Ti at +6 % beside beta-Ti)
-        self.max_change = np.array([MAX_STRAIN if r is None else min(MAX_STRAIN, 3.0 * strain_sigma(r)) for r in refs])
+        max_change = np.array([MAX_STRAIN if r is None else min(MAX_STRAIN, 3.0 * strain_sigma(r)) for r in refs])
+        self.lnp_lo, self.lnp_hi = ln_p_range(max_change)
         for i, r in enumerate(refs):
             if r is None or r.d.size == 0:
                 continue
@@ -266,8 +267,7 @@ class LnDIndex:
         basis = self.top_basis[idx, :strongest].astype(np.float32)  # (K, M, 6)
         groups = self.n_groups[idx]
         glo, ghi = self.lnp_bounds
-        m = self.max_change[idx]
-        lo, hi = -2.0 * np.log1p(m)[:, None], -2.0 * np.log1p(-m)[:, None]  # (K, 1)
+        lo, hi = self.lnp_lo[idx, None], self.lnp_hi[idx, None]  # (K, 1)
         lnp = np.repeat(np.clip(lnp0[:, None], lo, hi), 6, axis=1)
         covered = np.flatnonzero(mask)
         span_m = (int(covered[0]), int(covered[-1])) if covered.size else (1, 0)
