@@ -49,3 +49,16 @@ def test_fine_tuning_refuses_a_model_of_other_classes(fresh, tmp_path):
                          init_model=str(root / "model"))
     with pytest.raises(ValueError, match="classes"):
         train(other, config, None, command="pytest", progress=False, emit=lambda s: None)
+
+
+def test_the_training_device_follows_the_keras_backend(fresh):
+    from xrd_agent.errors import ModelError
+    from xrd_agent.model.train import training_device
+
+    _, _, result = fresh
+    # TensorFlow here, on a machine with no GPU: the manifest says where the weights came from
+    assert result.manifest.device == training_device("auto") == "cpu"
+    with pytest.raises(ModelError, match="auto, cpu or gpu"):
+        training_device("tpu")
+    with pytest.raises(ModelError, match="no GPU"):
+        training_device("gpu")

@@ -131,10 +131,12 @@ def synthesize(
         import sys
 
         # fork is cheapest and needs no __main__ guard in the caller's script, but forking
-        # a process with TensorFlow's threads running can deadlock: then forkserver, whose
-        # children start clean (and which needs the usual `if __name__ == "__main__"`).
+        # a process with TensorFlow's or JAX's threads running can deadlock: then
+        # forkserver, whose children start clean (and which needs the usual
+        # `if __name__ == "__main__"`).
         methods = multiprocessing.get_all_start_methods()
-        method = "fork" if "fork" in methods and "tensorflow" not in sys.modules else "forkserver"
+        threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
+        method = "fork" if "fork" in methods and not threaded else "forkserver"
         if method not in methods:
             method = "spawn"
         context = multiprocessing.get_context(method)

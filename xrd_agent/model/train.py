@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shlex
 import sys
@@ -178,15 +179,15 @@ def train(
     ``synthesize(library, per_class, seed=..., options=..., workers=...) -> (X, y)`` makes the
     training spectra; the default is :func:`xrd_agent.model.dataset.synthesize`.
     """
-    from xrd_agent.tfimport import import_tensorflow
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        from xrd_agent.tfimport import import_tensorflow
 
-    import_tensorflow()
+        import_tensorflow()
     import keras
 
     from xrd_agent.model.network import build
-    from xrd_agent.model.predictor import select_device
 
-    device = select_device(config.device)
+    device = training_device(config.device)
     emit(f"training on {device}")
     keras.utils.set_random_seed(config.seed)  # seeds python, numpy and the backend
     synthesize = synthesize or _default_synthesizer()
@@ -288,6 +289,45 @@ def train(
         plot_history(history, path / artifact.REPORT_FILE, title=f"{config.arch}, {len(library)} classes")
         emit(f"model written to {path} ({manifest.version})")
     return TrainResult(model=model, manifest=manifest, history=history, out=path)
+
+
+def training_device(preference: str = "auto") -> str:
+    """The device Keras trains on, by its backend.
+
+    The service always runs TensorFlow, but a ``.keras`` file of these layers is the same
+    whatever backend wrote it, so a model may be trained where only JAX or PyTorch sees
+    the GPU (``KERAS_BACKEND=jax``) and shipped to TensorFlow unchanged.
+    """
+    import keras
+
+    from xrd_agent.errors import ModelError
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from xrd_agent.model.predictor import select_device
+
+        return select_device(preference)
+    if preference not in ("auto", "cpu", "gpu"):
+        raise ModelError(f"device must be auto, cpu or gpu, not {preference!r}")
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()  # the default backend's: GPUs first when there are any
+        gpu = devices[0].platform == "gpu"
+        kind = str(getattr(devices[0], "device_kind", devices[0].platform))
+    elif backend == "torch":
+        import torch
+
+        gpu = torch.cuda.is_available()
+        kind = torch.cuda.get_device_name(0) if gpu else "cpu"
+    else:
+        raise ModelError(f"training on the {backend} backend is not supported; use tensorflow, jax or torch")
+    if preference == "gpu" and not gpu:
+        raise ModelError(f"device 'gpu' was asked for but {backend} sees no GPU")
+    if preference == "cpu" and gpu:
+        raise ModelError(f"{backend} uses the GPU here; hide it (JAX_PLATFORMS=cpu or "
+                         "CUDA_VISIBLE_DEVICES=) to train on the CPU")
+    return f"{'gpu' if gpu else 'cpu'} ({backend}: {kind})"
 
 
 def _start_from(model: Any, folder: Path, library: Any) -> str:
