@@ -17,6 +17,10 @@ For each, the share of spectra whose material (xrd_agent/materials.py) is among 
 distinct materials of the isotropic order alone and of the order the check takes its prefilter
 candidates from (isotropic and anisotropic in turn; the check fits 6 of them); then p50/p99
 of the search's time per scan with and without the anisotropic stage, and the load average.
+
+With --network the shipped network reads the same spectra (they are already on its grid), and
+two more rows say what reaches the fit: the network's own order, and whether the material is
+among the classes the check fits (Checker.candidates: the network's five, then the prefilter's).
 """
 
 from __future__ import annotations
@@ -74,8 +78,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--anisotropic", type=int, default=None,
                     help="screened references searched anisotropically (default: the check's VerifyPolicy.anisotropic)")
+    ap.add_argument("--network", action="store_true",
+                    help="also the shipped network's order and the union the check fits (loads TensorFlow)")
     args = ap.parse_args()
     lib = Library.load()
+    engine = None
+    if args.network:
+        from xrd_agent.model.engine import Engine
+
+        engine = Engine(library=lib).load()
     checker = checker_for(lib)
     k_aniso = checker.policy.anisotropic if args.anisotropic is None else args.anisotropic
     materials = np.asarray(lib.materials.of_class)
@@ -86,7 +97,7 @@ def main() -> int:
     t_iso: list[float] = []
     t_both: list[float] = []
     for name, options in CONDITIONS.items():
-        iso, both = [], []
+        iso, both, net, fitted = [], [], [], []
         for c in classes:
             spectra = synthesize_class(lib, int(c), 1, seed=[99], options=options, bank=bank, gate=GateConfig())
             obs = observe_scan(as_scans(spectra)[0])
@@ -100,9 +111,18 @@ def main() -> int:
             truth = int(materials[c])
             iso.append(_rank((h.index for h in res.ranked()), materials, truth))
             both.append(_rank((h.index for h in res.interleaved()), materials, truth))
+            if engine is not None:
+                probs = engine.predict_proba(spectra)[0]
+                net.append(_rank(np.argsort(-probs, kind="stable"), materials, truth))
+                fitted.append(truth in {int(materials[j]) for j in checker.candidates(probs, res)})
         print(name)
         print(_row("isotropic", iso))
         print(_row("isotropic + anisotropic", both), flush=True)
+        if engine is not None:
+            print(_row("network", net))
+            print(f"  {'fitted by the check':26s} {100 * np.mean(fitted):5.1f} % (network's "
+                  f"{checker.policy.network_candidates} + prefilter's {checker.policy.prefilter_candidates})",
+                  flush=True)
     for label, t in (("isotropic", t_iso), ("with anisotropic stage", t_both)):
         s = 1000 * np.array(t)
         print(f"search time, {label}: p50 {np.percentile(s, 50):.0f} ms, p99 {np.percentile(s, 99):.0f} ms "
