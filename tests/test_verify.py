@@ -160,6 +160,21 @@ def test_real_two_phase_scans_report_both_phases(byo_library, folder):
     assert len({material[p.refcode] for p in v.phases}) >= 2
 
 
+def test_a_phase_that_only_reweights_the_first_ones_reflections_is_not_a_second_phase(byo_library):
+    """The lab's Mn2O3 CIF underestimates several of its sample's reflections; a graphite cell
+    moved by a few per cent can put its lines there and pass the whole-scan F-test (it did:
+    Mn2O3 0.64 + graphite 0.26 + LiTMO3 0.10). Where only graphite has reflections it explains
+    nothing, so it is no phase of its own: the scan is one phase."""
+    from xrd_agent.readers import read_scan
+    from xrd_agent.scan import Wavelength
+    from xrd_agent.verify.stage import checker_for, observe_scan
+
+    scan = read_scan(BYO / "Mn2O3" / "data.csv", wavelength=Wavelength.for_anode("Cu"))
+    v = checker_for(byo_library).check(observe_scan(scan))
+    assert v.candidates[0].refcode == "Mn2O3"
+    assert [p.refcode for p in v.phases] == ["Mn2O3"]
+
+
 def test_zn_tbapy_is_not_a_confident_copper_mof():
     from xrd_agent.library.artifact import Library
     from xrd_agent.readers import read_scan
