@@ -24,7 +24,9 @@ Composition: after the best phase, the residual is prefiltered again and the nex
 fitted jointly (earlier phases' cells held, all scales re-solved). It is kept only when an
 F-test over resolution elements says the added parameters improve the fit beyond noise
 (p < ``mixture_p``) AND it removes at least ``mixture_min_gain`` of the remaining misfit (a
-real single-phase scan's systematic misfit is not a second phase). Weight fractions follow
+real single-phase scan's systematic misfit is not a second phase) AND the same F-test passes on
+the points where only it has reflections (the earlier phases predict less than twice the noise
+there: a phase is seen by lines of its own, not by re-weighting the others'). Weight fractions follow
 Hill & Howard (1987): W_p = S_p (ZMV)_p / sum_i S_i (ZMV)_i, with uncertainties from the
 linear least-squares covariance of the scales.
 """
