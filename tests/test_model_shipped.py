@@ -45,6 +45,19 @@ def test_silicon_and_corundum_standards_get_no_confident_mof_name(engine, fixtur
     assert result.confidence < engine.policy.unknown_threshold
 
 
+def test_an_alloy_standard_gets_no_confident_mof_name_from_the_physics_check(fixtures_dir):
+    """Cu3Au's few fcc lines: the network alone names a MOF with them (BALMUW, confidence 0.73
+    on the fast path); the physics check, on by default in the service, finds that no MOF
+    reference explains them."""
+    from xrd_agent.model.engine import Engine
+    from xrd_agent.readers import read_scan
+
+    checked = Engine(device="cpu", verify=True).load()
+    result = checked.identify(read_scan(fixtures_dir / "Cu3Au-1.raw"))
+    assert Flag.UNKNOWN_PHASE in result.flags
+    assert result.confidence < checked.policy.unknown_threshold
+
+
 def test_amorphous_scans_are_flagged(engine):
     for seed in range(3):
         result = engine.identify_arrays(MODEL_GRID, amorphous_scan(seed))
