@@ -411,14 +411,20 @@ def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | 
     return fit, gains
 
 
-def _overlap(fitter: Fitter, fit: FitResult) -> float:
-    """Cosine between the last phase's profile and the sum of the earlier phases' (background
-    removed): how much of the new phase's reflections coincide with the old ones."""
+def _earlier_profile(fitter: Fitter, fit: FitResult) -> tuple[np.ndarray, int, np.ndarray]:
+    """The phases' profile columns with the background projected out, the index of the last
+    phase's first column, and the earlier phases' fitted profile (their columns times scales)."""
     cols, widths = fitter.columns(list(fit.phases), fit.shape)
     q = fitter.design.q
     cols = cols - q @ (q.T @ cols)
     split = sum(widths[:-1])
-    old = cols[:, :split] @ fit.linear.coef[:split]
+    return cols, split, cols[:, :split] @ fit.linear.coef[:split]
+
+
+def _overlap(fitter: Fitter, fit: FitResult) -> float:
+    """Cosine between the last phase's profile and the sum of the earlier phases' (background
+    removed): how much of the new phase's reflections coincide with the old ones."""
+    cols, split, old = _earlier_profile(fitter, fit)
     new = cols[:, split:split + 1].sum(axis=1)
     den = float(np.linalg.norm(old) * np.linalg.norm(new))
     return float(old @ new / den) if den > 0 else 0.0
@@ -433,12 +439,8 @@ def _own_reflections_p(fitter: Fitter, before: FitResult, after: FitResult, y: n
     reflections alone, where the intensities of their CIFs miss the sample's; it then gains
     nothing, or loses, where only it has reflections. Same correction for the residual's
     correlation length as :func:`_significance`."""
-    cols, widths = fitter.columns(list(after.phases), after.shape)
-    q = fitter.design.q
-    cols = cols - q @ (q.T @ cols)
-    split = sum(widths[:-1])
     sigma = fitter.obs.sigma
-    free = cols[:, :split] @ after.linear.coef[:split] < 2.0 * sigma
+    free = _earlier_profile(fitter, after)[2] < 2.0 * sigma
     r0 = (y - before.linear.model)[free]
     r1 = (y - after.linear.model)[free]
     c0, c1 = float(r0 @ r0) / sigma**2, float(r1 @ r1) / sigma**2
