@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train the CNN on a reference library (seeded, reproducible)",
         description="Synthesise augmented spectra from every library pattern and train the 1-D CNN "
-                    "(Wang et al. 2020 by default). GPU when TensorFlow sees one, CPU otherwise.",
+                    "(Wang et al. 2020 by default). GPU when Keras's backend sees one, CPU otherwise; "
+                    "KERAS_BACKEND=jax trains where only JAX sees the GPU, and the model folder "
+                    "loads in TensorFlow unchanged.",
     )
     parser.add_argument("--library", type=Path, default=None, metavar="DIR",
                         help="library folder (default: the library shipped with xrd-agent)")
