@@ -77,7 +77,6 @@ def test_interleaving_takes_both_orders_in_turn_and_each_class_once():
     assert [h.index for h in res.ranked()] == [0, 1, 2, 3, 4]
 
 
-
 def test_the_rough_background_sits_in_the_middle_of_the_noise_under_a_hump():
     """The prefilter compares what stands above the background. A morphological opening alone
     follows the noise's lower envelope (about two sigma under the background) and cuts the top

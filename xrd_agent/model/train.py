@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from xrd_agent.errors import ModelError
 from xrd_agent.model import artifact
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ def train(
     ``synthesize(library, per_class, seed=..., options=..., workers=...) -> (X, y)`` makes the
     training spectra; the default is :func:`xrd_agent.model.dataset.synthesize`.
     """
+    # TensorFlow is imported first (quietly) only when it will be Keras's backend: the GPU
+    # machine that trains may have JAX alone (KERAS_BACKEND=jax)
     if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
         from xrd_agent.tfimport import import_tensorflow
 
@@ -299,8 +302,6 @@ def training_device(preference: str = "auto") -> str:
     the GPU (``KERAS_BACKEND=jax``) and shipped to TensorFlow unchanged.
     """
     import keras
-
-    from xrd_agent.errors import ModelError
 
     backend = keras.backend.backend()
     if backend == "tensorflow":

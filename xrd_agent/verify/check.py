@@ -449,9 +449,7 @@ def _own_reflections_p(fitter: Fitter, before: FitResult, after: FitResult, y: n
     dof = free.sum() / ppe - added
     if dof < 1.0 or c1 <= 0 or c0 <= c1:
         return 1.0
-    inflation = max(1.0, correlation_length(y - after.linear.model) / ppe)
-    f = ((c0 - c1) / added) / (c1 / dof) / inflation
-    return float(stats.f.sf(f, added, max(dof / inflation, 1.0)))
+    return _f_test_p(c0, c1, added, dof, _inflation(after, y))
 
 
 def correlation_length(resid: np.ndarray) -> float:
@@ -488,10 +486,19 @@ def _significance(before: FitResult, after: FitResult, y: np.ndarray, added: int
         added = after.phases[-1].ref.n_groups + after.columns[-1]
     gain = (before.chi2 - after.chi2) / before.chi2 if before.chi2 > 0 else 0.0
     k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + 12
-    ppe = y.size / after.n_elements
-    inflation = max(1.0, correlation_length(y - after.linear.model) / ppe)
-    dof = max((after.n_elements - k_after) / inflation, 1.0)
     if after.chi2 <= 0 or before.chi2 <= after.chi2:
         return float(gain), 1.0
-    f = ((before.chi2 - after.chi2) / added) / (after.chi2 / max(after.n_elements - k_after, 1.0)) / inflation
-    return float(gain), float(stats.f.sf(f, added, dof))
+    return float(gain), _f_test_p(before.chi2, after.chi2, added, after.n_elements - k_after, _inflation(after, y))
+
+
+def _inflation(fit: FitResult, y: np.ndarray) -> float:
+    """The residual's correlation length in resolution elements, at least one."""
+    return max(1.0, correlation_length(y - fit.linear.model) / (y.size / fit.n_elements))
+
+
+def _f_test_p(chi2_before: float, chi2_after: float, added: int, dof: float, inflation: float) -> float:
+    """p of the F statistic for ``added`` parameters taking the misfit from ``chi2_before`` to
+    ``chi2_after`` with ``dof`` degrees of freedom left; the statistic and the degrees of freedom
+    are divided by ``inflation`` (:func:`_inflation`)."""
+    f = ((chi2_before - chi2_after) / added) / (chi2_after / max(dof, 1.0)) / inflation
+    return float(stats.f.sf(f, added, max(dof / inflation, 1.0)))
