@@ -93,6 +93,26 @@ def test_crystallinity_verdict_needs_coverage_from_low_angles():
     assert flags.crystallinity_verdict(None, FULL) is None
 
 
+def test_a_reference_with_lines_everywhere_explains_a_few_lines_only_by_chance():
+    """Four fcc-like lines against a reference with a reflection every 0.5 deg: the raw shares
+    are high, but so is what random positions reach; the pattern's own reference is far above."""
+    fcc = flags.Peaks(np.array([24.0, 34.2, 41.7, 48.5]), np.array([0.3, 0.5, 1.0, 0.5]))
+    dense = flags.Peaks(np.arange(5.3, 50.0, 0.5), np.resize([1.0, 0.6, 0.8, 0.4], 90))
+    m = flags.match_peaks(fcc, dense, 20.0, 50.0)
+    assert m.explained == pytest.approx(1.0) and m.chance_explained > 0.6
+    assert m.above_chance < 0.3 < m.score
+    own = flags.match_peaks(_peaks(3), flags.find_peaks(LIB.patterns[3]), 5.0, 50.0)
+    assert own.chance_explained < 0.3 and own.above_chance > 0.9
+
+
+def test_a_match_no_better_than_chance_names_nothing():
+    chance_level = flags.Match(0.8, 0.8, 0.0, (), chance_explained=0.75, chance_recovered=0.7)
+    confidence, fl = network_flags(0.97, chance_level, None, 1.0)
+    assert Flag.UNKNOWN_PHASE in fl and confidence < 0.35
+    confidence, fl = network_flags(0.97, flags.Match(0.8, 0.8, 0.0, ()), None, 1.0)
+    assert fl == frozenset() and confidence == pytest.approx(0.97 * 0.8)
+
+
 def test_amorphous_decision_sets_confidence_to_zero():
     m = flags.Match(1.0, 1.0, 0.0, ())
     confidence, fl = network_flags(0.99, m, Flag.AMORPHOUS, 1.0)

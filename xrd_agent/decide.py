@@ -110,7 +110,8 @@ def network_flags(p_top: float, match: Match, verdict: Flag | None, coverage_fra
     """Combine the softmax and the evidence into (confidence, flags).
 
     confidence = softmax x match score: on realistic held-out scans it tracks the
-    share of correct names far better than the softmax alone (docs/model.md).
+    share of correct names far better than the softmax alone (docs/model.md). A match
+    no better than chance (:attr:`Match.above_chance`) names nothing, whatever its score.
     ``verdict`` is :func:`~xrd_agent.model.flags.crystallinity_verdict`'s: an amorphous
     product names no phase; a low-crystallinity one is still identified.
     """
@@ -123,7 +124,13 @@ def network_flags(p_top: float, match: Match, verdict: Flag | None, coverage_fra
         return 0.0, frozenset(flags)
     if verdict is Flag.LOW_CRYSTALLINITY:
         flags.add(Flag.LOW_CRYSTALLINITY)
-    if confidence < policy.unknown_threshold or match.score < policy.min_match:
+    if match.above_chance < policy.min_above_chance:
+        # Agreement a reference this dense (or a scan this noisy) reaches at random is no
+        # evidence: the match vouches only for its part beyond chance (Cu3Au's four fcc lines
+        # against a MOF with a reflection every few tenths of a degree).
+        confidence = float(max(p_top, 0.0) * match.above_chance)
+        flags.add(Flag.UNKNOWN_PHASE)
+    elif confidence < policy.unknown_threshold or match.score < policy.min_match:
         flags.add(Flag.UNKNOWN_PHASE)
     elif (1.0 - match.explained >= policy.mixture_unexplained
           and sum(h >= policy.mixture_peak for h in match.unexplained_heights) >= policy.mixture_min_peaks
@@ -196,7 +203,7 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
         "softmax_top": round(float(probs[order[0]]), 6),
         "cam_refcode": rules.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
         "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
-                  "score": round(match.score, 4), "shift": match.shift,
+                  "score": round(match.score, 4), "above_chance": round(match.above_chance, 4), "shift": match.shift,
                   "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
     }
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
@@ -310,7 +317,7 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
         "material_top": round(float(ranked[0].probability), 6),
         "cam_refcode": rules.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
         "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
-                  "score": round(match.score, 4), "shift": match.shift,
+                  "score": round(match.score, 4), "above_chance": round(match.above_chance, 4), "shift": match.shift,
                   "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
     }
     if evidence.elements:

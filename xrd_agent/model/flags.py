@@ -46,6 +46,7 @@ class FlagPolicy:
     reference_peak: float = 0.1  # relative height of a reference peak that must be found
     max_zero_shift: float = 0.3  # deg, common offset tried when matching
     intensity_ratio: float = 0.2  # a matching peak must be at least this share as strong
+    min_above_chance: float = 0.3  # match score beyond chance below: unknown_phase (Match.above_chance)
 
 
 def policy_from(model: Any) -> FlagPolicy:
@@ -73,10 +74,23 @@ class Match:
     shift: float  # zero shift (deg) that matched best
     unexplained: tuple[float, ...]  # strongest scan peaks the reference lacks (up to 10, deg)
     unexplained_heights: tuple[float, ...] = ()  # their relative heights, same order
+    chance_explained: float = 0.0  # ``explained`` a reference with these peaks reaches at random positions
+    chance_recovered: float = 0.0  # ``recovered`` the scan's own peaks give any reference by chance
 
     @property
     def score(self) -> float:
         return float(np.sqrt(max(self.explained, 0.0) * max(self.recovered, 0.0)))
+
+    @property
+    def above_chance(self) -> float:
+        """The score of the agreement beyond chance (Cohen's kappa of each share): a reference
+        with a reflection every few tenths of a degree "explains" any line, and a noisy scan
+        with a peak everywhere "recovers" any reference; neither is evidence."""
+        def beyond(observed: float, chance: float) -> float:
+            return max(0.0, (observed - chance) / max(1.0 - chance, 1e-9))
+
+        return float(np.sqrt(beyond(self.explained, self.chance_explained)
+                             * beyond(self.recovered, self.chance_recovered)))
 
 
 def tolerance(two_theta: np.ndarray) -> np.ndarray:
@@ -114,6 +128,34 @@ def match_peaks(scan: Peaks, reference: Peaks, first: float, last: float,
     All zero shifts are tried at once (one array per shift), the best product wins.
     """
     return match_many(scan, [reference], first, last, policy)[0]
+
+
+#: Grid step (deg) of the chance levels: well below the narrowest tolerance (0.12 deg).
+CHANCE_STEP = 0.02
+
+
+def _sorted_cover(pos: np.ndarray, height: np.ndarray, ok: np.ndarray, first: float, last: float) -> np.ndarray:
+    """(rows, points): at every point of [first, last], the height of the row's strongest peak
+    within tolerance of it, sorted along the row. The share of points at or above a height is
+    the chance that a line at a random position finds a partner that strong."""
+    x = first + CHANCE_STEP * np.arange(max(1, int(np.floor((last - first) / CHANCE_STEP)) + 1))
+    tol = tolerance(pos)
+    width = np.where(ok, np.searchsorted(x, pos + tol, "right") - np.searchsorted(x, pos - tol, "left"), 0).ravel()
+    lo = np.searchsorted(x, (pos - tol).ravel(), "left")
+    rows = np.repeat(np.repeat(np.arange(pos.shape[0]), pos.shape[1]), width)
+    cols = np.repeat(lo, width) + np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
+    cover = np.zeros((pos.shape[0], x.size))
+    np.maximum.at(cover, (rows, cols), np.repeat(height.ravel(), width))
+    return np.sort(cover, axis=1)
+
+
+def _share_at_least(cover: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Per row, the share of ``cover``'s (sorted) points at or above each of the row's ``levels``;
+    one searchsorted for all rows (covers lie in [0, 1], so an offset of 2 per row keeps them apart)."""
+    n, points = cover.shape
+    offset = 2.0 * np.arange(n)[:, None]
+    at = np.searchsorted((cover + offset).ravel(), (levels + offset).ravel(), "left").reshape(levels.shape)
+    return 1.0 - (at - points * np.arange(n)[:, None]) / points
 
 
 def match_many(scan: Peaks, references: list[Peaks], first: float, last: float,
@@ -181,6 +223,14 @@ def match_many(scan: Peaks, references: list[Peaks], first: float, last: float,
     # Among equally good shifts, the one that puts the matched peaks closest wins.
     residual = (np.where(hit_s, nearest * strong.height, 0.0).sum(axis=2)
                 / np.maximum((hit_s * strong.height).sum(axis=2), 1e-12))
+    # What chance alone gives: lines at random positions in the span, against the same peaks
+    # with the same tolerances and intensity rule (the common zero shift is left out).
+    levels_s = np.broadcast_to(ratio * strong.height, (n, strong.position.size))
+    chance_s = (_share_at_least(_sorted_cover(ref_pos, ref_h, ref_ok, first, last), levels_s)
+                * strong.height).sum(axis=1) / strong.height.sum()
+    found_cover = _sorted_cover(found.position[None, :], found.height[None, :],
+                                np.ones((1, found.position.size), bool), first, last)
+    chance_r = _share_at_least(np.broadcast_to(found_cover, (n, found_cover.shape[1])), ratio * rs_h)
     for c, (i, _, ref_strong) in enumerate(usable):
         q = ref_strong.position.size  # per-candidate sums over its own peaks: the same numbers as alone
         recovered = (hit_r[c, :, :q] * ref_strong.height).sum(axis=1) / ref_strong.height.sum()
@@ -189,7 +239,8 @@ def match_many(scan: Peaks, references: list[Peaks], first: float, last: float,
         missing = np.argsort(-strong.height[miss])[:10]  # the strongest few are what a chemist checks
         out[i] = Match(float(explained[c, best]), float(recovered[best]), round(float(shifts[best]), 3),
                        tuple(float(p) for p in strong.position[miss][missing]),
-                       tuple(float(h) for h in strong.height[miss][missing]))
+                       tuple(float(h) for h in strong.height[miss][missing]),
+                       float(chance_s[c]), float((chance_r[c, :q] * ref_strong.height).sum() / ref_strong.height.sum()))
     return out  # type: ignore[return-value]
 
 
