@@ -47,7 +47,8 @@ def test_evaluate_writes_tables_and_figures(tmp_path, fixtures_dir):
     assert 0 < results["mixture"]["n"] and 0.0 <= results["mixture"]["flagged_mixture"] <= 1.0
     assert [r["file"] for r in results["open_set"]["fixtures"]] == [f.name for f in fixtures]
     grid = results["rerank_grid"]["rows"]
-    assert grid[0]["depth"] == 1 and len(grid) == 1 + 3 * 4 and all(0 <= r["top1"] <= r["top5"] <= 1 for r in grid)
+    assert grid[0]["depth"] == 1 and len(grid) == 1 + 2 * 3 * 4 and all(0 <= r["top1"] <= r["top5"] <= 1 for r in grid)
+    assert {r["evidence"] for r in grid[1:]} == {"score", "above_chance"}
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| cnn | realistic/same_phase | 10 |" in md and "Command: `pytest`" in md
     assert json.loads((tmp_path / "out" / "results.json").read_text())["model_version"] == engine.manifest_.version

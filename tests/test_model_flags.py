@@ -145,3 +145,22 @@ def test_peak_finder_reads_a_prepared_scan():
     s = LIB.sticks(6)
     true = s.two_theta[np.argmax(s.intensity)] + 0.03
     assert abs(strongest - true) < 0.1
+
+
+def test_the_rerank_gives_no_credit_for_a_match_chance_gives():
+    """The network's first class matches only as well as a reference that dense matches anything;
+    its second matches beyond chance and is named first."""
+    from xrd_agent.decide import Rules, decide
+    from xrd_agent.evidence import Evidence
+    from xrd_agent.pattern import GateDecision, Pattern
+    from xrd_agent.predict import Prediction
+
+    pattern = Pattern(intensity=np.zeros(MODEL_GRID.size, np.float32), mask=np.ones(MODEL_GRID.size, bool),
+                      gate=GateDecision(False, 0.0, 1.0, 200), coverage=FULL)
+    matches = {0: flags.Match(0.9, 0.9, 0.0, (), chance_explained=0.8, chance_recovered=0.8),
+               1: flags.Match(0.85, 0.85, 0.0, ()), 2: flags.Match(0.0, 0.0, 0.0, ())}
+    prediction = Prediction(probabilities=np.array([0.5, 0.45, 0.05]))
+    result = decide(prediction, Evidence(pattern=pattern, matches=matches), Rules(refcodes=("A", "B", "C"),
+                                                                                  names=("A", "B", "C")))
+    assert [c.refcode for c in result.top[:2]] == ["B", "A"]
+    assert not result.flags and result.confidence == pytest.approx(0.45 * 0.85)

@@ -61,9 +61,10 @@ from xrd_agent.predict import Prediction
 
 # -- identification rules ------------------------------------------------------------
 
-#: The peak match reorders the network's RERANK_DEPTH best by softmax x score**RERANK_POWER.
-#: Chosen on realistic spectra of the library's own entries (not the held-out test set):
-#: depth 5/10/20 x power 1-4; 10 and 4 gave Top-1 67.6 -> 70.8 %, Top-5 85.3 -> 86.7 % (docs/model.md).
+#: The peak match reorders the network's RERANK_DEPTH best by softmax x above_chance**RERANK_POWER
+#: (the match beyond chance: a reference dense with reflections gets no credit for what any scan
+#: would show it). Chosen on realistic spectra of the library's own entries (not the held-out test
+#: set), depth 5/10/20 x power 1-4 (``evaluate --rerank-grid``, docs/model.md "Rerank choice").
 RERANK_DEPTH = 10
 RERANK_POWER = 4
 
@@ -85,7 +86,7 @@ class Rules:
     model_version: str = ""
     library_version: str = ""
     top_k: int = 5
-    rerank: bool = True  # reorder the network's best by softmax x peak-match score^RERANK_POWER
+    rerank: bool = True  # reorder the network's best by softmax x above_chance^RERANK_POWER
     rerank_depth: int = RERANK_DEPTH  # how many of the network's best the peak match may reorder
     policy: FlagPolicy = FlagPolicy()
 
@@ -175,7 +176,7 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
     matches = {j: evidence.matches[j] for j in (int(i) for i in order[:reorder])}
     if rules.rerank:
         # Peak evidence reorders the network's few best (docs/model.md).
-        head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].score ** RERANK_POWER)
+        head = sorted(matches, key=lambda j: -float(probs[j]) * matches[j].above_chance ** RERANK_POWER)
         order = np.array(head + [int(j) for j in order if int(j) not in matches])
     verified = evidence.verification
     fits: dict[int, Any] = {}
@@ -270,7 +271,7 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
     weights = rules.element_weights(evidence.elements)
     k = min(rules.top_k, len(mats))
     matches = dict(evidence.matches)
-    scores = {j: m.score for j, m in matches.items()} if rules.rerank else None
+    scores = {j: m.above_chance for j, m in matches.items()} if rules.rerank else None
     verified = evidence.verification
     fitted = {c.index: c for c in verified.candidates} if verified is not None else {}
     ranked = mats.rank(probs, len(mats) if fitted else k, evidence=scores, power=RERANK_POWER, weights=weights)

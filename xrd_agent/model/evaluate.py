@@ -306,9 +306,9 @@ def restricted_sizes(engine: Any, realistic: TestSet, sizes: Sequence[int] = (18
 
 def rerank_grid(engine: Any, library: Any, seed: int, per_class: int = 2,
                 depths: Sequence[int] = (5, 10, 20), powers: Sequence[int] = (1, 2, 3, 4)) -> dict[str, Any]:
-    """Top-1/Top-5 of softmax x score**power over the network's ``depth`` best, on realistic
-    spectra of the library's OWN entries (never the held-out set): how the engine's
-    RERANK_DEPTH and RERANK_POWER were chosen."""
+    """Top-1/Top-5 of softmax x evidence**power over the network's ``depth`` best, on realistic
+    spectra of the library's OWN entries (never the held-out set), with the peak match's score
+    and its part beyond chance as the evidence: how the engine's rerank was chosen."""
     from xrd_agent.model import flags
     from xrd_agent.model.augment import AugmentOptions
     from xrd_agent.model.dataset import synthesize
@@ -316,21 +316,25 @@ def rerank_grid(engine: Any, library: Any, seed: int, per_class: int = 2,
     X, y = synthesize(library, per_class, seed=seed, options=AugmentOptions.realistic())
     P = engine.predict_proba(X)
     deepest = max(depths)
-    probs, scores, hits = [], [], []
+    probs, matches, hits = [], [], []
     for i, pat in enumerate(_patterns(X)):
         order = np.argsort(-P[i])[:deepest]
         found = flags.find_peaks(pat.intensity, pat.mask, min_height=engine.policy.weak_peak)
-        scores.append([flags.match_peaks(found, engine.reference_peaks(int(j)), pat.coverage.first,
-                                         pat.coverage.last, engine.policy).score for j in order])
+        matches.append(flags.match_many(found, [engine.reference_peaks(int(j)) for j in order],
+                                        pat.coverage.first, pat.coverage.last, engine.policy))
         probs.append(P[i][order])
         hits.append(order == y[i])
-    probs, scores, hits = np.array(probs), np.array(scores), np.array(hits)
-    rows = [{"depth": 1, "power": 0, "top1": float(hits[:, 0].mean()), "top5": float(hits[:, :5].any(1).mean())}]
-    for d in depths:
-        for a in powers:
-            rank = np.argsort(-(probs[:, :d] * scores[:, :d] ** a), axis=1, kind="stable")
-            h = np.take_along_axis(hits[:, :d], rank, axis=1)
-            rows.append({"depth": d, "power": a, "top1": float(h[:, 0].mean()), "top5": float(h[:, :5].any(1).mean())})
+    probs, hits = np.array(probs), np.array(hits)
+    rows = [{"depth": 1, "power": 0, "evidence": "", "top1": float(hits[:, 0].mean()),
+             "top5": float(hits[:, :5].any(1).mean())}]
+    for evidence in ("score", "above_chance"):
+        scores = np.array([[getattr(m, evidence) for m in row] for row in matches])
+        for d in depths:
+            for a in powers:
+                rank = np.argsort(-(probs[:, :d] * scores[:, :d] ** a), axis=1, kind="stable")
+                h = np.take_along_axis(hits[:, :d], rank, axis=1)
+                rows.append({"depth": d, "power": a, "evidence": evidence, "top1": float(h[:, 0].mean()),
+                             "top5": float(h[:, :5].any(1).mean())})
     return {"n": int(len(y)), "per_class": per_class, "seed": seed, "rows": rows}
 
 
@@ -558,10 +562,11 @@ def markdown(results: dict[str, Any]) -> str:
         g = results["rerank_grid"]
         lines += ["", f"## Choosing the rerank (realistic spectra of the library's own entries, {g['per_class']} per class, "
                       f"seed {g['seed']}, n={g['n']}; not the held-out set)", "",
-                  "| reordered candidates | power of the match score | Top-1 | Top-5 |", "| ---: | ---: | ---: | ---: |"]
+                  "| reordered candidates | evidence | power | Top-1 | Top-5 |", "| ---: | --- | ---: | ---: | ---: |"]
         for r in g["rows"]:
             label = "network alone" if r["depth"] == 1 else str(r["depth"])
-            lines.append(f"| {label} | {r['power'] if r['depth'] > 1 else '–'} | {_pct(r['top1'])} | {_pct(r['top5'])} |")
+            lines.append(f"| {label} | {r.get('evidence') or '–'} | {r['power'] if r['depth'] > 1 else '–'} | "
+                         f"{_pct(r['top1'])} | {_pct(r['top5'])} |")
     if sw.get("ablation"):
         base = sw["ablation"][0]
         lines += ["", f"## What each augmentation switch buys ({base['classes']} classes, {base['per_class']}/class, "
