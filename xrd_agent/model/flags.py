@@ -8,7 +8,9 @@ evidence that does not come from the network:
   reflections, and are the reference's strong reflections (inside the measured range)
   present in the scan? A common zero shift of up to +-0.3 deg is allowed, and the
   position tolerance grows with tan(theta) like the shift of a lattice that is ~1 %
-  larger or smaller than the reference's.
+  larger or smaller than the reference's. Both shares are also measured for lines at
+  random positions (their chance levels): a reference with a reflection every few tenths
+  of a degree explains any line, and only the agreement beyond chance is evidence.
 * **crystallinity** -- what share of the product is crystalline
   (:mod:`xrd_agent.crystallinity`, on the scan's raw points); :func:`crystallinity_verdict`
   turns it into ``amorphous`` / ``low_crystallinity`` when the scan covers enough to judge.
