@@ -164,3 +164,33 @@ def test_the_rerank_gives_no_credit_for_a_match_chance_gives():
                                                                                   names=("A", "B", "C")))
     assert [c.refcode for c in result.top[:2]] == ["B", "A"]
     assert not result.flags and result.confidence == pytest.approx(0.45 * 0.85)
+
+
+@pytest.mark.parametrize("network_belief, first", [(0.8, "A"), (0.3, "B")])
+def test_the_networks_sure_answer_leads_the_checks_other_best_fit(network_belief, first):
+    """With the physics check, the material the network gives most of its belief keeps the first
+    place when the check's best fit is another material (which comes second); below that belief
+    the check's order stands. Either way the check caps the confidence."""
+    from xrd_agent.decide import Rules, decide
+    from xrd_agent.evidence import Evidence
+    from xrd_agent.pattern import GateDecision, Pattern
+    from xrd_agent.predict import Prediction
+    from xrd_agent.verify.check import CandidateFit, Verification
+
+    def fit(index: int, posterior: float) -> CandidateFit:
+        return CandidateFit(index, LIB.refcodes[index], "", 0.0, 0.0, 0.1, 0.5, 0.9, posterior, (10.0,) * 3 + (90.0,) * 3,
+                            (0.0,) * 6, 0.0, 0.1, (-1, 1.0))
+
+    n = len(LIB)
+    probs = np.full(n, (1.0 - network_belief) / (n - 1))
+    probs[0] = network_belief
+    pattern = Pattern(intensity=np.zeros(MODEL_GRID.size, np.float32), mask=np.ones(MODEL_GRID.size, bool),
+                      gate=GateDecision(False, 0.0, 1.0, 200), coverage=FULL)
+    matches = {j: flags.Match(0.9, 0.9, 0.0, ()) for j in range(n)}
+    verification = Verification((fit(1, 0.9), fit(0, 0.1)), (), 0.9, True, 0.6, 1.0)
+    rules = Rules(refcodes=tuple(LIB.refcodes), names=tuple(LIB.refcodes), materials=LIB.materials)
+    result = decide(Prediction(probabilities=probs), Evidence(pattern=pattern, matches=matches,
+                                                              verification=verification), rules)
+    a, b = LIB.refcodes[0], LIB.refcodes[1]
+    assert [c.refcode for c in result.top[:2]] == ([a, b] if first == "A" else [b, a])
+    assert result.confidence <= 0.6
