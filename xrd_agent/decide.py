@@ -287,7 +287,8 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
     ranked = mats.rank(probs, len(mats) if fitted else k, evidence=scores, power=RERANK_POWER, weights=weights)
     if fitted:
         # The physics check ranks first (network prior x fit, xrd_agent/verify/check.py): the materials
-        # of its candidates in its order, then the network's; the elements still rule as they did.
+        # of its candidates in its order, then the network's; the elements still rule as they did,
+        # and a material the network is sure of keeps the first place (NETWORK_LEADS).
         by_material = {r.material.id: r for r in ranked}
         head: list[Any] = []
         seen: set[Any] = set()  # materials, not candidate objects: each fitted determination of
