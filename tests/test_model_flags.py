@@ -147,16 +147,22 @@ def test_peak_finder_reads_a_prepared_scan():
     assert abs(strongest - true) < 0.1
 
 
+def _blank_pattern():
+    """A covered 5-50 deg pattern for the judge (decide reads its coverage and mask, not its values)."""
+    from xrd_agent.pattern import GateDecision, Pattern
+
+    return Pattern(intensity=np.zeros(MODEL_GRID.size, np.float32), mask=np.ones(MODEL_GRID.size, bool),
+                   gate=GateDecision(False, 0.0, 1.0, 200), coverage=FULL)
+
+
 def test_the_rerank_gives_no_credit_for_a_match_chance_gives():
     """The network's first class matches only as well as a reference that dense matches anything;
     its second matches beyond chance and is named first."""
     from xrd_agent.decide import Rules, decide
     from xrd_agent.evidence import Evidence
-    from xrd_agent.pattern import GateDecision, Pattern
     from xrd_agent.predict import Prediction
 
-    pattern = Pattern(intensity=np.zeros(MODEL_GRID.size, np.float32), mask=np.ones(MODEL_GRID.size, bool),
-                      gate=GateDecision(False, 0.0, 1.0, 200), coverage=FULL)
+    pattern = _blank_pattern()
     matches = {0: flags.Match(0.9, 0.9, 0.0, (), chance_explained=0.8, chance_recovered=0.8),
                1: flags.Match(0.85, 0.85, 0.0, ()), 2: flags.Match(0.0, 0.0, 0.0, ())}
     prediction = Prediction(probabilities=np.array([0.5, 0.45, 0.05]))
@@ -173,7 +179,6 @@ def test_the_networks_sure_answer_leads_the_checks_other_best_fit(network_belief
     the check's order stands. Either way the check caps the confidence."""
     from xrd_agent.decide import Rules, decide
     from xrd_agent.evidence import Evidence
-    from xrd_agent.pattern import GateDecision, Pattern
     from xrd_agent.predict import Prediction
     from xrd_agent.verify.check import CandidateFit, Verification
 
@@ -184,8 +189,7 @@ def test_the_networks_sure_answer_leads_the_checks_other_best_fit(network_belief
     n = len(LIB)
     probs = np.full(n, (1.0 - network_belief) / (n - 1))
     probs[0] = network_belief
-    pattern = Pattern(intensity=np.zeros(MODEL_GRID.size, np.float32), mask=np.ones(MODEL_GRID.size, bool),
-                      gate=GateDecision(False, 0.0, 1.0, 200), coverage=FULL)
+    pattern = _blank_pattern()
     matches = {j: flags.Match(0.9, 0.9, 0.0, ()) for j in range(n)}
     verification = Verification((fit(1, 0.9), fit(0, 0.1)), (), 0.9, True, 0.6, 1.0)
     rules = Rules(refcodes=tuple(LIB.refcodes), names=tuple(LIB.refcodes), materials=LIB.materials)

@@ -213,9 +213,7 @@ def decide(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identifi
     extra: dict[str, object] = {
         "softmax_top": round(float(probs[order[0]]), 6),
         "cam_refcode": rules.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
-        "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
-                  "score": round(match.score, 4), "above_chance": round(match.above_chance, 4), "shift": match.shift,
-                  "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
+        "match": _match_dict(match),
     }
     return Identification(top=top, confidence=confidence, flags=flags, gate=pattern.gate,
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
@@ -331,9 +329,7 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
         "softmax_top": round(float(probs[best]), 6),
         "material_top": round(float(ranked[0].probability), 6),
         "cam_refcode": rules.refcodes[int(np.argmax(probs))],  # the map explains the network's own top choice
-        "match": {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
-                  "score": round(match.score, 4), "above_chance": round(match.above_chance, 4), "shift": match.shift,
-                  "unexplained_peaks": [round(p, 2) for p in match.unexplained]},
+        "match": _match_dict(match),
     }
     if evidence.elements:
         extra["elements"] = sorted(set(evidence.elements))
@@ -341,6 +337,13 @@ def _decide_materials(prediction: Prediction, evidence: Evidence, rules: Rules) 
                           coverage=cov, cam_regions=regions, model_version=rules.model_version,
                           library_version=rules.library_version, extra=extra, crystallinity=cryst,
                           composition=composition, physics=physics)
+
+
+def _match_dict(match: Match) -> dict[str, object]:
+    """The peak match of the first answer as ``extra["match"]`` carries it."""
+    return {"explained": round(match.explained, 4), "recovered": round(match.recovered, 4),
+            "score": round(match.score, 4), "above_chance": round(match.above_chance, 4), "shift": match.shift,
+            "unexplained_peaks": [round(p, 2) for p in match.unexplained]}
 
 
 def _decide_cosine(prediction: Prediction, evidence: Evidence, rules: Rules) -> Identification:

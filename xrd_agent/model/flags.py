@@ -142,8 +142,9 @@ def _sorted_cover(pos: np.ndarray, height: np.ndarray, ok: np.ndarray, first: fl
     the chance that a line at a random position finds a partner that strong."""
     x = first + CHANCE_STEP * np.arange(max(1, int(np.floor((last - first) / CHANCE_STEP)) + 1))
     tol = tolerance(pos)
-    width = np.where(ok, np.searchsorted(x, pos + tol, "right") - np.searchsorted(x, pos - tol, "left"), 0).ravel()
-    lo = np.searchsorted(x, (pos - tol).ravel(), "left")
+    lo = np.searchsorted(x, pos - tol, "left")
+    width = np.where(ok, np.searchsorted(x, pos + tol, "right") - lo, 0).ravel()
+    lo = lo.ravel()
     rows = np.repeat(np.repeat(np.arange(pos.shape[0]), pos.shape[1]), width)
     cols = np.repeat(lo, width) + np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
     cover = np.zeros((pos.shape[0], x.size))
