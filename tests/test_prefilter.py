@@ -96,3 +96,23 @@ def test_the_rough_background_sits_in_the_middle_of_the_noise_under_a_hump():
         part = (TT >= lo) & (TT < hi)
         assert abs(np.mean(net[part] / sigma[part])) < 0.5, (lo, hi)
     assert net[np.argmin(np.abs(TT - 40.0))] == pytest.approx(3000.0, abs=5 * np.sqrt(3100.0))
+
+
+def test_a_scan_of_broad_lines_is_matched_with_references_as_broad():
+    """A nanocrystalline cubic metal (lines 3.5 deg wide) among large cells with many reflections:
+    narrow references correlate best where many reflections sit under a broad line; broadened to
+    the scan's own line width (a matched filter) the metal's two strong lines find it first."""
+    from xrd_agent.verify.observed import observe
+
+    hkl = np.array([(h, k, l) for h in range(6) for k in range(6) for l in range(6)
+                    if (h, k, l) != (0, 0, 0) and (h + k + l) % 2 == 0], float)  # body-centred
+    metal = build_reference(8, "bcc", "bcc", np.array([3.3, 3.3, 3.3, 90.0, 90.0, 90.0]), hkl,
+                            np.full(len(hkl), 100.0), 48.0, 3.3**3, True)
+    refs = [*_library(), metal]
+    tt = np.arange(30.0, 90.0, 0.025)
+    blank = fit.Fitter(Observed(tt, np.zeros(tt.size), 0.025, CU[0], CU[1], 1.0))
+    cols, _ = blank.columns([fit.PhaseState(metal, np.zeros(1))], fit.Shape(w=3.5**2, u=0.2, eta=0.5, ka2=0.5))
+    y = np.random.default_rng(2).poisson(cols[:, 0] / cols[:, 0].max() * 3000.0 + 500.0).astype(float)
+    obs = observe(tt, y, *CU)
+    assert fit.broad_fwhm(obs) == pytest.approx(3.5, rel=0.15)
+    assert LnDIndex(refs).search(obs).best(1)[0].index == 8

@@ -324,7 +324,7 @@ class Checker:
         taken = {int(self.materials[first.phases[0].ref.index])}
         while len(current.phases) < pol.max_phases:
             resid = Observed(obs.two_theta, obs.y - current.linear.model + np.median(current.linear.model),
-                             obs.step, obs.wavelength, obs.alpha2, obs.sigma)
+                             obs.step, obs.wavelength, obs.alpha2, obs.sigma, obs.line_fwhm)
             hits = self.index.search(resid).best(pol.second_candidates + 4)
             pool = [h for h in hits if self.refs[h.index] is not None and int(self.materials[h.index]) not in taken]
             pool = pool[: pol.second_candidates]

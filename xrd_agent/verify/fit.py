@@ -75,6 +75,10 @@ ZERO_LIMIT = 0.35  # deg
 #: have peaks this broad; at 0.4 deg the byo-cif ZnS scan fitted nothing. Broader features are
 #: background or amorphous scattering (xrd_agent/crystallinity.py judges those).
 MAX_W = 1.0
+#: ... unless the scan's own lines are broader (:func:`broad_fwhm`): a severely cold-worked alloy
+#: or a 2-nm crystallite has lines of 3-5 deg that no laboratory profile draws. Such a scan starts
+#: its fit at its measured width and may widen to this many times it.
+BROAD_MARGIN = 1.5
 WINDOW_FWHM = 12.0  # a reflection is rendered over +-12 of its FWHM
 MAX_SEARCH_GROUPS = 4  # cells with more free metric groups (triclinic) skip the per-axis grid search
 MAX_U = 1.0
@@ -132,6 +136,26 @@ def background_design(obs: Observed, order: int = BACKGROUND_ORDER) -> Design:
     basis = np.column_stack([cheb, inv / inv.max()])
     q, r = np.linalg.qr(basis)
     return Design(basis, q, r)
+
+
+def broad_fwhm(obs: Observed) -> float | None:
+    """The scan's measured line width (deg) when it is broader than ``MAX_W`` allows, else None:
+    only then do the width bound, the starting width and the prefilter's background window follow
+    the scan (every scan with laboratory lines is fitted as it always was)."""
+    f = obs.line_fwhm
+    return f if f is not None and f * f > MAX_W else None
+
+
+def width_bound(obs: Observed) -> float:
+    """The bound on W (deg^2): ``MAX_W``, or wide enough for the scan's own broad lines."""
+    f = broad_fwhm(obs)
+    return MAX_W if f is None else (BROAD_MARGIN * f) ** 2
+
+
+def start_shape(obs: Observed) -> Shape:
+    """Where a fit's profile starts: the laboratory default, or the scan's own broad lines."""
+    f = broad_fwhm(obs)
+    return Shape() if f is None else Shape(w=f * f)
 
 
 def points_per_element(obs: Observed, shape: Shape) -> float:
@@ -555,6 +579,8 @@ class Fitter:
         self._coarse: dict[int, Fitter] = {}
         self._memo: dict[tuple[int, Shape], tuple[PhaseState, Lines, np.ndarray]] = {}
         self.ppe: float | None = None  # set from the leading candidate's profile (Checker)
+        self.start = start_shape(obs)
+        self.max_w = width_bound(obs)
 
     def coarse(self, fwhm: float) -> Fitter:
         """A fitter of this scan averaged down to ``POINTS_PER_FWHM`` points per ``fwhm``: the
@@ -583,7 +609,7 @@ class Fitter:
         if not hold_shape:
             x += [shape.zero, np.log(shape.w), np.log(max(shape.u, 1e-5)), shape.eta, shape.ka2]
             lo += [-ZERO_LIMIT, np.log(1e-4), np.log(1e-5), 0.0, 0.0]
-            hi += [ZERO_LIMIT, np.log(MAX_W), np.log(MAX_U), 1.0, 0.6]
+            hi += [ZERO_LIMIT, np.log(self.max_w), np.log(MAX_U), 1.0, 0.6]
         return np.array(x, float), np.array(lo), np.array(hi)
 
     def _unpack(self, x: np.ndarray, phases: list[PhaseState], free_phases: list[int], texture: bool,
@@ -775,9 +801,9 @@ class Fitter:
         peaks (1 deg) over the whole +-12 % range, then finer around the best: a local
         least-squares fit alone is trapped when one axis moved several per cent."""
         a, b = lnp_bounds(phases[k].ref)
-        broad = Shape(start.zero, 1.0, 0.0, 0.5, start.ka2)
-        narrow = Shape(start.zero, 0.1, 0.02, 0.5, start.ka2)
-        wide, fine = self.coarse(1.0), self.coarse(float(np.sqrt(narrow.w)))
+        broad = Shape(start.zero, max(1.0, start.w), 0.0, 0.5, start.ka2)
+        narrow = Shape(start.zero, max(0.1, start.w), 0.02, 0.5, start.ka2)
+        wide, fine = self.coarse(float(np.sqrt(broad.w))), self.coarse(float(np.sqrt(narrow.w)))
         for g in range(phases[k].ref.n_groups):
             phases = _grid_best(wide, phases, k, g, np.linspace(a, b, 21), broad)
         for g in range(phases[k].ref.n_groups):  # again, nearer: each axis once the others moved
@@ -799,7 +825,7 @@ class Fitter:
         lnp0 = np.clip(lnp0, a + 1e-6, b - 1e-6)
         phases = [*fixed, PhaseState(ref, lnp0)]
         k = len(phases) - 1
-        start = shape or Shape()
+        start = shape or self.start
         starts = [phases]
         if 1 < ref.n_groups <= MAX_SEARCH_GROUPS:
             # the grid's answer and the isotropic start both refined, the better kept: with broad
@@ -831,7 +857,7 @@ class Fitter:
         ``shape`` (zero shift, widths) as it is: the instrument profile of the scan, found once
         with the leading candidate, is not refitted for every other one."""
         held = bool(fixed) or hold_shape
-        start = shape or Shape()
+        start = shape or self.start
         if located is None:
             located = self.locate(ref, scale, fixed, start if held else shape)
         phases = list(located.phases)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from xrd_agent.preprocess import despike
 from xrd_agent.scan import ANODE_LINES
@@ -19,6 +19,12 @@ from xrd_agent.scan import ANODE_LINES
 MIN_STEP = 0.025
 #: ... nor on more points than this (long scans are binned more coarsely).
 MAX_POINTS = 3000
+#: Lines wider than this (deg) are not counted as the scan's lines: a hump of 5 deg and more is
+#: amorphous or glass scattering (Scherrer: crystallites under ~2 nm), not a reflection.
+MAX_LINE_FWHM = 5.0
+#: A line counts when it stands this many noise sigmas above its surroundings.
+LINE_PROMINENCE = 10.0
+LINES_MEASURED = 5
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +35,7 @@ class Observed:
     wavelength: float  # K-alpha1 (Angstrom)
     alpha2: float | None  # K-alpha2 (Angstrom) when the radiation has one
     sigma: float  # white-noise level (same units as y), from second differences
+    line_fwhm: float | None = None  # deg, the scan's own line width (:func:`line_fwhm`); None unknown
 
     @property
     def n(self) -> int:
@@ -78,7 +85,32 @@ def observe(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float, alp
     centres = edges[:-1] + step / 2
     grid = centres
     values = np.interp(grid, centres[filled], sums[filled] / counts[filled])
-    return Observed(grid, values, step, float(wavelength), alpha2_for(wavelength, alpha2), noise_sigma(values))
+    sigma = noise_sigma(values)
+    return Observed(grid, values, step, float(wavelength), alpha2_for(wavelength, alpha2), sigma,
+                    line_fwhm(values, step, sigma))
+
+
+def line_fwhm(y: np.ndarray, step: float, sigma: float) -> float | None:
+    """Median full width at half height (deg) of the scan's most prominent lines, None when
+    none stands ``LINE_PROMINENCE`` sigma clear.
+
+    The fit's width bounds and the prefilter's background window are made for laboratory lines
+    (tenths of a degree up to 1 deg); a nanocrystalline sample (a few nm, a severely cold-worked
+    alloy) has lines several degrees wide, which the fit could not draw and the background window
+    cut off. Each line's width is measured at half its prominence (scipy's ``peak_widths``), so
+    a sloping background does not widen it; the median of the strongest few is robust to a
+    capillary hump or two lines merged."""
+    if y.size < 9 or not sigma > 0:
+        return None
+    smooth = ndimage.uniform_filter1d(y, 3, mode="nearest")
+    peaks, props = signal.find_peaks(smooth, prominence=LINE_PROMINENCE * sigma)
+    if peaks.size == 0:
+        return None
+    widths = signal.peak_widths(smooth, peaks, rel_height=0.5,
+                                prominence_data=(props["prominences"], props["left_bases"], props["right_bases"]))[0]
+    widths = widths[np.argsort(-props["prominences"], kind="stable")] * step
+    widths = widths[widths <= MAX_LINE_FWHM][:LINES_MEASURED]
+    return float(np.median(widths)) if widths.size else None
 
 
 def coarsen(obs: Observed, factor: int) -> Observed:
@@ -92,7 +124,7 @@ def coarsen(obs: Observed, factor: int) -> Observed:
         return obs
     tt = obs.two_theta[: m * factor].reshape(m, factor).mean(axis=1)
     y = obs.y[: m * factor].reshape(m, factor).mean(axis=1)
-    return Observed(tt, y, obs.step * factor, obs.wavelength, obs.alpha2, obs.sigma / np.sqrt(factor))
+    return Observed(tt, y, obs.step * factor, obs.wavelength, obs.alpha2, obs.sigma / np.sqrt(factor), obs.line_fwhm)
 
 
 def rough_background(obs: Observed, window_deg: float = 2.0) -> np.ndarray:

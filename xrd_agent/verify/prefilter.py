@@ -37,7 +37,7 @@ from scipy import fft as _fft
 from scipy import ndimage
 
 from xrd_agent.library.simulate import CU_KA1
-from xrd_agent.verify.fit import MAX_STRAIN, ln_p_range, strain_sigma
+from xrd_agent.verify.fit import MAX_STRAIN, broad_fwhm, ln_p_range, strain_sigma
 from xrd_agent.verify.observed import Observed, rough_background
 from xrd_agent.verify.references import Reference, lorentz_polarisation
 
@@ -201,7 +201,9 @@ class LnDIndex:
 
     def scan_profile(self, obs: Observed) -> tuple[np.ndarray, np.ndarray]:
         """The scan on the ln-d grid (background removed, sqrt-compressed, smoothed) and its mask."""
-        net = np.maximum(obs.y - rough_background(obs), 0.0)
+        # the background window must be wider than the lines, or it cuts a broad line off
+        broad = broad_fwhm(obs)
+        net = np.maximum(obs.y - rough_background(obs, 2.0 if broad is None else 3.0 * broad), 0.0)
         d_scan = obs.wavelength / (2.0 * np.sin(np.radians(obs.two_theta / 2.0)))
         u_scan = np.log(d_scan)[::-1]
         vals = np.sqrt(net)[::-1]
@@ -221,9 +223,10 @@ class LnDIndex:
             return PrefilterResult(np.full(n, -1.0), np.ones(n))
         fs = _fft.rfft(prof / norm, n=self.nfft)
         fm = _fft.rfft(mask, n=self.nfft)
+        ref_fft, ref2_fft = self._matched(obs)
         # c(s) = sum_u scan(u) ref(u - s): the shifted reference sits at larger d for s > 0
-        corr = _fft.irfft(self.ref_fft * np.conj(fs)[None, :].astype(np.complex64), n=self.nfft, axis=1)
-        energy = _fft.irfft(self.ref2_fft * np.conj(fm)[None, :].astype(np.complex64), n=self.nfft, axis=1)
+        corr = _fft.irfft(ref_fft * np.conj(fs)[None, :].astype(np.complex64), n=self.nfft, axis=1)
+        energy = _fft.irfft(ref2_fft * np.conj(fm)[None, :].astype(np.complex64), n=self.nfft, axis=1)
         # irfft(R conj(S))[t] = sum_u ref(u + t) scan(u): t = -s
         cols = (-self.lags) % self.nfft
         c = corr[:, cols]
@@ -253,6 +256,24 @@ class LnDIndex:
         a_scores = np.zeros(idx.size)
         a_scores[judged] = np.where(energy > 1e-6, num / np.sqrt(np.maximum(energy, 1e-12)), 0.0)
         return PrefilterResult(result.scores, result.scales, idx, a_scores, lnp)
+
+    def _matched(self, obs: Observed) -> tuple[np.ndarray, np.ndarray]:
+        """The references' transforms (profile, squared profile) as the scan's lines are wide.
+
+        A matched filter: against lines several degrees wide (:func:`~xrd_agent.verify.fit.broad_fwhm`),
+        laboratory-width references correlate best where they have many reflections under a broad
+        line, not where their reflections are the scan's; broadened to the scan's width (one Gaussian
+        in ln d, its width at the middle of the measured range), the right one correlates again.
+        Scans with laboratory lines use the cached transforms."""
+        f = broad_fwhm(obs)
+        if f is None:
+            return self.ref_fft, self.ref2_fft
+        theta = np.radians(float(np.mean(obs.two_theta[[0, -1]])) / 2.0)
+        sigma = np.radians(f) / 2.0 / np.tan(theta) / 2.3548 / LN_STEP  # grid points
+        freq = np.fft.rfftfreq(self.nfft)
+        gauss = np.exp(-2.0 * (np.pi * sigma * freq) ** 2).astype(np.float32)
+        wide = _fft.irfft(self.ref_fft * gauss[None, :], n=self.nfft, axis=1)
+        return (self.ref_fft * gauss[None, :]), _fft.rfft(wide * wide, n=self.nfft, axis=1).astype(np.complex64)
 
     def axis_scan(self, prof: np.ndarray, mask: np.ndarray, idx: np.ndarray, lnp0: np.ndarray,
                     passes: tuple[tuple[float, int, float], ...] = ANISO_PASSES, strongest: int = STRONGEST
