@@ -46,6 +46,11 @@ from xrd_agent.verify.prefilter import Hit, LnDIndex, PrefilterResult
 from xrd_agent.verify.references import Reference
 
 
+#: Parameters every fit of a scan has besides its phases' (background and profile), which the
+#: F-tests' degrees of freedom leave out.
+SHARED_PARAMETERS = 12
+
+
 @dataclass(frozen=True)
 class VerifyPolicy:
     network_candidates: int = 5  # the network's most probable classes fitted ...
@@ -284,13 +289,21 @@ class Checker:
             # A best phase that explains enough alone keeps its own share as before.
             if signal_explained(comp) >= pol.full_explained:
                 explained = comp.improvement
-        fits_ok = explained >= pol.min_explained
+        # Explaining a share is not enough where the scan holds little to explain: lines a few
+        # degrees wide leave a 60-deg scan a dozen resolution elements, which a background and any
+        # reference with a free cell fit alike (every MOF of the library explained 79-96 % of a
+        # nanocrystalline Ti scan). The answer must pass the same F-test against the
+        # background alone that admits a further phase (the composition's phases together where
+        # there is one: a phase of a four-phase product explains little alone).
+        significant = _against_background_p(comp if comp is not None else best_fit, obs.y) < pol.mixture_p
+        fits_ok = explained >= pol.min_explained and significant
         if not fits_ok:
             phases, comp = (), None
         # the answer is a material: its determinations' posteriors count together
         top_material = self.materials[cands[0].index]
         same = sum(c.posterior for c in cands if self.materials[c.index] == top_material)
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
+        quality *= significant
         # the cell change the best fit needed enters as its prior probability relative to no change:
         # a candidate that fits only after moving its axes by many per cent is not a confident answer
         plausible = float(np.exp(-best_fit.prior / 2.0))
@@ -485,10 +498,20 @@ def _significance(before: FitResult, after: FitResult, y: np.ndarray, added: int
     if added is None:
         added = after.phases[-1].ref.n_groups + after.columns[-1]
     gain = (before.chi2 - after.chi2) / before.chi2 if before.chi2 > 0 else 0.0
-    k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + 12
+    k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + SHARED_PARAMETERS
     if after.chi2 <= 0 or before.chi2 <= after.chi2:
         return float(gain), 1.0
     return float(gain), _f_test_p(before.chi2, after.chi2, added, after.n_elements - k_after, _inflation(after, y))
+
+
+def _against_background_p(fit: FitResult, y: np.ndarray) -> float:
+    """F-test p value of ``fit``'s phases together against the background alone, counted as
+    :func:`_significance` counts a further phase (resolution elements, the residual's correlation
+    length)."""
+    added = sum(st.ref.n_groups for st in fit.phases) + sum(fit.columns)
+    if fit.chi2 <= 0 or fit.chi2_background <= fit.chi2:
+        return 1.0
+    return _f_test_p(fit.chi2_background, fit.chi2, added, fit.n_elements - added - SHARED_PARAMETERS, _inflation(fit, y))
 
 
 def _inflation(fit: FitResult, y: np.ndarray) -> float:
