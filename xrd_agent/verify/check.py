@@ -18,7 +18,9 @@ diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``f
 times the prior probability of the cell change and texture it needed relative to none
 (exp(-P/2): 4 % on one axis of a framework costs a factor 0.61, 9 % on three axes 0.001; a dense
 solid's narrower prior, 1.5 %, charges more; March-Dollase r = 0.6 costs 0.61) is the confidence; when no candidate explains at least
-``min_explained`` of it the check says so ("nothing fits": an unknown phase).
+``min_explained`` of it, or the answer is not significant against the background alone (the
+composition's F-test below, which a scan of a few broad lines fails whatever it is fitted with),
+the check says so ("nothing fits": an unknown phase, fit quality 0).
 
 Composition: after the best phase, the residual is prefiltered again and the next phase is
 fitted jointly (earlier phases' cells held, all scales re-solved). It is kept only when an
@@ -303,7 +305,8 @@ class Checker:
         top_material = self.materials[cands[0].index]
         same = sum(c.posterior for c in cands if self.materials[c.index] == top_material)
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
-        quality *= significant
+        if not significant:
+            quality = 0.0
         # the cell change the best fit needed enters as its prior probability relative to no change:
         # a candidate that fits only after moving its axes by many per cent is not a confident answer
         plausible = float(np.exp(-best_fit.prior / 2.0))
