@@ -276,6 +276,7 @@ class Checker:
                       for i in order)
         best_fit = fits[int(order[0])]
         explained = best_fit.improvement
+        judged = best_fit  # the fit whose share ``explained`` is
         # A phase of a three- or four-phase product explains well under half the signal alone:
         # the composition is sought from any best fit that explains a share worth building on,
         # and "nothing fits" is judged on what the composition explains (each phase it adds
@@ -290,14 +291,14 @@ class Checker:
             # counting noise a large share of the background-only misfit that no model removes.
             # A best phase that explains enough alone keeps its own share as before.
             if signal_explained(comp) >= pol.full_explained:
-                explained = comp.improvement
+                explained, judged = comp.improvement, comp
         # Explaining a share is not enough where the scan holds little to explain: lines a few
         # degrees wide leave a 60-deg scan a dozen resolution elements, which a background and any
         # reference with a free cell fit alike (every MOF of the library explained 79-96 % of a
         # nanocrystalline Ti scan). The answer must pass the same F-test against the
         # background alone that admits a further phase (the composition's phases together where
-        # there is one: a phase of a four-phase product explains little alone).
-        significant = _against_background_p(comp if comp is not None else best_fit, obs.y) < pol.mixture_p
+        # they are judged together: a phase of a four-phase product explains little alone).
+        significant = _against_background_p(judged, obs.y) < pol.mixture_p
         fits_ok = explained >= pol.min_explained and significant
         if not fits_ok:
             phases, comp = (), None
