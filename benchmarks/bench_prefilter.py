@@ -17,6 +17,8 @@ For each, the share of spectra whose material (xrd_agent/materials.py) is among 
 distinct materials of the isotropic order alone and of the order the check takes its prefilter
 candidates from (isotropic and anisotropic in turn; the check fits 6 of them); then p50/p99
 of the search's time per scan with and without the anisotropic stage, and the load average.
+Each condition's header also gives the line width the check measures on its spectra
+(``Observed.line_fwhm``) and how many are broader than the fit's laboratory bound.
 
 With --network the shipped network reads the same spectra (they are already on its grid), and
 two more rows say what reaches the fit: the network's own order, and whether the material is
@@ -44,6 +46,7 @@ from xrd_agent.model.dataset import synthesize_class  # noqa: E402
 from xrd_agent.model.evaluate import as_scans  # noqa: E402
 from xrd_agent.model.noise import NoiseBank, default_bank_path  # noqa: E402
 from xrd_agent.verify import prefilter  # noqa: E402
+from xrd_agent.verify.fit import MAX_W  # noqa: E402
 from xrd_agent.verify.stage import checker_for, observe_scan  # noqa: E402
 
 KS = (1, 3, 6, 10, 20)
@@ -97,10 +100,11 @@ def main() -> int:
     t_iso: list[float] = []
     t_both: list[float] = []
     for name, options in CONDITIONS.items():
-        iso, both, net, fitted = [], [], [], []
+        iso, both, net, fitted, widths = [], [], [], [], []
         for c in classes:
             spectra = synthesize_class(lib, int(c), 1, seed=[99], options=options, bank=bank, gate=GateConfig())
             obs = observe_scan(as_scans(spectra)[0])
+            widths.append(obs.line_fwhm or 0.0)
             t0 = time.perf_counter()
             checker.index.search(obs)
             t1 = time.perf_counter()
@@ -115,7 +119,10 @@ def main() -> int:
                 probs = engine.predict_proba(spectra)[0]
                 net.append(_rank(np.argsort(-probs, kind="stable"), materials, truth))
                 fitted.append(truth in {int(materials[j]) for j in checker.candidates(probs, res)})
-        print(name)
+        w = np.array(widths)
+        # the check fits a scan at its own line width only where it is broader than MAX_W allows
+        print(f"{name} (line width the check measures: median {np.median(w):.2f} deg, max {w.max():.2f} deg, "
+              f"{int(np.sum(w * w > MAX_W))} of {w.size} broader than the laboratory bound)")
         print(_row("isotropic", iso))
         print(_row("isotropic + anisotropic", both), flush=True)
         if engine is not None:

@@ -44,6 +44,11 @@ def _times(label: str, seconds: list[float]) -> None:
               f"p99 {np.percentile(s, 99):.2f} s, load average {os.getloadavg()[0]:.1f}")
 
 
+def _width(obs) -> str:
+    """The scan's own line width as the check measures it (deg; fitted at it when broader than MAX_W allows)."""
+    return "?" if obs.line_fwhm is None else f"{obs.line_fwhm:.2f} deg"
+
+
 def byo() -> None:
     from xrd_agent.testing.mixture_eval import library_checker
 
@@ -53,7 +58,8 @@ def byo() -> None:
     for folder in sorted(p for p in (DATA / "byo-cif").iterdir() if p.is_dir()):
         truth = {c.stem for c in folder.glob("*.cif")}
         scan = read_scan(next(folder.glob("*.csv")), wavelength=CU)
-        v = checker.check(observe_scan(scan))
+        obs = observe_scan(scan)
+        v = checker.check(obs)
         seconds.append(v.seconds)
         ranked = [c.refcode for c in v.candidates]
         comp = [(p.refcode, p.weight_fraction) for p in v.phases]
@@ -72,7 +78,8 @@ def byo() -> None:
             verdict = (f"both in composition: {in_comp} (by material {by_mat}); both in Top-5: "
                        f"{truth <= set(ranked[:5])} (by material {top5_mat})")
         print(f"  {folder.name:28s} {verdict:10s} top {ranked[:3]} explained {v.explained:.3f} "
-              f"composition {[(p, None if w is None else round(w, 3)) for p, w in comp]}")
+              f"composition {[(p, None if w is None else round(w, 3)) for p, w in comp]} "
+              f"lines {_width(obs)}")
     print(f"byo-cif single phases: Top-1 {top1}/{singles}, Top-5 {top5}/{singles}")
     _times("byo-cif", seconds)
 
@@ -84,12 +91,13 @@ def mof() -> None:
     checker = checker_for(lib)
     seconds = []
     for path in sorted((DATA / "mof").glob("*.[cx][sy]*")):
-        v = checker.check(observe_scan(read_scan(path, wavelength=CU)))
+        obs = observe_scan(read_scan(path, wavelength=CU))
+        v = checker.check(obs)
         seconds.append(v.seconds)
         c = v.candidates[0]
         metals = lib.entries[c.index].get("metals", [])
         print(f"  {path.name:32s} top {c.name} ({c.refcode}, {'/'.join(metals)}) explained {v.explained:.3f} "
-              f"fits {v.fits} confidence {v.confidence:.2f} cell change {np.round(c.cell_change[:3], 2)}")
+              f"fits {v.fits} confidence {v.confidence:.2f} cell change {np.round(c.cell_change[:3], 2)} lines {_width(obs)}")
     _times("mof", seconds)
 
 
