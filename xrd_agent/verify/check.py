@@ -502,20 +502,23 @@ def _significance(before: FitResult, after: FitResult, y: np.ndarray, added: int
     if added is None:
         added = after.phases[-1].ref.n_groups + after.columns[-1]
     gain = (before.chi2 - after.chi2) / before.chi2 if before.chi2 > 0 else 0.0
-    k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + SHARED_PARAMETERS
-    if after.chi2 <= 0 or before.chi2 <= after.chi2:
-        return float(gain), 1.0
-    return float(gain), _f_test_p(before.chi2, after.chi2, added, after.n_elements - k_after, _inflation(after, y))
+    return float(gain), _p_of_added(before.chi2, after, added, y)
 
 
 def _against_background_p(fit: FitResult, y: np.ndarray) -> float:
     """F-test p value of ``fit``'s phases together against the background alone, counted as
     :func:`_significance` counts a further phase (resolution elements, the residual's correlation
     length)."""
-    added = sum(st.ref.n_groups for st in fit.phases) + sum(fit.columns)
-    if fit.chi2 <= 0 or fit.chi2_background <= fit.chi2:
+    return _p_of_added(fit.chi2_background, fit, sum(st.ref.n_groups for st in fit.phases) + sum(fit.columns), y)
+
+
+def _p_of_added(chi2_before: float, after: FitResult, added: int, y: np.ndarray) -> float:
+    """p of ``added`` parameters taking the misfit from ``chi2_before`` to ``after``'s, with the
+    degrees of freedom ``after`` leaves (its phases' and the shared parameters counted)."""
+    if after.chi2 <= 0 or chi2_before <= after.chi2:
         return 1.0
-    return _f_test_p(fit.chi2_background, fit.chi2, added, fit.n_elements - added - SHARED_PARAMETERS, _inflation(fit, y))
+    k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + SHARED_PARAMETERS
+    return _f_test_p(chi2_before, after.chi2, added, after.n_elements - k_after, _inflation(after, y))
 
 
 def _inflation(fit: FitResult, y: np.ndarray) -> float:

@@ -137,6 +137,7 @@ class LnDIndex:
         self.refs = refs
         self.ref_fft = _fft.rfft(profiles, n=self.nfft, axis=1).astype(np.complex64)
         self.ref2_fft = _fft.rfft(profiles * profiles, n=self.nfft, axis=1).astype(np.complex64)
+        self._broadened: tuple[float, np.ndarray, np.ndarray] | None = None  # (sigma, transforms): :meth:`_matched`
         lags = np.arange(-self.max_lag, self.max_lag + 1)
         scales = np.exp(lags * LN_STEP)
         self.lags = lags[(scales >= min_scale * 0.999) & (scales <= max_scale * 1.001)]
@@ -269,11 +270,16 @@ class LnDIndex:
         if f is None:
             return self.ref_fft, self.ref2_fft
         theta = np.radians(float(np.mean(obs.two_theta[[0, -1]])) / 2.0)
-        sigma = np.radians(f) / 2.0 / np.tan(theta) / 2.3548 / LN_STEP  # grid points
-        freq = np.fft.rfftfreq(self.nfft)
-        gauss = np.exp(-2.0 * (np.pi * sigma * freq) ** 2).astype(np.float32)
-        wide = _fft.irfft(self.ref_fft * gauss[None, :], n=self.nfft, axis=1)
-        return (self.ref_fft * gauss[None, :]), _fft.rfft(wide * wide, n=self.nfft, axis=1).astype(np.complex64)
+        sigma = float(np.radians(f) / 2.0 / np.tan(theta) / 2.3548 / LN_STEP)  # grid points
+        # the composition searches the same scan's residuals again: broadened once per scan
+        cached = self._broadened
+        if cached is None or cached[0] != sigma:
+            freq = np.fft.rfftfreq(self.nfft)
+            gauss = np.exp(-2.0 * (np.pi * sigma * freq) ** 2).astype(np.float32)
+            wide = _fft.irfft(self.ref_fft * gauss[None, :], n=self.nfft, axis=1)
+            cached = (sigma, self.ref_fft * gauss[None, :], _fft.rfft(wide * wide, n=self.nfft, axis=1).astype(np.complex64))
+            self._broadened = cached
+        return cached[1], cached[2]
 
     def axis_scan(self, prof: np.ndarray, mask: np.ndarray, idx: np.ndarray, lnp0: np.ndarray,
                     passes: tuple[tuple[float, int, float], ...] = ANISO_PASSES, strongest: int = STRONGEST
