@@ -198,3 +198,28 @@ def test_the_networks_sure_answer_leads_the_checks_other_best_fit(network_belief
     a, b = LIB.refcodes[0], LIB.refcodes[1]
     assert [c.refcode for c in result.top[:2]] == ([a, b] if first == "A" else [b, a])
     assert result.confidence <= 0.6
+
+
+def test_the_checks_unsupported_candidates_alternate_with_the_networks_probable_materials():
+    """Beyond the answers the check supports (its best fit), its further candidates alternate with
+    the materials the network holds probable, instead of pushing them out of the Top-5; a material
+    the network holds improbable does not displace the check's candidates."""
+    from xrd_agent.decide import SUPPORTED, Rules, decide
+    from xrd_agent.evidence import Evidence
+    from xrd_agent.predict import Prediction
+    from xrd_agent.verify.check import CandidateFit, Verification
+
+    def fit(index: int, posterior: float) -> CandidateFit:
+        return CandidateFit(index, LIB.refcodes[index], "", 0.0, 0.0, 0.1, 0.5, 0.9, posterior, (10.0,) * 3 + (90.0,) * 3,
+                            (0.0,) * 6, 0.0, 0.1, (-1, 1.0))
+
+    n = len(LIB)
+    probs = np.full(n, 0.25 / (n - 2))
+    probs[0], probs[4] = 0.40, 0.35  # probable, but not sure enough to lead (NETWORK_LEADS)
+    assert probs[5] < SUPPORTED
+    matches = {j: flags.Match(0.9, 0.9, 0.0, ()) for j in range(n)}
+    verification = Verification((fit(1, 0.96), fit(2, 0.03), fit(3, 0.01)), (), 0.9, True, 0.6, 1.0)
+    rules = Rules(refcodes=tuple(LIB.refcodes), names=tuple(LIB.refcodes), materials=LIB.materials)
+    result = decide(Prediction(probabilities=probs), Evidence(pattern=_blank_pattern(), matches=matches,
+                                                              verification=verification), rules)
+    assert [c.refcode for c in result.top] == [LIB.refcodes[i] for i in (1, 0, 2, 4, 3)]
