@@ -59,44 +59,6 @@ def test_analytic_derivatives_match_finite_differences():
         assert rel < (0.08 if k < 2 else 1e-4), (k, rel)
 
 
-@pytest.mark.parametrize("cell", [(9.0, 9.0, 9.0, 90.0, 90.0, 90.0),  # conventional cubic
-                                  (9.0, 9.0, 9.0, 60.0, 60.0, 60.0)])  # primitive cell of face-centred cubic
-@pytest.mark.parametrize("axis", [3, 4, 5])  # <100>, <110>, <111>
-def test_cubic_texture_is_the_family_mean_and_its_derivative_is_exact(cell, axis):
-    """About a cubic direction the factor of a stored representative is the mean over its
-    family's members (every signed permutation of hkl, in cubic coordinates, about the direction);
-    the texture derivative of the rendered phase matches finite differences."""
-    from itertools import permutations, product
-
-    from xrd_agent.verify.references import CUBIC_TEXTURE
-
-    r = np.arange(0, 5)
-    cubic = np.array([(h, k, l) for h in r for k in r for l in r if (h, k, l) != (0, 0, 0) and h >= k >= l], float)
-    frame = np.eye(3) if cell[3] == 90.0 else np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
-    hkl = cubic @ frame  # the same reflections indexed on the cell's own axes
-    f2 = 50.0 + 450.0 * np.random.default_rng(4).random(len(hkl))
-    ref = build_reference(0, "cub", "cub", np.array(cell), hkl, f2, 500.0, 729.0, True)
-    assert ref is not None and ref.n_groups == 1 and ref.texture_axes == (3, 4, 5)
-    u = np.array(CUBIC_TEXTURE[axis][0], float)
-    rr = 0.7
-    expected = []
-    for h in cubic:
-        members = np.array(sorted({tuple(s * p for s, p in zip(signs, perm))
-                                   for perm in permutations(h) for signs in product((1, -1), repeat=3)}), float)
-        cos2 = (members @ u) ** 2 / ((members * members).sum(axis=1) * (u @ u))
-        expected.append(np.mean((rr * rr * cos2 + (1 - cos2) / rr) ** -1.5))
-    assert np.allclose(fit._march_dollase(ref, axis, np.log(rr)), expected)
-
-    fitter = fit.Fitter(_observed(np.zeros(TT.size), TT))
-    phases = [fit.PhaseState(ref, np.array([0.02]), axis, np.log(rr))]
-    shape = fit.Shape(zero=0.04, w=0.01, u=0.02, eta=0.4, ka2=0.5)
-    coef = np.array([1.0, 0.5, 0.3])[: fitter.columns(phases, shape)[1][0]]
-    d = fitter.derivatives(phases, shape, [0], True, False, coef)
-    k = 1  # the texture parameter follows the cell's one
-    fd = _central(fitter, phases, shape, [0], True, False, coef, k)
-    assert np.linalg.norm(d[:, k] - fd) / np.linalg.norm(fd) < 1e-4
-
-
 def test_lines_of_one_width_convolved_match_the_windowed_render():
     ref = _tetragonal(9)
     obs = _observed(np.zeros(TT.size), TT)

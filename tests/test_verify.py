@@ -66,21 +66,6 @@ def test_strained_textured_scan_gives_the_phase_and_its_cell(phases, checker, ke
     assert v.fits and not v.mixture
 
 
-@pytest.mark.parametrize("key, direction, axis", [("1538746", (1, 0, 0), 3),  # PbSe, rock salt, Fm-3m
-                                                    ("Mn2O3", (1, 1, 1), 5)])  # bixbyite, Ia-3 (Laue m-3)
-def test_a_textured_cubic_phase_is_fitted_with_its_texture(phases, checker, key, direction, axis):
-    """Texture of a cubic phase: every member of a family takes its own factor (the scan is
-    simulated reflection by reflection before equivalents merge). Without a cubic texture
-    direction the fit of the rock-salt scan left 3 % of its signal unexplained and reported no
-    texture; the direction and r are found."""
-    y = powder_scan([component(phases, key, texture_direction=direction, texture_r=0.7)], TT, zero=0.05, seed=3)
-    v = checker.check(observe(TT, y, *CU))
-    best = v.candidates[0]
-    assert best.refcode == key and v.fits and not v.mixture
-    assert best.texture[0] == axis and best.texture[1] == pytest.approx(0.7, abs=0.03)
-    assert v.explained >= 0.995
-
-
 @pytest.mark.parametrize("a, b, w", [("1538150", "1528837", 0.3), ("1011351", "1548811", 0.7),
                                      ("1010942", "1530150", 0.5)])  # RuO2+PbSO4, MnS+Ni(OH)2, rutile+anatase
 def test_two_phase_mixture_gives_both_phases_and_weight_fractions(phases, checker, a, b, w):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +57,8 @@ class Reflections:
     hkl: np.ndarray
 
 
-def reflections(crystal: Crystal, d_min: float, d_max: float, max_cost: float = 2e9,
-                weight: Callable[[np.ndarray], np.ndarray] | None = None) -> Reflections:
-    """Every reflection of ``crystal`` with d_min <= d <= d_max, equivalents merged (raises
-    StructureError). ``weight`` (hkl -> factor per reflection) scales each one before merging:
-    a factor that differs between the members of a family, as texture does, belongs there."""
+def reflections(crystal: Crystal, d_min: float, d_max: float, max_cost: float = 2e9) -> Reflections:
+    """Every reflection of ``crystal`` with d_min <= d <= d_max, equivalents merged (raises StructureError)."""
     g_min, g_max = 1.0 / d_max, 1.0 / d_min
     expected = 2.0 / 3.0 * np.pi * (g_max**3 - g_min**3) * crystal.volume
     if expected * len(crystal) > max_cost:
@@ -69,8 +66,6 @@ def reflections(crystal: Crystal, d_min: float, d_max: float, max_cost: float = 
     hkl, g, f2 = structure_factors(crystal, g_min, g_max, {})
     if hkl.size == 0:
         raise StructureError("no reflections in the d range")
-    if weight is not None:
-        f2 = f2 * weight(hkl)
     d = 1.0 / g
     order = np.argsort(-d, kind="stable")
     d, f2, hkl = d[order], 2.0 * f2[order], hkl[order]  # x2: the Friedel mate not computed

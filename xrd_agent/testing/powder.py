@@ -7,8 +7,8 @@ A phase p in a mixture diffracts with integrated intensities
 and v_p = (w_p / rho_p) / sum_i (w_i / rho_i) with rho_p = (ZM)_p / V_p, so a known weight
 fraction w_p enters through the physics alone, not through the Hill-Howard formula the fit
 uses to get it back. Strain is applied to the lattice itself (the reflections are recomputed),
-texture as March-Dollase about a reciprocal axis or a lattice direction, plus zero shift,
-Caglioti widths, K-alpha2, a smooth background and Poisson noise.
+texture as March-Dollase about a reciprocal axis, plus zero shift, Caglioti widths, K-alpha2,
+a smooth background and Poisson noise.
 """
 
 from __future__ import annotations
@@ -32,30 +32,10 @@ class Component:
     strain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # factors on a, b, c
     texture_axis: int = -1  # 0/1/2: a*, b*, c*; -1 none
     texture_r: float = 1.0
-    # March-Dollase about a lattice direction [uvw] (direct, in the cell's axes), applied to every
-    # reflection before equivalents merge: the texture of any cell, cubic ones included
-    texture_direction: tuple[float, float, float] | None = None
 
 
 def strained(crystal: Crystal, strain: Sequence[float]) -> Crystal:
     return replace(crystal, lattice=np.asarray(crystal.lattice, float) * np.asarray(strain, float)[:, None])
-
-
-def _direction_texture(crystal: Crystal, comp: Component):
-    """hkl -> March-Dollase factor about ``comp.texture_direction`` (None without one)."""
-    if comp.texture_direction is None:
-        return None
-    g = crystal.lattice @ crystal.lattice.T
-    gstar = np.linalg.inv(g)
-    u = np.asarray(comp.texture_direction, float)
-    r = comp.texture_r
-
-    def factor(hkl: np.ndarray) -> np.ndarray:
-        h = hkl.astype(float)
-        cos2 = np.clip((h @ u) ** 2 / (np.einsum("ij,jk,ik->i", h, gstar, h) * (u @ g @ u)), 0, 1)
-        return (r * r * cos2 + (1 - cos2) / r) ** -1.5
-
-    return factor
 
 
 def powder_scan(components: Sequence[Component], two_theta: np.ndarray, *, wavelength: str = "Cu",
@@ -74,7 +54,7 @@ def powder_scan(components: Sequence[Component], two_theta: np.ndarray, *, wavel
     v = (w * inv_rho) / np.sum(w * inv_rho)
     y = np.zeros_like(tt)
     for crystal, comp, vp in zip(crystals, components, v):
-        refl = reflections(crystal, d_min, d_max, weight=_direction_texture(crystal, comp))
+        refl = reflections(crystal, d_min, d_max)
         inten = vp / crystal.volume**2 * refl.f2
         if comp.texture_axis >= 0:
             gstar = np.linalg.inv(crystal.lattice @ crystal.lattice.T)

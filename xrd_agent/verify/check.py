@@ -89,7 +89,7 @@ class CandidateFit:
     cell_change: tuple[float, ...]  # % for a, b, c; degrees for the angles
     zero_shift: float
     fwhm: float  # deg at 2-theta 30 deg (on the scan's wavelength)
-    texture: tuple[int, float]  # (axis 0/1/2 for a*/b*/c*, 3/4/5 cubic <100>/<110>/<111>, -1 none; March-Dollase r)
+    texture: tuple[int, float]  # (axis 0/1/2 for a*/b*/c*, -1 none; March-Dollase r)
 
     def to_dict(self) -> dict[str, object]:
         return {"rwp": round(self.rwp, 4), "rwp_background": round(self.rwp_background, 4),

@@ -14,8 +14,7 @@ refined reciprocal metric):
   changes, shears included, must pay for themselves;
 * zero shift (deg), pseudo-Voigt width FWHM^2 = W + U tan^2(theta) and Lorentz fraction eta;
 * March-Dollase preferred orientation MD_j = (r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2) about
-  one of the reciprocal axes a*, b*, c* that the metric does not tie to another, or for a cubic
-  cell about <100>, <110> or <111> averaged over the direction's equivalents (the best is
+  one of the reciprocal axes a*, b*, c* that the metric does not tie to another (the best is
   chosen; see ``Reference.texture_axes``), with a Gaussian prior on ln r (:func:`prior_residuals`);
 * pore solvent: e_j = exp(-(d0/d_j)^2) splits each phase into a low-angle part (b_p, reflections
   with d >> d0) and the rest (a_p). Solvent in the pores changes low-angle intensities most; the
@@ -51,7 +50,7 @@ import numpy as np
 from scipy import linalg, optimize, signal, sparse
 
 from xrd_agent.verify.observed import Observed, coarsen
-from xrd_agent.verify.references import CUBIC_TEXTURE, Reference, lorentz_polarisation
+from xrd_agent.verify.references import Reference, lorentz_polarisation
 
 MAX_STRAIN = 0.12
 STRAIN_PRIOR = 0.04  # sigma of a principal log-stretch: 4 % costs one resolution element of chi^2
@@ -108,7 +107,7 @@ class PhaseState:
 
     ref: Reference
     lnp: np.ndarray  # ln of the group scale factors of 1/d^2
-    axis: int = -1  # March-Dollase axis (0 a*, 1 b*, 2 c*; 3-5 cubic <100>, <110>, <111>), -1 none
+    axis: int = -1  # March-Dollase axis (0 a*, 1 b*, 2 c*), -1 none
     ln_r: float = 0.0
 
 
@@ -177,37 +176,12 @@ def _cos2(ref: Reference, axis: int) -> np.ndarray:
     return np.clip(gh**2 / (np.einsum("ij,jk,ik->i", h, g, h) * g[axis, axis]), 0.0, 1.0)
 
 
-@functools.lru_cache(maxsize=1024)
-def _cubic_cos2(ref: Reference, axis: int) -> np.ndarray:
-    """(K, M): cos^2 of the angle between each reflection's normal and each of the K directions
-    equivalent to cubic texture direction ``axis`` (``CUBIC_TEXTURE``). By symmetry the mean of a
-    family's March-Dollase factors over its members about one direction equals the mean of the
-    representative's factors over the direction's equivalents."""
-    frame = ref.cubic_frame
-    assert frame is not None
-    u = np.linalg.solve(frame, np.array(CUBIC_TEXTURE[axis], float).T)  # (3, K) in the cell's axes
-    g = np.linalg.inv(ref.gstar)
-    hu = ref.hkl @ u  # h . u: the reciprocal vector times the direct one
-    h2 = np.einsum("ij,jk,ik->i", ref.hkl, ref.gstar, ref.hkl)
-    u2 = np.einsum("ji,jk,ki->i", u, g, u)
-    return np.clip(hu.T**2 / (u2[:, None] * h2[None, :]), 0.0, 1.0)
-
-
-def _march_dollase_terms(ref: Reference, axis: int, ln_r: float) -> tuple[np.ndarray, np.ndarray]:
-    """(March-Dollase factor, d ln factor / d ln r) per reflection about ``axis``: a reciprocal
-    axis (0-2), or a cubic direction (``CUBIC_TEXTURE``), averaged over its equivalents."""
-    cos2 = _cubic_cos2(ref, axis) if axis in CUBIC_TEXTURE else _cos2(ref, axis)[None, :]
-    r = np.exp(ln_r)
-    f = r * r * cos2 + (1.0 - cos2) / r
-    each = f**-1.5
-    md = each.mean(axis=0)
-    return md, (each * (-1.5) * (2.0 * r * r * cos2 - (1.0 - cos2) / r) / f).mean(axis=0) / md
-
-
 def _march_dollase(ref: Reference, axis: int, ln_r: float) -> np.ndarray:
     if axis < 0 or ln_r == 0.0:
         return np.ones(ref.d.size)
-    return _march_dollase_terms(ref, axis, ln_r)[0]
+    cos2 = _cos2(ref, axis)
+    r = np.exp(ln_r)
+    return (r * r * cos2 + (1.0 - cos2) / r) ** -1.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,7 +210,10 @@ def _march_dollase_dlnr(ref: Reference, axis: int, ln_r: float) -> np.ndarray:
     """d ln MD / d ln r of :func:`_march_dollase`."""
     if axis < 0:
         return np.zeros(ref.d.size)
-    return _march_dollase_terms(ref, axis, ln_r)[1]
+    cos2 = _cos2(ref, axis)
+    r = np.exp(ln_r)
+    f = r * r * cos2 + (1.0 - cos2) / r
+    return -1.5 * (2.0 * r * r * cos2 - (1.0 - cos2) / r) / f
 
 
 def _positions(wavelength: float, d: np.ndarray, zero: float

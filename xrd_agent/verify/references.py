@@ -33,17 +33,6 @@ from xrd_agent.library.simulate import CU_KA1
 SYMMETRY_RTOL = 2e-3
 #: An off-diagonal term is zero when |cos| of its reciprocal angle is below this.
 ZERO_COS = 2e-3
-#: Texture codes of a cubic cell (beyond the reciprocal axes 0-2) and the directions, in cubic
-#: coordinates, equivalent to each up to sign: <100>, <110>, <111>.
-CUBIC_TEXTURE = {
-    3: ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
-    4: ((1, 1, 0), (1, -1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1), (0, 1, -1)),
-    5: ((1, 1, 1), (1, 1, -1), (1, -1, 1), (-1, 1, 1)),
-}
-#: Primitive cells of the centred cubic lattices: columns are the three axes in cubic coordinates
-#: (face-centred: 60 deg between them; body-centred: 109.47 deg).
-CENTRED_CUBIC = {"F": np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]),
-                 "I": np.array([[-0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.5, 0.5, -0.5]])}
 
 
 def lorentz_polarisation(theta: np.ndarray) -> np.ndarray:
@@ -132,30 +121,13 @@ class Reference:
 
     @property
     def texture_axes(self) -> tuple[int, ...]:
-        """March-Dollase directions the phase may take. Reciprocal axes (0, 1, 2) not tied to
-        another by the metric: reflections are stored merged, one representative hkl per family;
-        the angle to a unique axis (c* of a tetragonal or hexagonal cell) is the same for every
-        member, the angle to a* of a hexagonal or cubic cell is not, so texture about it would be
-        fitted to an arbitrary member (an expanded Ti cell out-fitted the Zr CIF on a Zr scan that
-        way). A cubic cell instead takes the cubic directions <100>, <110>, <111> (codes in
-        ``CUBIC_TEXTURE``), whose factor is averaged over the direction's equivalents: the mean
-        over a family's members about one direction, which a representative alone cannot give."""
-        if self.cubic_frame is not None:
-            return tuple(CUBIC_TEXTURE)
+        """Reciprocal axes a March-Dollase direction may take: those not tied to another by the
+        metric. Reflections are stored merged, one representative hkl per family; the angle to
+        a unique axis (c* of a tetragonal or hexagonal cell) is the same for every member, the
+        angle to a* of a hexagonal or cubic cell is not, so texture about it would be fitted
+        to an arbitrary member (an expanded Ti cell out-fitted the Zr CIF on a Zr scan that way)."""
         diag = self.groups[:3]
         return tuple(i for i in range(3) if int(np.sum(diag == diag[i])) == 1)
-
-    @property
-    def cubic_frame(self) -> np.ndarray | None:
-        """Columns: the cell's axes in cubic coordinates (units of the cubic edge), for a cell of
-        cubic metric (the conventional cell, or the 60 / 109.47 deg primitive cell of a face- or
-        body-centred cubic lattice, as CoRE writes UiO-66 and HKUST-1); None for any other."""
-        if self.n_groups != 1:
-            return None
-        g = np.linalg.inv(self.gstar)
-        cos = g[0, 1] / np.sqrt(g[0, 0] * g[1, 1])
-        frames = {0.0: np.eye(3), 0.5: CENTRED_CUBIC["F"], -1.0 / 3.0: CENTRED_CUBIC["I"]}
-        return frames[min(frames, key=lambda c: abs(c - cos))]
 
     def gstar_for(self, p: np.ndarray) -> np.ndarray:
         """The reciprocal metric after scaling each group's terms of 1/d^2 by ``p``."""
