@@ -285,9 +285,9 @@ def merge_ranked(verified: Any, ranked: list[Any], mats: Any) -> list[Any]:
     the network's sure and right answer third to eighth behind frameworks stretched by 5-10 %.
     Beyond its supported answers the remaining places therefore alternate between the network's
     answer, then its next material that holds at least ``SUPPORTED`` of its belief, and the check's
-    next candidate; the network's improbable materials follow, so on a scan the network does not
-    know the check's order keeps the places after the network's own answer. Each fitted determination of one material (HKUST-1 x 4) is
-    one answer, at its best fit."""
+    next candidate material; the network's improbable materials follow, so on a scan the network
+    does not know the check's order keeps the places after the network's own answer. Each fitted
+    determination of one material (HKUST-1 x 4) is one answer, at its best fit."""
     by_material = {r.material.id: r for r in ranked}
 
     def material(index: int) -> Any:
@@ -306,19 +306,20 @@ def merge_ranked(verified: Any, ranked: list[Any], mats: Any) -> list[Any]:
             seen.add(mid)
             out.append(replace(r, best=index) if index is not None and index in r.material.indices else r)
 
-    rest = []
+    rest: dict[Any, int] = {}  # the check's other materials, each at its best-ranked determination
     for i, c in enumerate(verified.candidates):
         mid = material(c.index)
         if i == 0 or mid in lead or share[mid] >= SUPPORTED:
             take(mid, c.index)
         elif mid not in seen:
-            rest.append((mid, c.index))
+            rest.setdefault(mid, c.index)
+    others = list(rest.items())
     probable = [r.material.id for i, r in enumerate(ranked) if i == 0 or r.probability >= SUPPORTED]
-    for k in range(max(len(rest), len(probable))):
+    for k in range(max(len(others), len(probable))):
         if k < len(probable):
             take(probable[k])
-        if k < len(rest):
-            take(*rest[k])
+        if k < len(others):
+            take(*others[k])
     for r in ranked:
         take(r.material.id)
     return out
