@@ -7,6 +7,9 @@ k_i nonlinear cell parameters and network probability q_i:
 
     log w_i = -(chi2_i - chi2_best) / (2 T tau) - P_i / 2 - k_i ln(n / tau) / 2 + ln(q_i / 2 + 1 / (2 K))
 
+A candidate whose lattice moved beyond the allowed change (+-12 % along some principal direction,
+which an oblique cell's independently bounded metric groups can reach) gets no weight
+(:func:`~xrd_agent.verify.fit.lattice_allowed`).
 T = max(1, chi2_best / dof) scales chi^2 so that the best fit counts as statistically adequate
 (systematic misfit of a real scan is not evidence against every candidate alike); tau >= 1, the
 best fit's residual correlation length in resolution elements, counts only the independent ones
@@ -42,7 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from xrd_agent.verify.fit import FitResult, Fitter, Located, points_per_element, prior_residuals
+from xrd_agent.verify.fit import (FitResult, Fitter, Located, lattice_allowed, points_per_element,
+                                  prior_residuals)
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex, PrefilterResult
 from xrd_agent.verify.references import Reference
@@ -156,6 +160,9 @@ def rank(fits: Sequence[FitResult], probs: Sequence[float], y: np.ndarray | None
     (:func:`correlation_length`; 1 for a white residual, which leaves the rule as it was)."""
     chi = np.array([f.chi2 for f in fits])
     prior_cost = np.array([f.prior for f in fits])
+    allowed = np.array([all(lattice_allowed(st) for st in f.phases) for f in fits])
+    if allowed.any():  # a lattice beyond the allowed change is not a fit of the structure
+        prior_cost = np.where(allowed, prior_cost, np.inf)
     k = np.array([f.phases[-1].ref.n_groups for f in fits], float)
     n = max(fits[0].n_elements, 2.0)
     best = int(np.argmin(chi + prior_cost))

@@ -526,6 +526,17 @@ def principal_stretches(ref: Reference, lnp: np.ndarray) -> np.ndarray:
         return 0.5 * np.log(mu)
 
 
+def lattice_allowed(state: PhaseState, tol: float = 1e-3) -> bool:
+    """Whether the phase's lattice stayed within the allowed change, +-``MAX_STRAIN`` along every
+    principal direction. The fit bounds each metric group, which keeps every axis of a cell whose
+    angles are fixed by its metric within it; an oblique cell's groups scaled independently can
+    still stretch a direction by 17-32 % (triclinic MOFs fitted to simulated scans of other
+    materials), a lattice the check does not allow."""
+    s = principal_stretches(state.ref, state.lnp)
+    return bool(np.all(np.isfinite(s)) and s.min() >= np.log1p(-MAX_STRAIN) - tol
+                and s.max() <= np.log1p(MAX_STRAIN) + tol)
+
+
 def strain_cost(state: PhaseState, prior: float | None = None) -> np.ndarray:
     """Prior residuals: the principal log-stretches of the cell change / prior (prior:
     :func:`strain_sigma` of the phase). Per-axis length changes would let an oblique cell shear
