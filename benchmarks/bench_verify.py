@@ -45,7 +45,8 @@ def _times(label: str, seconds: list[float]) -> None:
 
 
 def _width(obs) -> str:
-    """The scan's own line width as the check measures it (deg; fitted at it when broader than MAX_W allows)."""
+    """The scan's own line width as the check measures it (deg; fitted at it when broader than the
+    laboratory bound)."""
     return "?" if obs.line_fwhm is None else f"{obs.line_fwhm:.2f} deg"
 
 
@@ -97,7 +98,8 @@ def mof() -> None:
         c = v.candidates[0]
         metals = lib.entries[c.index].get("metals", [])
         print(f"  {path.name:32s} top {c.name} ({c.refcode}, {'/'.join(metals)}) explained {v.explained:.3f} "
-              f"fits {v.fits} confidence {v.confidence:.2f} cell change {np.round(c.cell_change[:3], 2)} lines {_width(obs)}")
+              f"fits {v.fits} confidence {v.confidence:.2f} cell change {np.round(c.cell_change[:3], 2)} "
+              f"lines {_width(obs)}")
     _times("mof", seconds)
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -289,14 +290,12 @@ def merge_ranked(verified: Any, ranked: list[Any], mats: Any) -> list[Any]:
     does not know the check's order keeps the places after the network's own answer. Each fitted
     determination of one material (HKUST-1 x 4) is one answer, at its best fit."""
     by_material = {r.material.id: r for r in ranked}
-
-    def material(index: int) -> Any:
-        return mats[int(mats.of_class[index])].id
-
+    cands = verified.candidates
+    mids = [mats[int(mats.of_class[c.index])].id for c in cands]
     share: dict[Any, float] = {}
-    for c in verified.candidates:
-        share[material(c.index)] = share.get(material(c.index), 0.0) + float(c.posterior)
-    lead = {material(p.index) for p in verified.phases}
+    for mid, c in zip(mids, cands):
+        share[mid] = share.get(mid, 0.0) + float(c.posterior)
+    lead = {mats[int(mats.of_class[p.index])].id for p in verified.phases}
     out: list[Any] = []
     seen: set[Any] = set()
 
@@ -307,19 +306,17 @@ def merge_ranked(verified: Any, ranked: list[Any], mats: Any) -> list[Any]:
             out.append(replace(r, best=index) if index is not None and index in r.material.indices else r)
 
     rest: dict[Any, int] = {}  # the check's other materials, each at its best-ranked determination
-    for i, c in enumerate(verified.candidates):
-        mid = material(c.index)
+    for i, (mid, c) in enumerate(zip(mids, cands)):
         if i == 0 or mid in lead or share[mid] >= SUPPORTED:
             take(mid, c.index)
         elif mid not in seen:
             rest.setdefault(mid, c.index)
-    others = list(rest.items())
     probable = [r.material.id for i, r in enumerate(ranked) if i == 0 or r.probability >= SUPPORTED]
-    for k in range(max(len(others), len(probable))):
-        if k < len(probable):
-            take(probable[k])
-        if k < len(others):
-            take(*others[k])
+    for mid, other in zip_longest(probable, rest.items()):
+        if mid is not None:
+            take(mid)
+        if other is not None:
+            take(*other)
     for r in ranked:
         take(r.material.id)
     return out

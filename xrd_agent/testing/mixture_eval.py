@@ -231,7 +231,8 @@ def multiphase(n: int, k: int, seed: int = SEED, checker: Checker | None = None,
     return {"n": n, "k": k, "seed": seed, "two_theta": list(TWO_THETA),
             "phases_found": sum(c["found"] for c in cases), "phases_total": n * k,
             "all_found": sum(c["found"] == k for c in cases),
-            "phases_in_top5": sum(c["in_top5"] for c in cases), "all_in_top5": sum(c["in_top5"] == k for c in cases),
+            "phases_in_top5": sum(c["in_top5"] for c in cases),
+            "all_in_top5": sum(c["in_top5"] == k for c in cases),
             "extra": sum(c["extra"] for c in cases),
             "error_mean": float(np.mean(errs)) if errs else float("nan"),
             "error_max": float(np.max(errs)) if errs else float("nan"),
@@ -257,11 +258,13 @@ def multiphase_markdown(runs: Sequence[dict[str, Any]], command: str = "") -> st
                      f"{r['phases_in_top5']}/{r['phases_total']} | {r['all_in_top5']}/{r['n']} | "
                      f"{r['extra']} | {_pct(r['error_mean'])} / {_pct(r['error_max'])} | "
                      f"{t['p50']:.1f} / {t['p99']:.1f} |")
-    lines += ["", "| phases | case | true composition | reported composition | Top-5 |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| phases | case | true composition | reported composition | Top-5 |",
+              "| --- | --- | --- | --- | --- |"]
     for r in runs:
         for c in r["cases"]:
             true = ", ".join(f"{t['refcode']} {t['weight_fraction']:.3f}" for t in c["truth"])
-            lines.append(f"| {r['k']} | {c['case']} | {true} | {_composition(c['phases'])} | {', '.join(c['top5'])} |")
+            lines.append(f"| {r['k']} | {c['case']} | {true} | {_composition(c['phases'])} | "
+                         f"{', '.join(c['top5'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,15 +7,15 @@ k_i nonlinear cell parameters and network probability q_i:
 
     log w_i = -(chi2_i - chi2_best) / (2 T tau) - P_i / 2 - k_i ln(n / tau) / 2 + ln(q_i / 2 + 1 / (2 K))
 
-A candidate whose lattice moved beyond the allowed change (+-12 % along some principal direction,
-which an oblique cell's independently bounded metric groups can reach) gets no weight
-(:func:`~xrd_agent.verify.fit.lattice_allowed`).
 T = max(1, chi2_best / dof) scales chi^2 so that the best fit counts as statistically adequate
 (systematic misfit of a real scan is not evidence against every candidate alike); tau >= 1, the
 best fit's residual correlation length in resolution elements, counts only the independent ones
 (the composition's F-test does the same); the BIC term charges each free cell parameter; the network's probability is a prior mixed half
 and half with a uniform one over the K fitted candidates, so a material the network ranks 30th
-but that fits clearly better still wins, and near-equal fits are settled by the network.
+but that fits clearly better still wins, and near-equal fits are settled by the network. A
+candidate whose lattice moved beyond the allowed change (+-12 % along some principal direction,
+which an oblique cell's independently bounded metric groups can reach) gets no weight
+(:func:`~xrd_agent.verify.fit.lattice_allowed`).
 The posterior w_i (normalised) of the top material, times the fit quality (share of the
 diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``full_explained``),
 times the prior probability of the cell change and texture it needed relative to none
@@ -516,7 +516,12 @@ def _against_background_p(fit: FitResult, y: np.ndarray) -> float:
     """F-test p value of ``fit``'s phases together against the background alone, counted as
     :func:`_significance` counts a further phase (resolution elements, the residual's correlation
     length)."""
-    return _p_of_added(fit.chi2_background, fit, sum(st.ref.n_groups for st in fit.phases) + sum(fit.columns), y)
+    return _p_of_added(fit.chi2_background, fit, _phase_parameters(fit), y)
+
+
+def _phase_parameters(fit: FitResult) -> int:
+    """The parameters ``fit``'s phases bring: their cells' metric groups and their linear columns."""
+    return sum(st.ref.n_groups for st in fit.phases) + sum(fit.columns)
 
 
 def _p_of_added(chi2_before: float, after: FitResult, added: int, y: np.ndarray) -> float:
@@ -524,7 +529,7 @@ def _p_of_added(chi2_before: float, after: FitResult, added: int, y: np.ndarray)
     degrees of freedom ``after`` leaves (its phases' and the shared parameters counted)."""
     if after.chi2 <= 0 or chi2_before <= after.chi2:
         return 1.0
-    k_after = sum(st.ref.n_groups for st in after.phases) + sum(after.columns) + SHARED_PARAMETERS
+    k_after = _phase_parameters(after) + SHARED_PARAMETERS
     return _f_test_p(chi2_before, after.chi2, added, after.n_elements - k_after, _inflation(after, y))
 
 

@@ -137,7 +137,8 @@ class LnDIndex:
         self.refs = refs
         self.ref_fft = _fft.rfft(profiles, n=self.nfft, axis=1).astype(np.complex64)
         self.ref2_fft = _fft.rfft(profiles * profiles, n=self.nfft, axis=1).astype(np.complex64)
-        self._broadened: tuple[float, np.ndarray, np.ndarray] | None = None  # (sigma, transforms): :meth:`_matched`
+        # (sigma, the references' transforms broadened by it): :meth:`_matched`
+        self._broadened: tuple[float, np.ndarray, np.ndarray] | None = None
         lags = np.arange(-self.max_lag, self.max_lag + 1)
         scales = np.exp(lags * LN_STEP)
         self.lags = lags[(scales >= min_scale * 0.999) & (scales <= max_scale * 1.001)]
@@ -277,7 +278,8 @@ class LnDIndex:
             freq = np.fft.rfftfreq(self.nfft)
             gauss = np.exp(-2.0 * (np.pi * sigma * freq) ** 2).astype(np.float32)
             wide = _fft.irfft(self.ref_fft * gauss[None, :], n=self.nfft, axis=1)
-            cached = (sigma, self.ref_fft * gauss[None, :], _fft.rfft(wide * wide, n=self.nfft, axis=1).astype(np.complex64))
+            cached = (sigma, self.ref_fft * gauss[None, :],
+                      _fft.rfft(wide * wide, n=self.nfft, axis=1).astype(np.complex64))
             self._broadened = cached
         return cached[1], cached[2]
 
