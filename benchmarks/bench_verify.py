@@ -1,6 +1,6 @@
 """The physics check (xrd_agent/verify) on the repository's real scans: accuracy and time per scan.
 
-    python benchmarks/bench_verify.py [--byo] [--mof] [--synthetic N] [--broad]
+    python benchmarks/bench_verify.py [--byo] [--mof] [--synthetic N] [--measured-mixtures N] [--broad]
 
 --byo        library from every tests/data/real-scans/byo-cif CIF together (5-165 deg, Cu), each
              scan identified against all of them: single-phase Top-1 and Top-5, and for the two-phase
@@ -9,6 +9,11 @@
 --synthetic  N two-phase mixtures and N single phases simulated from first principles from the
              byo-cif structures (xrd_agent/testing/powder.py): both phases found, weight-fraction
              error, single phases called mixtures.
+--measured-mixtures N
+             N mixtures per row of two, three and four measured byo-cif single-phase scans added
+             together at given shares of the diffraction signal (real intensities, profiles,
+             backgrounds and noise, the misfit a lab's CIFs leave included): phases in the
+             composition and in the Top-5, scans with every phase, phases reported that are not in.
 --broad      every byo-cif structure simulated once more as a nanocrystalline single phase, with lines
              1.6, 2.5 and 3.5 deg wide (W of the Caglioti width, 10-90 deg, Cu, counting noise):
              Top-1 / Top-5 by structure, and the share explained and confidence the check reports.
@@ -120,6 +125,51 @@ def synthetic(n: int) -> None:
     _times("synthetic", seconds)
 
 
+#: The measured single phases the mixtures are made of: byo-cif scans on a fine step (<= 0.025 deg)
+#: whose own CIF the check names first in them (not C: the lab's CIF is graphite nitrate's cell;
+#: not Ti-bcc: 4.5 deg lines; not Tb2BaCoO5: its CIF explains 60 % of its scan; not CdS, MnS,
+#: PbSe, ZnS: 0.12 deg steps; not LiTMO3: 15-50 deg only).
+MEASURED_PHASES = ("Al2O3", "Mn2O3", "Ni(OH)2", "PbSO4", "RuO2", "Sn", "WO3", "Zr")
+#: Shares of the diffraction signal per row of the measured-mixture table.
+MEASURED_SHARES = ((0.7, 0.3), (0.85, 0.15), (0.5, 0.3, 0.2), (0.4, 0.3, 0.2, 0.1))
+
+
+def measured_mixtures(n: int, seed: int = 3) -> None:
+    """Sums of measured single-phase scans (xrd_agent.testing.mixture_eval.measured_sum) checked
+    against the byo-cif library, phases drawn at random (seeded)."""
+    from xrd_agent.testing.mixture_eval import library_checker, measured_sum
+
+    checker = library_checker(DATA / "byo-cif")
+    files = {m: (next((DATA / "byo-cif" / m).glob("*.csv")), next((DATA / "byo-cif" / m).glob("*.cif")).stem)
+             for m in MEASURED_PHASES}
+    rng = np.random.default_rng(seed)
+    seconds = []
+    for shares in MEASURED_SHARES:
+        k = len(shares)
+        in_comp = in_top5 = whole = spurious = 0
+        for _ in range(n):
+            names = [str(x) for x in rng.choice(MEASURED_PHASES, k, replace=False)]
+            obs = measured_sum([(files[m][0], x) for m, x in zip(names, shares)])
+            v = checker.check(obs)
+            seconds.append(v.seconds)
+            truth = {files[m][1] for m in names}
+            comp = [p.refcode for p in v.phases]
+            top5 = [c.refcode for c in v.candidates[:5]]
+            in_comp += len(truth & set(comp))
+            in_top5 += len(truth & set(top5))
+            whole += truth <= set(comp)
+            spurious += len(set(comp) - truth)
+            found = [(p.refcode, None if p.weight_fraction is None else round(p.weight_fraction, 2))
+                     for p in v.phases]
+            print(f"  {' + '.join(f'{m} {x:.2f}' for m, x in zip(names, shares))} "
+                  f"({obs.two_theta[0]:.0f}-{obs.two_theta[-1]:.0f} deg): composition {found} top {top5}",
+                  flush=True)
+        print(f"{k} phases, signal shares {'/'.join(f'{x:.2f}' for x in shares)}: in the composition "
+              f"{in_comp}/{k * n}, in the Top-5 {in_top5}/{k * n}, scans with every phase {whole}/{n}, "
+              f"phases reported that are not in {spurious}", flush=True)
+    _times("measured mixtures", seconds)
+
+
 BROAD_WIDTHS = (1.6, 2.5, 3.5)  # deg FWHM at low angle: crystallites of about 6, 4 and 2.5 nm
 
 
@@ -160,6 +210,7 @@ def main() -> int:
     ap.add_argument("--byo", action="store_true")
     ap.add_argument("--mof", action="store_true")
     ap.add_argument("--synthetic", type=int, default=0, metavar="N")
+    ap.add_argument("--measured-mixtures", type=int, default=0, metavar="N")
     ap.add_argument("--broad", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -169,6 +220,8 @@ def main() -> int:
         mof()
     if args.synthetic:
         synthetic(args.synthetic)
+    if args.measured_mixtures:
+        measured_mixtures(args.measured_mixtures)
     if args.broad:
         broad()
     print(f"total {time.perf_counter() - t0:.0f} s")

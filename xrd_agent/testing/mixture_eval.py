@@ -23,6 +23,7 @@ from xrd_agent.scan import Wavelength
 if TYPE_CHECKING:  # the CIF parser and the check load pymatgen/scipy: only when a table is made
     from xrd_agent.library.cif import ParsedCif
     from xrd_agent.verify.check import Checker, Verification
+    from xrd_agent.verify.observed import Observed
 
 #: The bench's seed: the same cases as every earlier ``bench_verify.py --synthetic`` figure.
 SEED = 7
@@ -283,6 +284,29 @@ def library_checker(folder: Path = BYO) -> Checker:
         return checker_for(Library.load(tmp / "lib"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measured_sum(parts: Sequence[tuple[Path, float]], step: float = 0.02, max_span: float = 70.0) -> Observed:
+    """Measured single-phase scans (``(file, share)``) added together, each at its share of the
+    diffraction signal: interpolated onto one ``step`` grid over the range all of them cover (at
+    most ``max_span`` deg), each scaled so that its net signal (above the prefilter's rough
+    background) is its share. Real intensities, profiles, backgrounds and noise, and the misfit
+    the lab's CIFs leave on them, which first-principles mixtures lack."""
+    from xrd_agent.readers import read_scan
+    from xrd_agent.verify.observed import observe, rough_background
+
+    scans = []
+    for path, share in parts:
+        s = read_scan(path, wavelength=CU)
+        scans.append((np.asarray(s.two_theta, float), np.asarray(s.intensity, float), share))
+    lo = max(tt[0] for tt, _, _ in scans)
+    grid = np.arange(lo, min(min(tt[-1] for tt, _, _ in scans), lo + max_span), step)
+    mix = np.zeros(grid.size)
+    for tt, y, share in scans:
+        yi = np.interp(grid, tt, y)
+        o = observe(grid, yi, CU.primary, CU.alpha2)
+        mix += share * yi / float(np.sum(np.maximum(o.y - rough_background(o), 0.0)))
+    return observe(grid, mix * 1e5, CU.primary, CU.alpha2)
 
 
 def real(folder: Path = BYO, checker: Checker | None = None) -> list[dict[str, Any]]:
