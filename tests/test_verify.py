@@ -208,6 +208,20 @@ def test_a_phase_that_only_reweights_the_first_ones_reflections_is_not_a_second_
     assert [p.refcode for p in v.phases] == ["Mn2O3"]
 
 
+def test_a_heavy_minor_phase_is_reported_by_its_share_of_the_signal(byo_library):
+    """Measured Al2O3 and Zr scans added together, Zr with 15 % of the diffraction signal: Zr
+    passes every test of a further phase (lines of its own, 29 % of the misfit), but beside light
+    Al2O3 that is about 1.4 % by weight, and a 2 wt% floor dropped it. What a scan can tell from
+    nothing is a share of its signal, not of the mass."""
+    from xrd_agent.testing.mixture_eval import measured_sum
+    from xrd_agent.verify.stage import checker_for
+
+    v = checker_for(byo_library).check(measured_sum([(BYO / "Al2O3" / "data.csv", 0.85),
+                                                     (BYO / "Zr" / "data.csv", 0.15)]))
+    assert [p.refcode for p in v.phases] == ["1000017", "1512554"]
+    assert v.phases[1].weight_fraction < 0.02
+
+
 @pytest.fixture(scope="module")
 def shipped():
     """The shipped library and its physics check."""

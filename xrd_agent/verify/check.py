@@ -69,7 +69,10 @@ class VerifyPolicy:
     max_phases: int = 4  # lab products of three and four phases are scored
     mixture_p: float = 1e-3
     mixture_min_gain: float = 0.15
-    min_fraction: float = 0.02  # weight fraction below which a further phase is not reported (lab XRD's limit)
+    # share of the phases' diffraction signal below which a further phase is not reported (what a lab
+    # scan tells from nothing; a share of the signal, not of the mass: 1 wt% of a heavy-metal phase
+    # beside a light one is plain to see)
+    min_share: float = 0.02
     mixture_max_strain: float = 9.0  # strain prior cost (3 sigma) a further phase's cell may need
     second_candidates: int = 4  # residual prefilter hits located for a further phase
     second_refined: int = 2  # of the located further-phase candidates, refined at full resolution
@@ -411,15 +414,17 @@ def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | 
     that admitted phases (F-test and share of the misfit removed), drop the weakest and
     re-solve the scales. Forward selection starts from the best single phase, and on a mixture
     that may be a low-symmetry cell stretched by 10 % to mimic both phases at once; once the
-    true phases are in, the mimic explains nothing of its own and goes. A phase whose weight
-    fraction is under ``min_fraction`` or under twice its uncertainty goes first."""
+    true phases are in, the mimic explains nothing of its own and goes. A phase whose share of the
+    diffraction signal is under ``min_share``, or whose weight fraction is under twice its
+    uncertainty, goes first."""
     while len(fit.phases) > 1:
         weakest: tuple[int, float] | None = None
         w, u = weight_fractions(fit)
-        trace = [i for i in range(len(fit.phases)) if w[i] is not None and
-                 (w[i] < policy.min_fraction or (u[i] is not None and w[i] < 2.0 * u[i]))]
+        share = signal_shares(fitter, fit)
+        trace = [i for i in range(len(fit.phases)) if share[i] < policy.min_share
+                 or (w[i] is not None and u[i] is not None and w[i] < 2.0 * u[i])]
         if trace:  # below what a laboratory scan can tell from nothing: not reported as a phase
-            weakest = (min(trace, key=lambda i: w[i] or 0.0), -1.0)
+            weakest = (min(trace, key=lambda i: share[i]), -1.0)
         for i in range(len(fit.phases)) if weakest is None else ():
             reduced = fitter.result([st for k, st in enumerate(fit.phases) if k != i], fit.shape)
             gain, p = _significance(reduced, fit, fitter.obs.y, fit.phases[i].ref.n_groups + fit.columns[i])
@@ -433,6 +438,16 @@ def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | 
         fit = fitter.result([st for k, st in enumerate(fit.phases) if k != i], fit.shape, with_covariance=True)
         gains = [g for k, g in enumerate(gains) if k != i]
     return fit, gains
+
+
+def signal_shares(fitter: Fitter, fit: FitResult) -> np.ndarray:
+    """Each phase's share of the phases' integrated diffraction signal in ``fit``."""
+    cols, widths = fitter.columns(list(fit.phases), fit.shape)
+    edges = np.cumsum([0, *widths])
+    area = np.array([float(np.sum(cols[:, a:b] @ fit.linear.coef[a:b]))
+                     for a, b in zip(edges[:-1], edges[1:])])
+    total = float(area.sum())
+    return area / total if total > 0 else np.full(len(widths), 1.0 / max(len(widths), 1))
 
 
 def _earlier_profile(fitter: Fitter, fit: FitResult) -> tuple[np.ndarray, int, np.ndarray]:
