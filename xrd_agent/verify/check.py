@@ -310,6 +310,7 @@ class Checker:
         # they are judged together: a phase of a four-phase product explains little alone).
         significant = _against_background_p(judged, obs.y) < pol.mixture_p
         fits_ok = explained >= pol.min_explained and significant
+        found, found_fit = phases, comp  # what the composition found, whether or not it explains the scan
         if not fits_ok:
             phases, comp = (), None
         # the answer is a material: its determinations' posteriors count together
@@ -339,6 +340,18 @@ class Checker:
             comp_quality = float(np.clip((comp.improvement - pol.min_explained)
                                          / (pol.full_explained - pol.min_explained), 0, 1))
             confidence = min(confidence, comp_quality * float(np.exp(-np.sum(prior_residuals(st) ** 2) / 2.0)))
+        if found_fit is not None and not fits_ok and len(found) > 1:
+            # Nothing explains the scan as a whole (a phase the library lacks, or CIFs that miss
+            # the sample's intensities), yet each further phase the composition admitted showed
+            # lines of its own: they follow the best fit in the ranking, as a search-match lists
+            # its hits, while the flags say the scan is not explained. The best fit keeps the
+            # first place and no composition is reported.
+            known = {c.index: c for c in cands}
+            slot = {st.ref.index: k for k, st in enumerate(found_fit.phases)}
+            seen = [p.index for p in found if p.index != cands[0].index]
+            extra = tuple(known.get(i) or _candidate(found_fit, self.refs[i], probs[i], 0.0, 0.0, slot[i])
+                          for i in seen)
+            cands = (cands[0], *extra, *[c for c in cands[1:] if c.index not in seen])
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
