@@ -236,6 +236,21 @@ def test_phases_found_are_listed_when_together_they_do_not_explain_the_scan(byo_
     assert [c.refcode for c in v.candidates[:2]] == ["1538150", "7040217"]
 
 
+def test_the_best_further_phase_not_admitted_follows_the_phases_found(byo_library):
+    """Measured RuO2, Sn and Al2O3 scans added together (0.5 / 0.3 / 0.2 of the signal): RuO2 and
+    Sn are admitted; Al2O3 is the best further phase tried but, beside what the two CIFs leave
+    unexplained, not significant. It is not reported as a phase, but it is the next candidate
+    (a product of several phases may hold one more than the tests admit), ahead of single-phase
+    fits of the whole scan."""
+    from xrd_agent.testing.mixture_eval import measured_sum
+    from xrd_agent.verify.stage import checker_for
+
+    parts = [(BYO / name / "data.csv", share) for name, share in (("RuO2", 0.5), ("Sn", 0.3), ("Al2O3", 0.2))]
+    v = checker_for(byo_library).check(measured_sum(parts))
+    assert [p.refcode for p in v.phases] == ["1538150", "7040217"]
+    assert [c.refcode for c in v.candidates[:3]] == ["1538150", "7040217", "1000017"]
+
+
 @pytest.fixture(scope="module")
 def shipped():
     """The shipped library and its physics check."""

@@ -31,7 +31,10 @@ F-test over resolution elements says the added parameters improve the fit beyond
 (p < ``mixture_p``) AND it removes at least ``mixture_min_gain`` of the remaining misfit (a
 real single-phase scan's systematic misfit is not a second phase) AND the same F-test passes on
 the points where only it has reflections (the earlier phases predict less than twice the noise
-there: a phase is seen by lines of its own, not by re-weighting the others'). Weight fractions follow
+there: a phase is seen by lines of its own, not by re-weighting the others'). Where two or more
+phases were admitted, the best further phase these tests refused is listed right after them, and
+when the phases together explain too little to be reported, they still follow the best fit in the
+ranking (candidates, not a composition). Weight fractions follow
 Hill & Howard (1987): W_p = S_p (ZMV)_p / sum_i S_i (ZMV)_i, with uncertainties from the
 linear least-squares covariance of the scales.
 """
@@ -291,8 +294,8 @@ class Checker:
         # the composition is sought from any best fit that explains a share worth building on,
         # and "nothing fits" is judged on what the composition explains (each phase it adds
         # passed the F-test and removed a share of the misfit).
-        phases, comp = (self._compose(fitter, obs, best_fit, [fits[i] for i in order])
-                        if explained >= pol.min_seed else ((), None))
+        phases, comp, near = (self._compose(fitter, obs, best_fit, [fits[i] for i in order])
+                              if explained >= pol.min_seed else ((), None, None))
         if comp is not None and len(phases) > 1 and explained < pol.min_explained <= comp.improvement:
             # Phases none of which explains the scan alone count only when together they explain
             # it nearly whole: a stack of wrong frameworks, each with its cell moved, soaks up
@@ -352,16 +355,28 @@ class Checker:
             extra = tuple(known.get(i) or _candidate(found_fit, self.refs[i], probs[i], 0.0, 0.0, slot[i])
                           for i in seen)
             cands = (cands[0], *extra, *[c for c in cands[1:] if c.index not in seen])
+        lead = {p.index for p in found} | {cands[0].index}
+        n_lead = next((i for i, c in enumerate(cands) if c.index not in lead), len(cands))
+        if near is not None and len(found) > 1 and near.phases[-1].ref.index not in lead:
+            # a product of several phases may hold one more than the tests could admit: the best
+            # further phase tried comes right after the phases found (a candidate, not a phase)
+            k = near.phases[-1].ref.index
+            nxt = (next((c for c in cands if c.index == k), None)
+                   or _candidate(near, self.refs[k], probs[k], 0.0, 0.0))
+            cands = (*cands[:n_lead], nxt, *[c for c in cands[n_lead:] if c.index != k])
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
-                 ) -> tuple[tuple[Phase, ...], FitResult]:
+                 ) -> tuple[tuple[Phase, ...], FitResult, FitResult | None]:
+        """The phases (main first), their joint fit, and the best further phase tried that the
+        tests did not admit (None when none was judged)."""
         pol = self.policy
         current = fitter.result(list(first.phases), first.shape, with_covariance=True)
         gains: list[tuple[float, float | None]] = [(current.improvement, None)]
         # a further phase is another material: a second determination of one already in is
         # isostructural with it (the overlap test would refuse it after a costly fit)
         taken = {int(self.materials[first.phases[0].ref.index])}
+        near: FitResult | None = None
         while len(current.phases) < pol.max_phases:
             resid = Observed(obs.two_theta, obs.y - current.linear.model + np.median(current.linear.model),
                              obs.step, obs.wavelength, obs.alpha2, obs.sigma, obs.line_fwhm)
@@ -403,6 +418,7 @@ class Checker:
                 break
             trial, gain, p = best
             if not (p < pol.mixture_p and gain >= pol.mixture_min_gain):
+                near = trial
                 break
             current = fitter.result(list(trial.phases), trial.shape, with_covariance=True)
             gains.append((gain, p))
@@ -418,7 +434,7 @@ class Checker:
         current, gains = _eliminate(fitter, current, gains, pol)
         w, u = weight_fractions(current)
         return tuple(Phase(st.ref.index, st.ref.refcode, st.ref.name, w[i], u[i], gains[i][0], gains[i][1])
-                     for i, st in enumerate(current.phases)), current
+                     for i, st in enumerate(current.phases)), current, near
 
 
 def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]], policy: VerifyPolicy
