@@ -89,5 +89,8 @@ def test_is_complete_never_raises(path: Path, draw: st.DataObject, tmp_path: Pat
     target = tmp_path / path.name
     target.write_bytes(bytes(data[:cut]))
     assert is_complete(target) in (True, False)
-    if not flips and cut < len(data) and path.suffix.lower() in (".raw", ".brml", ".xrdml"):
+    # an XML document cut only in the whitespace after its root element is still whole
+    text_tail = path.suffix.lower() == ".xrdml" and not bytes(data[cut:]).strip()
+    cut_scan = not flips and cut < len(data) and not text_tail
+    if cut_scan and path.suffix.lower() in (".raw", ".brml", ".xrdml"):
         assert is_complete(target) is False  # a cut scan never looks finished
