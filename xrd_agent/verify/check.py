@@ -145,6 +145,16 @@ def _candidate(fit: FitResult, ref: Reference, prob: float, pf: float, posterior
                         float(np.sqrt(fit.shape.w + fit.shape.u * t30 * t30)), (st.axis, float(np.exp(st.ln_r))))
 
 
+def _put_first(cands: tuple[CandidateFit, ...], indices: Sequence[int], fit: FitResult, probs: np.ndarray,
+               refs: Sequence[Reference | None]) -> tuple[CandidateFit, ...]:
+    """``cands`` with the classes ``indices`` first, in that order: as fitted where they were
+    candidates, else as their phase of ``fit`` (a phase found in a residual was no candidate)."""
+    known = {c.index: c for c in cands}
+    slot = {st.ref.index: k for k, st in enumerate(fit.phases)}
+    head = tuple(known.get(i) or _candidate(fit, refs[i], probs[i], 0.0, 0.0, slot[i]) for i in indices)
+    return (*head, *[c for c in cands if c.index not in set(indices)])
+
+
 def signal_explained(fit: FitResult) -> float:
     """Share of the diffraction signal's misfit the fit removes: the background-only misfit less
     what counting noise alone leaves (one per resolution element) is the signal's."""
@@ -334,36 +344,27 @@ class Checker:
             # composition's fit and its main phase's cell change support.
             if phases[0].weight_fraction is not None:
                 phases = tuple(sorted(phases, key=lambda p: -(p.weight_fraction or 0.0)))
-            known = {c.index: c for c in cands}
-            slot = {st.ref.index: k for k, st in enumerate(comp.phases)}
-            lead = tuple(known.get(p.index) or _candidate(comp, self.refs[p.index], probs[p.index], 0.0, 0.0,
-                                                          slot[p.index]) for p in phases)
-            cands = (*lead, *[c for c in cands if c.index not in slot])
-            st = comp.phases[slot[phases[0].index]]
+            cands = _put_first(cands, [p.index for p in phases], comp, probs, self.refs)
+            st = next(st for st in comp.phases if st.ref.index == phases[0].index)
             comp_quality = float(np.clip((comp.improvement - pol.min_explained)
                                          / (pol.full_explained - pol.min_explained), 0, 1))
             confidence = min(confidence, comp_quality * float(np.exp(-np.sum(prior_residuals(st) ** 2) / 2.0)))
-        if found_fit is not None and not fits_ok and len(found) > 1:
-            # Nothing explains the scan as a whole (a phase the library lacks, or CIFs that miss
-            # the sample's intensities), yet each further phase the composition admitted showed
-            # lines of its own: they follow the best fit in the ranking, as a search-match lists
-            # its hits, while the flags say the scan is not explained. The best fit keeps the
-            # first place and no composition is reported.
-            known = {c.index: c for c in cands}
-            slot = {st.ref.index: k for k, st in enumerate(found_fit.phases)}
-            seen = [p.index for p in found if p.index != cands[0].index]
-            extra = tuple(known.get(i) or _candidate(found_fit, self.refs[i], probs[i], 0.0, 0.0, slot[i])
-                          for i in seen)
-            cands = (cands[0], *extra, *[c for c in cands[1:] if c.index not in seen])
-        lead = {p.index for p in found} | {cands[0].index}
-        n_lead = next((i for i, c in enumerate(cands) if c.index not in lead), len(cands))
-        if near is not None and len(found) > 1 and near.phases[-1].ref.index not in lead:
-            # a product of several phases may hold one more than the tests could admit: the best
-            # further phase tried comes right after the phases found (a candidate, not a phase)
-            k = near.phases[-1].ref.index
-            nxt = (next((c for c in cands if c.index == k), None)
-                   or _candidate(near, self.refs[k], probs[k], 0.0, 0.0))
-            cands = (*cands[:n_lead], nxt, *[c for c in cands[n_lead:] if c.index != k])
+        if len(found) > 1:
+            assert found_fit is not None
+            if not fits_ok:
+                # Nothing explains the scan as a whole (a phase the library lacks, or CIFs that miss
+                # the sample's intensities), yet each further phase the composition admitted showed
+                # lines of its own: they follow the best fit in the ranking, as a search-match lists
+                # its hits, while the flags say the scan is not explained. The best fit keeps the
+                # first place and no composition is reported.
+                head = [cands[0].index, *(p.index for p in found if p.index != cands[0].index)]
+                cands = _put_first(cands, head, found_fit, probs, self.refs)
+            n_found = len({cands[0].index, *(p.index for p in found)})
+            if near is not None and near.phases[-1].ref.index not in {c.index for c in cands[:n_found]}:
+                # a product of several phases may hold one more than the tests could admit: the
+                # best further phase tried comes right after the phases found (a candidate, not a phase)
+                head = [*(c.index for c in cands[:n_found]), near.phases[-1].ref.index]
+                cands = _put_first(cands, head, near, probs, self.refs)
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
