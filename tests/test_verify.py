@@ -276,6 +276,29 @@ def test_zn_tbapy_is_not_a_confident_copper_mof(shipped):
     assert not (v.fits and v.confidence >= 0.35 and "Cu" in top.get("metals", []))
 
 
+def test_a_composition_is_never_worse_than_the_best_single_phase(shipped, monkeypatch):
+    """Real Zn-(6BA)(TBAPy) as made (not in the library): its best single fit explains 57 %; a
+    second framework was admitted beside it, then backward elimination dropped the first one
+    and left the second alone, explaining far less. The composition the check builds (spied on,
+    not replaced) never fits worse than the phase it started from."""
+    from xrd_agent.verify.check import Checker
+
+    seen = []
+    compose = Checker._compose
+
+    def spy(self, fitter, obs, first, ranked):
+        out = compose(self, fitter, obs, first, ranked)
+        seen.append((first, out[1]))
+        return out
+
+    monkeypatch.setattr(Checker, "_compose", spy)
+    _, checker = shipped
+    checker.check(_measured(DATA / "mof" / "Zn-(6BA)(TBAPy)_AsMade.xy"))
+    assert seen
+    for first, comp in seen:
+        assert comp.chi2 + comp.prior <= first.chi2 + first.prior + 1e-9
+
+
 def test_two_broad_humps_are_not_a_mof_however_much_of_them_it_explains(shipped):
     """The measured Ti-bcc scan: lines 4.5 deg wide over 30-90 deg, a dozen resolution elements.
     Fitted at the scan's own width, every MOF the check tries explains most of it (79-96 %); none
