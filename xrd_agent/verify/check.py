@@ -434,9 +434,8 @@ class Checker:
                 current = refined
         current, gains = _eliminate(fitter, current, gains, pol)
         if current.chi2 + current.prior > first.chi2 + first.prior:
-            # elimination can drop the phase the search started from (its weight uncertain beside
-            # a further phase that took over some of its reflections) and leave one that explains
-            # less than it did alone (a real Zn-TBAPy scan, 57 % explained by its best phase): a
+            # elimination can drop the phase the search started from and leave one that fits worse
+            # than it did alone (a real Zn-TBAPy scan, 57 % explained by its best phase): a
             # composition is never worse than the best single phase
             current = fitter.result(list(first.phases), first.shape, with_covariance=True)
             gains = [(current.improvement, None)]
