@@ -152,7 +152,8 @@ def _put_first(cands: tuple[CandidateFit, ...], indices: Sequence[int], fit: Fit
     known = {c.index: c for c in cands}
     slot = {st.ref.index: k for k, st in enumerate(fit.phases)}
     head = tuple(known.get(i) or _candidate(fit, refs[i], probs[i], 0.0, 0.0, slot[i]) for i in indices)
-    return (*head, *[c for c in cands if c.index not in set(indices)])
+    first = set(indices)
+    return (*head, *[c for c in cands if c.index not in first])
 
 
 def signal_explained(fit: FitResult) -> float:
