@@ -251,6 +251,21 @@ def test_the_best_further_phase_not_admitted_follows_the_phases_found(byo_librar
     assert [c.refcode for c in v.candidates[:3]] == ["1538150", "7040217", "1000017"]
 
 
+def test_further_phases_tried_follow_the_phases_found_before_whole_scan_fits(byo_library):
+    """Measured RuO2, WO3 and Mn2O3 scans added together (0.5 / 0.3 / 0.2 of the signal): RuO2
+    and WO3 are admitted; Mn2O3, whose lines fall on theirs, shows none of its own and is
+    refused, so no further phase passed the tests. It fitted the residual best of the phases
+    tried there, and is the next candidate; before, rutile TiO2, a single-phase fit of the whole
+    scan isostructural with RuO2, took that place and Mn2O3 was not in the Top-5."""
+    from xrd_agent.testing.mixture_eval import measured_sum
+    from xrd_agent.verify.stage import checker_for
+
+    parts = [(BYO / name / "data.csv", share) for name, share in (("RuO2", 0.5), ("WO3", 0.3), ("Mn2O3", 0.2))]
+    v = checker_for(byo_library).check(measured_sum(parts))
+    assert [p.refcode for p in v.phases] == ["1538150", "1528915"]
+    assert [c.refcode for c in v.candidates[:3]] == ["1538150", "1528915", "Mn2O3"]
+
+
 @pytest.fixture(scope="module")
 def shipped():
     """The shipped library and its physics check."""

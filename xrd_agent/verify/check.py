@@ -32,9 +32,9 @@ F-test over resolution elements says the added parameters improve the fit beyond
 real single-phase scan's systematic misfit is not a second phase) AND the same F-test passes on
 the points where only it has reflections (the earlier phases predict less than twice the noise
 there: a phase is seen by lines of its own, not by re-weighting the others'). Where two or more
-phases were admitted, the best further phase these tests refused is listed right after them, and
-when the phases together explain too little to be reported, they still follow the best fit in the
-ranking (candidates, not a composition). Weight fractions follow
+phases were admitted, the further phases tried last are listed right after them (the best one
+these tests refused first), and when the phases together explain too little to be reported, they
+still follow the best fit in the ranking (candidates, not a composition). Weight fractions follow
 Hill & Howard (1987): W_p = S_p (ZMV)_p / sum_i S_i (ZMV)_i, with uncertainties from the
 linear least-squares covariance of the scales.
 """
@@ -145,13 +145,18 @@ def _candidate(fit: FitResult, ref: Reference, prob: float, pf: float, posterior
                         float(np.sqrt(fit.shape.w + fit.shape.u * t30 * t30)), (st.axis, float(np.exp(st.ln_r))))
 
 
-def _put_first(cands: tuple[CandidateFit, ...], indices: Sequence[int], fit: FitResult, probs: np.ndarray,
-               refs: Sequence[Reference | None]) -> tuple[CandidateFit, ...]:
+def _put_first(cands: tuple[CandidateFit, ...], indices: Sequence[int], fits: Sequence[FitResult],
+               probs: np.ndarray, refs: Sequence[Reference | None]) -> tuple[CandidateFit, ...]:
     """``cands`` with the classes ``indices`` first, in that order: as fitted where they were
-    candidates, else as their phase of ``fit`` (a phase found in a residual was no candidate)."""
+    candidates, else as their phase of the first of ``fits`` that holds them (a phase found or
+    tried in a residual was no candidate)."""
     known = {c.index: c for c in cands}
-    slot = {st.ref.index: k for k, st in enumerate(fit.phases)}
-    head = tuple(known.get(i) or _candidate(fit, refs[i], probs[i], 0.0, 0.0, slot[i]) for i in indices)
+    slot: dict[int, tuple[FitResult, int]] = {}
+    for fit in fits:
+        for k, st in enumerate(fit.phases):
+            slot.setdefault(st.ref.index, (fit, k))
+    indices = list(dict.fromkeys(indices))
+    head = tuple(known.get(i) or _candidate(slot[i][0], refs[i], probs[i], 0.0, 0.0, slot[i][1]) for i in indices)
     first = set(indices)
     return (*head, *[c for c in cands if c.index not in first])
 
@@ -305,8 +310,8 @@ class Checker:
         # the composition is sought from any best fit that explains a share worth building on,
         # and "nothing fits" is judged on what the composition explains (each phase it adds
         # passed the F-test and removed a share of the misfit).
-        phases, comp, near = (self._compose(fitter, obs, best_fit, [fits[i] for i in order])
-                              if explained >= pol.min_seed else ((), None, None))
+        phases, comp, further = (self._compose(fitter, obs, best_fit, [fits[i] for i in order])
+                                 if explained >= pol.min_seed else ((), None, ()))
         if comp is not None and len(phases) > 1 and explained < pol.min_explained <= comp.improvement:
             # Phases none of which explains the scan alone count only when together they explain
             # it nearly whole: a stack of wrong frameworks, each with its cell moved, soaks up
@@ -345,7 +350,7 @@ class Checker:
             # composition's fit and its main phase's cell change support.
             if phases[0].weight_fraction is not None:
                 phases = tuple(sorted(phases, key=lambda p: -(p.weight_fraction or 0.0)))
-            cands = _put_first(cands, [p.index for p in phases], comp, probs, self.refs)
+            cands = _put_first(cands, [p.index for p in phases], [comp], probs, self.refs)
             st = next(st for st in comp.phases if st.ref.index == phases[0].index)
             comp_quality = float(np.clip((comp.improvement - pol.min_explained)
                                          / (pol.full_explained - pol.min_explained), 0, 1))
@@ -359,26 +364,28 @@ class Checker:
                 # its hits, while the flags say the scan is not explained. The best fit keeps the
                 # first place and no composition is reported.
                 head = [cands[0].index, *(p.index for p in found if p.index != cands[0].index)]
-                cands = _put_first(cands, head, found_fit, probs, self.refs)
+                cands = _put_first(cands, head, [found_fit], probs, self.refs)
             n_found = len({cands[0].index, *(p.index for p in found)})
-            if near is not None and near.phases[-1].ref.index not in {c.index for c in cands[:n_found]}:
-                # a product of several phases may hold one more than the tests could admit: the
-                # best further phase tried comes right after the phases found (a candidate, not a phase)
-                head = [*(c.index for c in cands[:n_found]), near.phases[-1].ref.index]
-                cands = _put_first(cands, head, near, probs, self.refs)
+            # a product of several phases may hold more than the tests could admit: the further
+            # phases tried in its residual come right after the phases found (candidates, not
+            # phases), ahead of single-phase fits of the whole scan, which beside several phases
+            # are mostly their isostructural analogues (rutile TiO2 after RuO2)
+            head = [*(c.index for c in cands[:n_found]), *(f.phases[-1].ref.index for f in further)]
+            cands = _put_first(cands, head, [found_fit, *further], probs, self.refs)
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
-                 ) -> tuple[tuple[Phase, ...], FitResult, FitResult | None]:
-        """The phases (main first), their joint fit, and the best further phase tried that the
-        tests did not admit (None when none was judged)."""
+                 ) -> tuple[tuple[Phase, ...], FitResult, tuple[FitResult, ...]]:
+        """The phases (main first), their joint fit, and the further phases tried last that were
+        not admitted (each its trial fit, the phase last): the best one the tests refused first,
+        then the others tried, best fit first, but none isostructural with a phase in."""
         pol = self.policy
         current = fitter.result(list(first.phases), first.shape, with_covariance=True)
         gains: list[tuple[float, float | None]] = [(current.improvement, None)]
         # a further phase is another material: a second determination of one already in is
         # isostructural with it (the overlap test would refuse it after a costly fit)
         taken = {int(self.materials[first.phases[0].ref.index])}
-        near: FitResult | None = None
+        further: tuple[FitResult, ...] = ()
         while len(current.phases) < pol.max_phases:
             resid = Observed(obs.two_theta, obs.y - current.linear.model + np.median(current.linear.model),
                              obs.step, obs.wavelength, obs.alpha2, obs.sigma, obs.line_fwhm)
@@ -395,6 +402,7 @@ class Checker:
             located = sorted(((fitter.locate(self.refs[h.index], h.scale, current.phases, current.shape), h)
                               for h in pool), key=lambda lh: lh[0].cost)
             judged = 0  # candidates refused as no new phase do not use up the refinements
+            tried: list[FitResult] = []
             for loc, h in located:
                 if judged == pol.second_refined:
                     break
@@ -402,6 +410,7 @@ class Checker:
                                    located=loc)
                 if _overlap(fitter, trial) > pol.max_overlap:
                     continue  # isostructural with a phase already in (ZIF-8 beside ZIF-67): not a new phase
+                tried.append(trial)
                 if trial.prior - current.prior > pol.mixture_max_strain:
                     # a minor phase that fits only with its cell stretched by 8-12 % is the model
                     # borrowing a flexible lattice to soak up misfit (PbSO4 in a real CdS scan),
@@ -416,12 +425,11 @@ class Checker:
                 gain, p = _significance(current, trial, obs.y)
                 if best is None or trial.chi2 + trial.prior < best[0].chi2 + best[0].prior:
                     best = (trial, gain, p)
-            if best is None:
+            if best is None or not (best[2] < pol.mixture_p and best[1] >= pol.mixture_min_gain):
+                lead = [] if best is None else [best[0]]
+                further = (*lead, *sorted((t for t in tried if t not in lead), key=lambda t: t.chi2 + t.prior))
                 break
             trial, gain, p = best
-            if not (p < pol.mixture_p and gain >= pol.mixture_min_gain):
-                near = trial
-                break
             current = fitter.result(list(trial.phases), trial.shape, with_covariance=True)
             gains.append((gain, p))
             taken.add(int(self.materials[trial.phases[-1].ref.index]))
@@ -442,7 +450,7 @@ class Checker:
             gains = [(current.improvement, None)]
         w, u = weight_fractions(current)
         return tuple(Phase(st.ref.index, st.ref.refcode, st.ref.name, w[i], u[i], gains[i][0], gains[i][1])
-                     for i, st in enumerate(current.phases)), current, near
+                     for i, st in enumerate(current.phases)), current, further
 
 
 def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]], policy: VerifyPolicy
