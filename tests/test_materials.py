@@ -337,3 +337,22 @@ def test_checked_subsample_scores_the_physics_check_against_the_engine_on_the_sa
     assert out["n"] == 1 and not hasattr(engine, "checker_")  # the check is not left on the engine
     for method in ("engine (materials)", "engine + physics check (materials)"):
         assert out["rows"][f"{method}|all"]["top1"] == 1.0 and out["rows"][f"{method}|all"]["n"] == 1
+
+
+def test_checked_rows_can_be_drawn_from_as_synthesized_simulations(library):
+    """``evaluate --materials --verify-sample N --verify-preset instrument``: the held-out
+    entries are simulated with the training generator's as-synthesized preset (cells moved,
+    pore solvent, capillary hump, beam stop), each row labelled with its entry's class, and the
+    spectra are not the realistic preset's; an unknown preset is refused by name."""
+    from xrd_agent.errors import ConfigError
+    from xrd_agent.model.dataset import realistic_heldout
+    from xrd_agent.model.evaluate import preset_set
+
+    heldout = library.heldout()
+    ts = preset_set(library, heldout, "instrument", 1, seed=3)
+    X, y = realistic_heldout(library, heldout, 1, seed=3)
+    assert ts.name == "instrument" and ts.X.shape == X.shape
+    assert np.array_equal(ts.y, y) and ts.same_phase.shape == y.shape and ts.same_phase.any()
+    assert not np.allclose(ts.X, X)
+    with pytest.raises(ConfigError, match="unknown augmentation preset"):
+        preset_set(library, heldout, "as-made", 1, seed=3)

@@ -75,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--verify-sample", type=int, default=0, metavar="N",
                         help="with --materials: also N realistic held-out rows (drawn at random) through the "
                              "physics check, and the engine alone on the same rows (seconds per scan)")
+    parser.add_argument("--verify-preset", choices=("realistic", "instrument"), default="realistic",
+                        help="with --verify-sample: draw the checked rows from the realistic held-out spectra "
+                             "(default) or from the held-out entries simulated as as-synthesized scans "
+                             "(the training generator's instrument preset: cells several per cent off, pore "
+                             "solvent, capillary hump, beam stop)")
     parser.add_argument("--materials", action="store_true",
                         help="only the material-level Top-1/Top-5 of the engine on the held-out set "
                              "(clean and realistic; no baselines, sweeps or figures)")
@@ -164,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         from xrd_agent.model.evaluate import material_heldout
 
         table = material_heldout(engine, library, config, emit=lambda line: print(line, file=sys.stderr, flush=True),
-                                 verify_sample=args.verify_sample)
+                                 verify_sample=args.verify_sample, verify_preset=args.verify_preset)
         _write(args.out, "materials", table, command)
         return 0
     results = evaluate(engine, library, args.out, config, fixtures=fixtures, command=command,

@@ -119,6 +119,19 @@ def heldout_sets(library: Any, heldout: Any, repeats: int, seed: int) -> list[Te
     return out
 
 
+def preset_set(library: Any, heldout: Any, preset: str, repeats: int, seed: int) -> TestSet:
+    """Spectra of every usable held-out entry under the augmentation ``preset`` (by name)."""
+    from xrd_agent.model.augment import AugmentOptions
+    from xrd_agent.model.dataset import realistic_heldout
+
+    lookup = {r: i for i, r in enumerate(library.refcodes)}
+    usable = [e for j, e in enumerate(heldout.entries)
+              if str(e.get("class_refcode", "")) in lookup and heldout.sticks(j).two_theta.size]
+    same = np.array([bool(e.get("same_phase", True)) for e in usable])
+    X, y = realistic_heldout(library, heldout, repeats, seed=seed, options=AugmentOptions.preset(preset))
+    return TestSet(preset, X, y, np.repeat(same, repeats))
+
+
 def _patterns(X: np.ndarray) -> list[Pattern]:
     """Pattern values for already-prepared rows; covered = between first and last non-zero."""
     gate = GateDecision(applied=False, high_band_mean=float("nan"), threshold=float("nan"), cutoff_bins=0)
@@ -689,13 +702,18 @@ def checked_subsample(engine: Any, ts: TestSet, n: int, seed: int, emit: Emit = 
 
 
 def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(), *,
-                     emit: Emit = print, verify_sample: int = 0) -> dict[str, Any]:
+                     emit: Emit = print, verify_sample: int = 0, verify_preset: str = "realistic"
+                     ) -> dict[str, Any]:
     """Material-level Top-k on the held-out set (:mod:`xrd_agent.materials`): a held-out scan is
     right when the answer is its class's material, whichever determination represents it.
 
     Scored: the network alone (class probabilities summed per material), the engine (its
     material Top-k after the peak match), and the engine told the elements of the held-out
-    determination's own formula (``expect --elements``). Class-level CNN Top-k for reference."""
+    determination's own formula (``expect --elements``). Class-level CNN Top-k for reference.
+    ``verify_sample`` rows go through the physics check too, drawn from the realistic set or,
+    with ``verify_preset="instrument"``, from the held-out entries simulated as as-synthesized
+    scans (:meth:`~xrd_agent.model.augment.AugmentOptions.instrument`: cells several per cent off,
+    pore solvent, capillary hump, beam stop), the closest simulation of the hidden measured ones."""
     from xrd_agent.materials import _formula
 
     heldout = library.heldout()
@@ -733,8 +751,11 @@ def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(
                 out["rows"][f"{method}|{ts.name}/same_phase"] = {
                     **topk_accuracy(scores[ts.same_phase], truth[ts.same_phase]), "n": int(ts.same_phase.sum())}
             emit(f"materials: {ts.name} done ({len(ts.y)} scans)")
-            if ts.name == "realistic" and verify_sample > 0:
+            if ts.name == "realistic" and verify_sample > 0 and verify_preset == "realistic":
                 out["checked"] = checked_subsample(engine, ts, verify_sample, config.seed, emit)
+        if verify_sample > 0 and verify_preset != "realistic":
+            ts = preset_set(library, heldout, verify_preset, config.repeats, config.seed)
+            out["checked"] = {**checked_subsample(engine, ts, verify_sample, config.seed, emit), "preset": ts.name}
     finally:
         engine.cam = cam
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -766,9 +787,10 @@ def markdown_materials(results: dict[str, Any], command: str = "") -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     checked = results.get("checked")
     if checked:
-        lines += ["", f"Physics check on {checked['n']} realistic rows drawn at random (seed {checked['seed']}; "
+        kind = checked.get("preset", "realistic")
+        lines += ["", f"Physics check on {checked['n']} {kind} rows drawn at random (seed {checked['seed']}; "
                   f"{checked['seconds_per_scan']} s per scan), and the engine alone on the same rows:", "",
-                  "| method (Top-1 / Top-5, %) | realistic, same phase | realistic, all |", "| --- | ---: | ---: |"]
+                  f"| method (Top-1 / Top-5, %) | {kind}, same phase | {kind}, all |", "| --- | ---: | ---: |"]
         for m in dict.fromkeys(k.split("|")[0] for k in checked["rows"]):
             cells = []
             for key in ("same_phase", "all"):
