@@ -123,13 +123,16 @@ RequestId = Annotated[str, doc("Optional correlation id chosen by the client; th
 class PhysicsFit(TypedDict):
     """The whole-pattern fit of one candidate to the scan over its whole measured range
     (xrd_agent/verify: cell within +-12 % per axis under its metric symmetry, zero shift, widths,
-    March-Dollase texture, a low-angle pore-solvent factor, Chebyshev background)."""
+    March-Dollase texture, a low-angle pore-solvent factor, Chebyshev background). A candidate that
+    was not fitted alone (a phase found in the residual of a composition, or a further phase tried
+    beside its phases) carries the fit of those phases together: rwp and explained are then the
+    joint fit's, the cell its own."""
 
     rwp: Annotated[float, doc("Weighted profile R of the fit (unit weights).", minimum=0)]
     rwp_background: Annotated[float, doc("Rwp of a background-only fit of the same scan: the fit "
                                          "explains the scan when rwp is well below it.", minimum=0)]
-    explained: Annotated[float, doc("Share of the background-only misfit (chi^2) the phase removes.",
-                                    minimum=0, maximum=1)]
+    explained: Annotated[float, doc("Share of the background-only misfit (chi^2) the fit removes (the "
+                                    "phases together where it is a joint fit).", minimum=0, maximum=1)]
     posterior: Annotated[float, doc("Posterior of this candidate among those fitted (network prior x fit "
                                     "likelihood x cell-change prior).", minimum=0, maximum=1)]
     cell: Annotated[list[float], doc("Refined cell a, b, c (angstrom), alpha, beta, gamma (deg).",
