@@ -104,6 +104,12 @@ class TestSet:
 
 def heldout_sets(library: Any, heldout: Any, repeats: int, seed: int) -> list[TestSet]:
     """Clean and realistic spectra of every usable held-out entry."""
+    return [preset_set(library, heldout, "none", 1, seed, name="clean"),
+            preset_set(library, heldout, "realistic", repeats, seed)]
+
+
+def preset_set(library: Any, heldout: Any, preset: str, repeats: int, seed: int, name: str = "") -> TestSet:
+    """``repeats`` spectra of every usable held-out entry under the augmentation ``preset`` (by name)."""
     from xrd_agent.model.augment import AugmentOptions
     from xrd_agent.model.dataset import realistic_heldout
 
@@ -112,24 +118,8 @@ def heldout_sets(library: Any, heldout: Any, repeats: int, seed: int) -> list[Te
     usable = [e for j, e in enumerate(heldout.entries)
               if str(e.get("class_refcode", "")) in lookup and heldout.sticks(j).two_theta.size]
     same = np.array([bool(e.get("same_phase", True)) for e in usable])
-    out = []
-    for name, options, per in (("clean", AugmentOptions.none(), 1), ("realistic", None, repeats)):
-        X, y = realistic_heldout(library, heldout, per, seed=seed, options=options)
-        out.append(TestSet(name, X, y, np.repeat(same, per)))
-    return out
-
-
-def preset_set(library: Any, heldout: Any, preset: str, repeats: int, seed: int) -> TestSet:
-    """Spectra of every usable held-out entry under the augmentation ``preset`` (by name)."""
-    from xrd_agent.model.augment import AugmentOptions
-    from xrd_agent.model.dataset import realistic_heldout
-
-    lookup = {r: i for i, r in enumerate(library.refcodes)}
-    usable = [e for j, e in enumerate(heldout.entries)
-              if str(e.get("class_refcode", "")) in lookup and heldout.sticks(j).two_theta.size]
-    same = np.array([bool(e.get("same_phase", True)) for e in usable])
     X, y = realistic_heldout(library, heldout, repeats, seed=seed, options=AugmentOptions.preset(preset))
-    return TestSet(preset, X, y, np.repeat(same, repeats))
+    return TestSet(name or preset, X, y, np.repeat(same, repeats))
 
 
 def _patterns(X: np.ndarray) -> list[Pattern]:
