@@ -260,8 +260,8 @@ def test_further_phases_tried_follow_the_phases_found_before_whole_scan_fits(byo
     from xrd_agent.testing.mixture_eval import measured_sum
     from xrd_agent.verify.stage import checker_for
 
-    parts = [(BYO / name / "data.csv", share) for name, share in (("RuO2", 0.5), ("WO3", 0.3), ("Mn2O3", 0.2))]
-    v = checker_for(byo_library).check(measured_sum(parts))
+    shares = (("RuO2", 0.5), ("WO3", 0.3), ("Mn2O3", 0.2))
+    v = checker_for(byo_library).check(measured_sum([(BYO / name / "data.csv", x) for name, x in shares]))
     assert [p.refcode for p in v.phases] == ["1538150", "1528915"]
     assert [c.refcode for c in v.candidates[:3]] == ["1538150", "1528915", "Mn2O3"]
 

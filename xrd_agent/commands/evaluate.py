@@ -76,10 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --materials: also N realistic held-out rows (drawn at random) through the "
                              "physics check, and the engine alone on the same rows (seconds per scan)")
     parser.add_argument("--verify-preset", choices=("realistic", "instrument"), default="realistic",
-                        help="with --verify-sample: draw the checked rows from the realistic held-out spectra "
-                             "(default) or from the held-out entries simulated as as-synthesized scans "
-                             "(the training generator's instrument preset: cells several per cent off, pore "
-                             "solvent, capillary hump, beam stop)")
+                        help="with --verify-sample: draw the checked rows from the realistic held-out "
+                             "spectra (default) or from the held-out entries simulated as as-synthesized "
+                             "scans (the training generator's instrument preset: cells several per cent off, "
+                             "pore solvent, capillary hump, beam stop)")
     parser.add_argument("--materials", action="store_true",
                         help="only the material-level Top-1/Top-5 of the engine on the held-out set "
                              "(clean and realistic; no baselines, sweeps or figures)")

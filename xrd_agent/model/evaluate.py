@@ -745,7 +745,8 @@ def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(
                 out["checked"] = checked_subsample(engine, ts, verify_sample, config.seed, emit)
         if verify_sample > 0 and verify_preset != "realistic":
             ts = preset_set(library, heldout, verify_preset, config.repeats, config.seed)
-            out["checked"] = {**checked_subsample(engine, ts, verify_sample, config.seed, emit), "preset": ts.name}
+            checked = checked_subsample(engine, ts, verify_sample, config.seed, emit)
+            out["checked"] = {**checked, "preset": ts.name}
     finally:
         engine.cam = cam
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -780,7 +781,8 @@ def markdown_materials(results: dict[str, Any], command: str = "") -> str:
         kind = checked.get("preset", "realistic")
         lines += ["", f"Physics check on {checked['n']} {kind} rows drawn at random (seed {checked['seed']}; "
                   f"{checked['seconds_per_scan']} s per scan), and the engine alone on the same rows:", "",
-                  f"| method (Top-1 / Top-5, %) | {kind}, same phase | {kind}, all |", "| --- | ---: | ---: |"]
+                  f"| method (Top-1 / Top-5, %) | {kind}, same phase | {kind}, all |",
+                  "| --- | ---: | ---: |"]
         for m in dict.fromkeys(k.split("|")[0] for k in checked["rows"]):
             cells = []
             for key in ("same_phase", "all"):

@@ -156,7 +156,8 @@ def _put_first(cands: tuple[CandidateFit, ...], indices: Sequence[int], fits: Se
         for k, st in enumerate(fit.phases):
             slot.setdefault(st.ref.index, (fit, k))
     indices = list(dict.fromkeys(indices))
-    head = tuple(known.get(i) or _candidate(slot[i][0], refs[i], probs[i], 0.0, 0.0, slot[i][1]) for i in indices)
+    head = tuple(known.get(i) or _candidate(slot[i][0], refs[i], probs[i], 0.0, 0.0, slot[i][1])
+                 for i in indices)
     first = set(indices)
     return (*head, *[c for c in cands if c.index not in first])
 
@@ -427,7 +428,8 @@ class Checker:
                     best = (trial, gain, p)
             if best is None or not (best[2] < pol.mixture_p and best[1] >= pol.mixture_min_gain):
                 lead = [] if best is None else [best[0]]
-                further = (*lead, *sorted((t for t in tried if t not in lead), key=lambda t: t.chi2 + t.prior))
+                others = sorted((t for t in tried if t not in lead), key=lambda t: t.chi2 + t.prior)
+                further = (*lead, *others)
                 break
             trial, gain, p = best
             current = fitter.result(list(trial.phases), trial.shape, with_covariance=True)
