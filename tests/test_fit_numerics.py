@@ -119,3 +119,22 @@ def test_candidates_are_the_networks_top_classes_then_the_prefilters_other_mater
     chosen = checker.candidates(probs, PrefilterResult(scores, np.ones(12)))
     assert chosen[:5] == [0, 1, 2, 4, 5]  # class 3, a fourth determination of material 0, skipped
     assert chosen[5:] == [9, 10, 11]  # the prefilter's best of materials not yet in (0 and 1 are)
+
+
+def test_the_engines_own_answers_are_fitted_after_the_networks_classes():
+    """What identify would answer without the check (the network's order after the peak match)
+    is fitted too: a material the peak match lifted from a few per cent is not among the
+    network's most probable classes, and unfitted it fell out of the Top-5 behind the check's
+    unsupported candidates. Materials already in are not fitted twice."""
+    from xrd_agent.verify.check import Checker, VerifyPolicy
+    from xrd_agent.verify.prefilter import PrefilterResult
+
+    refs = [_tetragonal(2) for _ in range(12)]
+    materials = [0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7]
+    checker = Checker(refs, VerifyPolicy(network_candidates=5, per_material=3, prefilter_candidates=3), materials)
+    probs = np.array([0.30, 0.20, 0.15, 0.12, 0.10, 0.05, 0.04, 0.03, 0.01, 0, 0, 0])
+    scores = np.array([0.9, 0.1, 0.1, 0.1, 0.1, 0.85, 0.1, 0.1, 0.2, 0.7, 0.6, 0.5])
+    chosen = checker.candidates(probs, PrefilterResult(scores, np.ones(12)), engine_order=[0, 8, 3, 7])
+    assert chosen[:5] == [0, 1, 2, 4, 5]
+    assert chosen[5:7] == [8, 7]  # the engine's materials 4 and 3; class 3 is material 0, already in
+    assert chosen[7:] == [9, 10, 11]

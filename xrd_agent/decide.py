@@ -275,6 +275,20 @@ def evidence_classes(probs: np.ndarray, rules: Rules, elements: Sequence[str] = 
     return list(dict.fromkeys(out))
 
 
+def engine_classes(probs: np.ndarray, evidence: Evidence, rules: Rules) -> list[int]:
+    """The best-supported determination of each of the engine's ``top_k`` materials before the
+    physics check (the network's order with the peak match and the elements), for the check to
+    fit: what identify would answer without it is always tried, also where the peak match lifted
+    a material the network gives a few per cent (it is then not among the network's best classes)."""
+    mats = rules.materials
+    if mats is None:
+        return []
+    scores = {j: m.above_chance for j, m in evidence.matches.items()} if rules.rerank else None
+    ranked = mats.rank(probs, min(rules.top_k, len(mats)), evidence=scores, power=RERANK_POWER,
+                       weights=rules.element_weights(evidence.elements))
+    return [int(r.best) for r in ranked]
+
+
 def merge_ranked(verified: Any, ranked: list[Any], mats: Any) -> list[Any]:
     """The materials ``ranked`` (the network's order, with the peak match and the elements) in
     the order the physics check and the network support together.

@@ -149,7 +149,9 @@ class Engine:
 
         from xrd_agent.verify.stage import check_scan
 
-        verification = check_scan(self.checker_, scan, prediction.probabilities, getattr(self, "wavelength_", None))
+        engine_order = _decide.engine_classes(prediction.probabilities, evidence, rules)
+        verification = check_scan(self.checker_, scan, prediction.probabilities,
+                                  getattr(self, "wavelength_", None), engine_order)
         return evidence if verification is None else replace(evidence, verification=verification)
 
     # -- arrays in, arrays out (benchmarks, evaluation) ------------------------------

@@ -236,14 +236,17 @@ class Checker:
         # material of each class (xrd_agent.materials), for :meth:`candidates`
         self.materials = np.arange(len(refs)) if materials is None else np.asarray(materials)
 
-    def candidates(self, probs: np.ndarray, pre: PrefilterResult) -> list[int]:
+    def candidates(self, probs: np.ndarray, pre: PrefilterResult, engine_order: Sequence[int] = ()
+                   ) -> list[int]:
         """The classes to fit: the network's ``network_candidates`` most probable classes, at most
         ``per_material`` determinations of one material (the network splits a material over its
         determinations, and which of them fits a sample best it cannot tell: a simulated HKUST-1
         scan fitted by one HKUST-1 determination lost to a near-isostructural Cu MOF that three of
-        them beat), then the prefilter's best ``prefilter_candidates`` materials not among them,
-        from its isotropic and its anisotropic order in turn (a breathing framework ranks low in the
-        first, a clean scan's answer may not lead the second)."""
+        them beat), then the engine's own answers (``engine_order``, the network's order after the
+        peak match: a material it lifted from a few per cent is not among the network's best
+        classes) of materials not among them, then the prefilter's best ``prefilter_candidates``
+        materials not among them, from its isotropic and its anisotropic order in turn (a
+        breathing framework ranks low in the first, a clean scan's answer may not lead the second)."""
         pol = self.policy
         chosen: list[int] = []
         count: dict[int, int] = {}
@@ -254,6 +257,11 @@ class Checker:
             if self.refs[int(j)] is not None and count.get(m, 0) < pol.per_material:
                 chosen.append(int(j))
                 count[m] = count.get(m, 0) + 1
+        for j in engine_order:
+            m = int(self.materials[j])
+            if self.refs[int(j)] is not None and m not in count:
+                chosen.append(int(j))
+                count[m] = 1
         added = 0
         for hit in pre.interleaved(exclude=set(chosen)):
             if added == pol.prefilter_candidates:
@@ -265,13 +273,14 @@ class Checker:
                 added += 1
         return chosen
 
-    def check(self, obs: Observed, probs: np.ndarray | None = None) -> Verification:
+    def check(self, obs: Observed, probs: np.ndarray | None = None, engine_order: Sequence[int] = ()
+              ) -> Verification:
         t0 = time.perf_counter()
         pol = self.policy
         n = len(self.refs)
         probs = np.zeros(n) if probs is None else np.asarray(probs, float)
         pre = self.index.search(obs, pol.anisotropic)
-        chosen = self.candidates(probs, pre)
+        chosen = self.candidates(probs, pre, engine_order)
         fitter = Fitter(obs)
         if not chosen:
             return Verification((), (), 0.0, False, 0.0, time.perf_counter() - t0)

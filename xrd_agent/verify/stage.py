@@ -8,6 +8,7 @@ Kept apart from the engine so the stage refactor (issue 11) can plug it in as ``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,15 +39,16 @@ def observe_scan(scan: Any, wavelength: float | None = None) -> Observed | None:
         return None
 
 
-def check_scan(checker: Checker, scan: Any, probs: np.ndarray | None, wavelength: float | None = None
-               ) -> Verification | None:
+def check_scan(checker: Checker, scan: Any, probs: np.ndarray | None, wavelength: float | None = None,
+               engine_order: Sequence[int] = ()) -> Verification | None:
     """The check of one scan as evidence, or None when the scan cannot be fitted or the check
-    fails: the check is evidence, not the answer, and a failure of it costs only itself."""
+    fails: the check is evidence, not the answer, and a failure of it costs only itself.
+    ``engine_order``: the classes the engine answers without the check (also fitted)."""
     obs = observe_scan(scan, wavelength)
     if obs is None:
         return None
     try:
-        return checker.check(obs, probs)
+        return checker.check(obs, probs, engine_order)
     except Exception:
         log.exception("physics check failed; the identification goes on without it")
         return None
