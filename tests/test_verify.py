@@ -444,7 +444,7 @@ def test_a_failing_check_costs_only_itself(caplog):
     from xrd_agent.verify.stage import check_scan
 
     class Broken:  # a failure injected into the check, the collaborator of what is tested here
-        def check(self, obs, probs):
+        def check(self, obs, probs, engine_order=()):
             raise FloatingPointError("residuals are not finite")
 
     scan = read_scan(BYO / "MnS" / "data.csv", wavelength=Wavelength.for_anode("Cu"))
