@@ -19,7 +19,7 @@ from xrd_agent.client import ControlClient
 from xrd_agent.errors import ControlError
 from xrd_agent.library.artifact import Library
 from xrd_agent.service.ledger import Ledger
-from xrd_agent.testing.agent import AgentProcess, agent_config, write_config
+from xrd_agent.testing.agent import AgentProcess, agent_config, free_ports, write_config
 from xrd_agent.testing.capture import Capture
 from xrd_agent.testing.library import save_tiny_library
 from xrd_agent.testing.simulated_d8 import SimulatedD8
@@ -348,12 +348,20 @@ def test_an_engine_that_cannot_load_fails_the_start_cleanly(tmp_path):
     assert states[-1][0] == "stopped" and "could not be loaded" in states[-1][1]
 
 
-def _free_port() -> int:
+def test_free_ports_are_distinct_and_free():
+    """The harness's PUB and control ports: probed one at a time, the kernel may hand out one
+    port twice, and the agent then cannot bind its second socket."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    ports = free_ports(16)
+    assert len(set(ports)) == 16
+    socks = [socket.socket() for _ in ports]
+    try:
+        for s, p in zip(socks, ports):
+            s.bind(("127.0.0.1", p))
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_sighup_moves_the_sockets_to_new_addresses(tmp_path, library_dir):
@@ -361,7 +369,7 @@ def test_sighup_moves_the_sockets_to_new_addresses(tmp_path, library_dir):
     with site.agent:
         site.agent.start()
         old_pub = site.agent.pub
-        pub, control = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+        pub, control = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
         site.rewrite_config(publish={"pub_endpoint": pub, "control_endpoint": control})
         site.agent.signal(signal.SIGHUP)
         endpoints = site.root / "state" / "endpoints.json"
@@ -373,7 +381,7 @@ def test_sighup_moves_the_sockets_to_new_addresses(tmp_path, library_dir):
             # heartbeats are never replayed: one arriving proves the new PUB socket is live
             cap.wait_for(lambda ev: any(e.topic == messages.HEARTBEAT for e in ev), timeout=10)
         # the same PUB address again, only the control socket moves: close, re-bind, carry on
-        control2 = f"tcp://127.0.0.1:{_free_port()}"
+        control2 = f"tcp://127.0.0.1:{free_ports(1)[0]}"
         site.rewrite_config(publish={"pub_endpoint": pub, "control_endpoint": control2})
         site.agent.signal(signal.SIGHUP)
         _wait(lambda: json.loads(endpoints.read_text())["control"] == control2, what="control moved")
@@ -386,7 +394,7 @@ def test_sighup_moves_the_sockets_to_new_addresses(tmp_path, library_dir):
 def test_sighup_turns_on_curve_on_the_same_addresses(tmp_path, library_dir):
     from xrd_agent.service.security import CurveClientKeys, generate_keys
 
-    pub, control = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    pub, control = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
     site = Site(tmp_path, library_dir, publish={"pub_endpoint": pub, "control_endpoint": control})
     keys = generate_keys(tmp_path / "keys", "robot")
     with site.agent:

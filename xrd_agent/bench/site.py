@@ -9,7 +9,6 @@ the harness, so every latency crosses a process boundary and a real ZeroMQ socke
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,16 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from xrd_agent import messages
-from xrd_agent.testing.agent import AgentProcess, agent_config, write_config
+from xrd_agent.testing.agent import AgentProcess, agent_config, free_ports, write_config
 
 DURABLE = (messages.IDENTIFICATION, messages.ALERT, messages.REJECTED)
 OUTCOME_TOPICS = (messages.IDENTIFICATION, messages.REJECTED)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -139,8 +132,9 @@ class Site:
         model.update(sections.pop("model", {}))
         publish = {}
         if fixed_ports:  # the same endpoints across restarts, as in a lab
-            publish = {"pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
-                       "control_endpoint": f"tcp://127.0.0.1:{free_port()}"}
+            pub, control = free_ports(2)
+            publish = {"pub_endpoint": f"tcp://127.0.0.1:{pub}",
+                       "control_endpoint": f"tcp://127.0.0.1:{control}"}
         publish.update(sections.pop("publish", {}))
         self.settings = agent_config(self.root, model=model, publish=publish, **sections)
         self.config = write_config(self.root / "agent.toml", self.settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,20 @@ from typing import Any
 from xrd_agent.config import _toml_value
 
 ENDPOINTS_FILE = "endpoints.json"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports. The sockets are bound together before any closes: two
+    one-at-a-time probes may be handed the same port by the kernel, and an agent given it for
+    both its PUB and control sockets cannot start (a burst test failed so, once)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
