@@ -367,21 +367,19 @@ class Checker:
             confidence = min(confidence, comp_quality * float(np.exp(-np.sum(prior_residuals(st) ** 2) / 2.0)))
         if len(found) > 1:
             assert found_fit is not None
-            if not fits_ok:
-                # Nothing explains the scan as a whole (a phase the library lacks, or CIFs that miss
-                # the sample's intensities), yet each further phase the composition admitted showed
-                # lines of its own: they follow the best fit in the ranking, as a search-match lists
-                # its hits, while the flags say the scan is not explained. The best fit keeps the
-                # first place and no composition is reported.
-                head = [cands[0].index, *(p.index for p in found if p.index != cands[0].index)]
-                cands = _put_first(cands, head, [found_fit], probs, self.refs)
-            n_found = len({cands[0].index, *(p.index for p in found)})
-            # a product of several phases may hold more than the tests could admit: the further
-            # phases tried in its residual come right after the phases found (candidates, not
-            # phases), ahead of single-phase fits of the whole scan, which beside several phases
-            # are mostly their isostructural analogues (rutile TiO2 after RuO2)
-            head = [*(c.index for c in cands[:n_found]), *(f.phases[-1].ref.index for f in further)]
-            cands = _put_first(cands, head, [found_fit, *further], probs, self.refs)
+            # The phases reported lead already. Where nothing explains the scan as a whole (a phase
+            # the library lacks, or CIFs that miss the sample's intensities), each further phase
+            # the composition admitted still showed lines of its own: they follow the best fit, as
+            # a search-match lists its hits, while the flags say the scan is not explained (the
+            # best fit keeps the first place; no composition is reported). A product of several
+            # phases may hold more than the tests could admit: the further phases tried in its
+            # residual come next (candidates, not phases), ahead of single-phase fits of the whole
+            # scan, which beside several phases are mostly their isostructural analogues (rutile
+            # TiO2 after RuO2).
+            head = ([c.index for c in cands[:len(phases)]] if fits_ok
+                    else [cands[0].index, *(p.index for p in found)])
+            cands = _put_first(cands, [*head, *(f.phases[-1].ref.index for f in further)],
+                               [found_fit, *further], probs, self.refs)
         return Verification(cands, phases, explained, fits_ok, confidence, time.perf_counter() - t0)
 
     def _compose(self, fitter: Fitter, obs: Observed, first: FitResult, ranked: list[FitResult]
