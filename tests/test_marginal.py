@@ -46,7 +46,9 @@ def test_the_banded_woodbury_misfit_is_the_dense_gaussian_one():
     fit = fitter.result([PhaseState(ref, np.full(ref.n_groups, 0.004))], SHAPE)  # a cell slightly off
     ppe = points_per_element(obs, SHAPE)
     marginal = Marginal(obs, ppe)
-    u = reflection_profiles(obs, fit).toarray()
+    u, spread = reflection_profiles(obs, fit)
+    u = u.toarray()
+    assert np.all(spread == INTENSITY_SPREAD)  # a framework's density
     assert u.shape[1] > 20
     r = obs.y - fit.linear.model
     s2 = INTENSITY_SPREAD**2
@@ -69,7 +71,7 @@ def test_the_reflections_sum_to_the_fitted_phase():
     fitter = Fitter(obs)
     state = PhaseState(ref, np.zeros(ref.n_groups))
     fit = fitter.result([state], SHAPE)
-    u = reflection_profiles(obs, fit)
+    u, _ = reflection_profiles(obs, fit)
     lines = phase_lines(obs, state, SHAPE)
     assert lines.alpha2.sum() > 20  # K-alpha2 lines drawn, each in its K-alpha1's column
     assert u.shape[1] == int(np.sum(~lines.alpha2))

@@ -29,20 +29,31 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg, sparse
 
-from xrd_agent.verify.fit import C_GAUSS, FitResult, _windows, phase_lines
+from xrd_agent.verify.fit import AMU_G, C_GAUSS, DENSE_FROM, FitResult, _windows, phase_lines
 from xrd_agent.verify.observed import Observed
+from xrd_agent.verify.references import Reference
 
-#: sigma of a reflection's intensity relative to its fitted one: an unrefined CIF against a sample
-#: is good to some tens of per cent per reflection (a refined structure's R_Bragg is a few per cent).
+#: sigma of a reflection's intensity relative to its fitted one: an unrefined framework CIF against
+#: an as-made sample is good to some tens of per cent per reflection (solvent, disorder, guests) ...
 INTENSITY_SPREAD = 0.3
+#: ... a dense solid's (no pores to fill, well-determined structures) to about a tenth, as the
+#: strain prior is narrower for them (xrd_agent/verify/fit.py, ``DENSE_FROM``)
+DENSE_INTENSITY_SPREAD = 0.1
+
+
+def intensity_spread(ref: Reference) -> float:
+    """sigma of the reference's reflections' relative intensity errors (frameworks wide, dense solids narrow)."""
+    density = ref.cell_mass * AMU_G / ref.volume if ref.volume > 0 else float("nan")
+    return DENSE_INTENSITY_SPREAD if np.isfinite(density) and density >= DENSE_FROM else INTENSITY_SPREAD
 #: A reflection's profile counts over +-this many FWHM (its Lorentzian tail beyond is the fit's).
 PROFILE_CORE = 3.0
 
 
-def reflection_profiles(obs: Observed, fit: FitResult) -> sparse.csc_matrix:
+def reflection_profiles(obs: Observed, fit: FitResult) -> tuple[sparse.csc_matrix, np.ndarray]:
     """(n, m): the fitted contribution of each of ``fit``'s reflections (its K-alpha2 line with
-    it) over +-``PROFILE_CORE`` FWHM, the reflections of every phase ordered by position."""
-    rows, cols, vals, centres = [], [], [], []
+    it) over +-``PROFILE_CORE`` FWHM, the reflections of every phase ordered by position; and
+    (m,) the intensity spread of each (its phase's :func:`intensity_spread`)."""
+    rows, cols, vals, centres, spreads = [], [], [], [], []
     at, m = 0, 0
     eta = fit.shape.eta
     for k, st in enumerate(fit.phases):
@@ -69,38 +80,40 @@ def reflection_profiles(obs: Observed, fit: FitResult) -> sparse.csc_matrix:
             cols.append(c[keep])
             vals.append(prof[keep])
         centres.append(pos[~lines.alpha2])
+        spreads.append(np.full(int(np.sum(~lines.alpha2)), intensity_spread(st.ref)))
         m += int(np.sum(~lines.alpha2))
     if m == 0:
-        return sparse.csc_matrix((obs.n, 0))
+        return sparse.csc_matrix((obs.n, 0)), np.zeros(0)
     u = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(obs.n, m))
-    return u[:, np.argsort(np.concatenate(centres), kind="stable")]
+    order = np.argsort(np.concatenate(centres), kind="stable")
+    return u[:, order], np.concatenate(spreads)[order]
 
 
 class Marginal:
     """The marginal misfit of fits of one scan (module docstring), each fit's reflection profiles
     built once: the check ranks most of its fits twice."""
 
-    def __init__(self, obs: Observed, points_per_element: float, spread: float = INTENSITY_SPREAD) -> None:
+    def __init__(self, obs: Observed, points_per_element: float) -> None:
         self.obs = obs
         self.variance = obs.sigma**2 * points_per_element
-        self.spread = spread
-        self._profiles: dict[int, tuple[FitResult, sparse.csc_matrix]] = {}
+        self._profiles: dict[int, tuple[FitResult, sparse.csc_matrix, np.ndarray]] = {}
 
-    def _u(self, fit: FitResult) -> sparse.csc_matrix:
+    def _u(self, fit: FitResult) -> tuple[sparse.csc_matrix, np.ndarray]:
         hit = self._profiles.get(id(fit))
         if hit is None or hit[0] is not fit:
-            u = reflection_profiles(self.obs, fit)
-            norms = np.sqrt(np.asarray(u.multiply(u).sum(axis=0)).ravel())
-            hit = (fit, u[:, norms > 0])
+            u, spread = reflection_profiles(self.obs, fit)
+            drawn = np.asarray(u.multiply(u).sum(axis=0)).ravel() > 0
+            hit = (fit, u[:, drawn], spread[drawn])
             self._profiles[id(fit)] = hit
-        return hit[1]
+        return hit[1], hit[2]
 
     def misfit(self, fit: FitResult, scale: float = 1.0) -> tuple[float, float]:
-        """(r^T C^-1 r, ln det(I + s^2 M)) at noise variance ``scale`` x the scan's (resolution elements)."""
+        """(r^T C^-1 r, ln det(I + S M)) at noise variance ``scale`` x the scan's (resolution
+        elements), S the diagonal of the reflections' squared spreads."""
         v = self.variance * scale
         r = self.obs.y - fit.linear.model
         chi2 = float(r @ r) / v
-        u = self._u(fit)
+        u, spread = self._u(fit)
         if u.shape[1] == 0:
             return chi2, 0.0
         gram = (u.T @ u).tocoo()
@@ -108,11 +121,11 @@ class Marginal:
         upper = gram.col >= gram.row
         ab = np.zeros((band + 1, u.shape[1]))  # upper banded storage of I / s^2 + M
         ab[band + gram.row[upper] - gram.col[upper], gram.col[upper]] = gram.data[upper] / v
-        ab[band] += 1.0 / self.spread**2
+        ab[band] += 1.0 / spread**2
         chol = linalg.cholesky_banded(ab)
         b = (u.T @ r) / v
         chi2 -= float(b @ linalg.cho_solve_banded((chol, False), b))
-        logdet = 2.0 * float(np.sum(np.log(chol[band]))) + u.shape[1] * np.log(self.spread**2)
+        logdet = 2.0 * float(np.sum(np.log(chol[band]))) + float(np.sum(np.log(spread**2)))
         return chi2, logdet
 
     def noise_scale(self, fit: FitResult, dof: float, start: float) -> float:
