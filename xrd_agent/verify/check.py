@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from xrd_agent.verify.fit import (FitResult, Fitter, Located, lattice_allowed, points_per_element,
                                   prior_residuals)
@@ -289,6 +290,14 @@ class Checker:
 
     def check(self, obs: Observed, probs: np.ndarray | None = None, engine_order: Sequence[int] = ()
               ) -> Verification:
+        # The check's linear algebra is many small dense and banded problems (NNLS, QR, a banded
+        # Cholesky per candidate): OpenBLAS's threads mostly wait for each other on them, and on
+        # a machine whose cores are busy (an evaluation beside it, the network) they waited for
+        # the other processes too, a tenfold slower rank. One thread, only while the check runs.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._check(obs, probs, engine_order)
+
+    def _check(self, obs: Observed, probs: np.ndarray | None, engine_order: Sequence[int]) -> Verification:
         t0 = time.perf_counter()
         pol = self.policy
         n = len(self.refs)
