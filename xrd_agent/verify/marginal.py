@@ -3,19 +3,20 @@
 A CIF's intensities are not the sample's: pore solvent, disorder, hydrogen atoms, texture beyond
 one March-Dollase axis and absorption move single reflections by tens of per cent, while the cell
 puts every reflection where it is. Each reflection j of a fit therefore draws I_j (1 + e_j), I_j
-as fitted, e_j ~ N(0, s^2) independent between reflections (a K-alpha2 line shares its K-alpha1's
-e_j), s = ``INTENSITY_SPREAD``. Marginalising the e_j (Gaussian, exact) makes the scan's
-covariance C = v I + s^2 U U^T, U the reflections' fitted profiles and v the noise variance, and
+as fitted, e_j ~ N(0, s_j^2) independent between reflections (a K-alpha2 line shares its K-alpha1's
+e_j), s = ``INTENSITY_SPREAD`` for a framework, ``DENSE_INTENSITY_SPREAD`` for a dense solid
+(:func:`intensity_spread`). Marginalising the e_j (Gaussian, exact) makes the scan's
+covariance C = v I + U S U^T, U the reflections' fitted profiles and v the noise variance, and
 
     -2 ln p(y) = r^T C^-1 r + ln det C + const        (r the fit's residual)
 
-with, by Woodbury, r^T C^-1 r = r.r / v - b^T (I / s^2 + M)^-1 b and ln det C = n ln v +
-ln det(I + s^2 M), where M = U^T U / v and b = U^T r / v. A right structure whose intensities are
-off pays little for them; a wrong one pays in full for every observed line it has none under, and
-ln det charges every line a model draws strongly enough to be measured: a cell dense with
-reflections and stretched by several per cent no longer fits a scan better than its own material
-by drawing a line under every peak (Smith & Snyder's F_N divides by the number of possible lines
-for the same reason). Reflections sorted by position overlap only their neighbours, so M is
+with, by Woodbury, r^T C^-1 r = r.r / v - b^T (S^-1 + M)^-1 b and ln det C = n ln v +
+ln det(I + S M), S = diag(s_j^2), M = U^T U / v and b = U^T r / v. A right structure whose
+intensities are off pays little for them; a wrong one pays in full for every observed line it has
+none under, and ln det charges every line a model draws strongly enough to be measured: a cell
+dense with reflections and stretched by several per cent no longer fits a scan better than its own
+material by drawing a line under every peak (Smith & Snyder's F_N divides by the number of possible
+lines for the same reason). Reflections sorted by position overlap only their neighbours, so M is
 banded and one banded Cholesky gives both terms.
 
 v is the scan's noise in resolution elements (sigma^2 x points per element), inflated by the
@@ -42,7 +43,8 @@ DENSE_INTENSITY_SPREAD = 0.1
 
 
 def intensity_spread(ref: Reference) -> float:
-    """sigma of the reference's reflections' relative intensity errors (frameworks wide, dense solids narrow)."""
+    """sigma of the reference's reflections' relative intensity errors: frameworks wide, dense
+    solids narrow."""
     density = ref.cell_mass * AMU_G / ref.volume if ref.volume > 0 else float("nan")
     return DENSE_INTENSITY_SPREAD if np.isfinite(density) and density >= DENSE_FROM else INTENSITY_SPREAD
 #: A reflection's profile counts over +-this many FWHM (its Lorentzian tail beyond is the fit's).
@@ -84,7 +86,8 @@ def reflection_profiles(obs: Observed, fit: FitResult) -> tuple[sparse.csc_matri
         m += int(np.sum(~lines.alpha2))
     if m == 0:
         return sparse.csc_matrix((obs.n, 0)), np.zeros(0)
-    u = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(obs.n, m))
+    at_rows_cols = (np.concatenate(rows), np.concatenate(cols))
+    u = sparse.csc_matrix((np.concatenate(vals), at_rows_cols), shape=(obs.n, m))
     order = np.argsort(np.concatenate(centres), kind="stable")
     return u[:, order], np.concatenate(spreads)[order]
 
@@ -119,7 +122,7 @@ class Marginal:
         gram = (u.T @ u).tocoo()
         band = int(np.max(np.abs(gram.row - gram.col)))
         upper = gram.col >= gram.row
-        ab = np.zeros((band + 1, u.shape[1]))  # upper banded storage of I / s^2 + M
+        ab = np.zeros((band + 1, u.shape[1]))  # upper banded storage of S^-1 + M
         ab[band + gram.row[upper] - gram.col[upper], gram.col[upper]] = gram.data[upper] / v
         ab[band] += 1.0 / spread**2
         chol = linalg.cholesky_banded(ab)
