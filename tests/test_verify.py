@@ -88,6 +88,34 @@ def test_single_phase_is_not_a_mixture(phases, checker):
     assert v.phases[0].weight_fraction == pytest.approx(1.0)
 
 
+def test_the_check_runs_on_one_blas_thread_and_gives_the_others_back(phases, checker, monkeypatch):
+    """The check's many small linear-algebra problems run on one BLAS thread (two checks side by
+    side took twice as long with OpenBLAS's threads, docs/model.md "Speed"); the limit holds only
+    while the check runs. Its fitting is spied on, not replaced."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from xrd_agent.verify.check import Checker
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    inner = Checker._check
+
+    def spy(self, *args):
+        seen.append(blas_threads())
+        return inner(self, *args)
+
+    monkeypatch.setattr(Checker, "_check", spy)
+    y = powder_scan([component(phases, "Mn2O3")], TT, seed=4)
+    with threadpool_limits(limits=2, user_api="blas"):  # what numpy would use on a 2-core machine
+        before = blas_threads()
+        assert before and set(before) == {2}, "numpy's BLAS is visible to threadpoolctl"
+        assert checker.check(observe(TT, y, *CU)).candidates
+        assert seen == [[1] * len(before)]
+        assert blas_threads() == before
+
+
 @pytest.mark.parametrize("parts", [
     {"7040217": 0.41, "1538746": 0.16, "1010942": 0.43},  # Sn, PbSe, anatase
     {"1011054": 0.36, "1526799": 0.16, "1548811": 0.28, "1538746": 0.20},  # CdS, Tb2BaCoO5, Ni(OH)2, PbSe
