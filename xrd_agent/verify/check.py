@@ -1,14 +1,17 @@
 """The physics check: prefilter the whole library, fit the candidates, rank them with the
 network, and decompose the scan into up to four phases with weight fractions.
 
-Ranking (one rule, no per-file thresholds). For candidate i with fit chi^2_i (resolution
-elements), prior cost P_i (its cell change and texture, :func:`~xrd_agent.verify.fit.prior_residuals`),
-k_i nonlinear cell parameters and network probability q_i:
+Ranking (one rule, no per-file thresholds). For candidate i with prior cost P_i (its cell change
+and texture, :func:`~xrd_agent.verify.fit.prior_residuals`), k_i nonlinear cell parameters and
+network probability q_i, and its fit's marginal misfit X_i and log-determinant D_i with every
+reflection's intensity uncertain by ``marginal.INTENSITY_SPREAD`` (:mod:`~xrd_agent.verify.marginal`,
+resolution elements, at the noise variance T tau):
 
-    log w_i = -(chi2_i - chi2_best) / (2 T tau) - P_i / 2 - k_i ln(n / tau) / 2 + ln(q_i / 2 + 1 / (2 K))
+    log w_i = -(X_i - X_best) / 2 - (D_i - D_best) / 2 - P_i / 2 - k_i ln(n / tau) / 2
+              + ln(q_i / 2 + 1 / (2 K))
 
-T = max(1, chi2_best / dof) scales chi^2 so that the best fit counts as statistically adequate
-(systematic misfit of a real scan is not evidence against every candidate alike); tau >= 1, the
+T >= 1 inflates the noise so that the best fit counts as statistically adequate (systematic misfit
+of a real scan is not evidence against every candidate alike); tau >= 1, the
 best fit's residual correlation length in resolution elements, counts only the independent ones
 (the composition's F-test does the same); the BIC term charges each free cell parameter; the network's probability is a prior mixed half
 and half with a uniform one over the K fitted candidates, so a material the network ranks 30th
@@ -51,6 +54,7 @@ from threadpoolctl import threadpool_limits
 
 from xrd_agent.verify.fit import (FitResult, Fitter, Located, lattice_allowed, points_per_element,
                                   prior_residuals)
+from xrd_agent.verify.marginal import Marginal
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex, PrefilterResult
 from xrd_agent.verify.references import Reference
@@ -172,16 +176,21 @@ def signal_explained(fit: FitResult) -> float:
     return float((fit.chi2_background - fit.chi2) / signal)
 
 
-def rank(fits: Sequence[FitResult], probs: Sequence[float], y: np.ndarray | None = None) -> np.ndarray:
+def rank(fits: Sequence[FitResult], probs: Sequence[float], marginal: Marginal | None = None,
+         plain: bool = False) -> np.ndarray:
     """Posterior weights of the fitted candidates (the rule in the module docstring).
 
-    With the scan ``y``, the best fit's residual also sets how many of the resolution elements
-    are independent: a measured scan's misfit (a profile the model lacks, intensities off) can be
-    correlated over several elements, and each counted as independent evidence would let a
-    slightly smaller misfit outweigh the network and the priors (Berar & Lelann 1991 correct
-    Rietveld standard uncertainties for the same serial correlation). Chi^2 differences and the BIC's
-    sample size are divided by the residual's correlation length in resolution elements
-    (:func:`correlation_length`; 1 for a white residual, which leaves the rule as it was)."""
+    With the scan (``marginal``), each fit's misfit is its marginal one with every reflection's
+    intensity uncertain (:mod:`~xrd_agent.verify.marginal`: a structure is judged by where its
+    lines are more than by how strong the CIF draws them, and charged for every line it draws),
+    the noise inflated until the best fit is adequate under that model, and the best fit's residual
+    also sets how many of the resolution elements are independent: a measured scan's misfit (a
+    profile the model lacks) can be correlated over several elements, and each counted as
+    independent evidence would let a slightly smaller misfit outweigh the network and the priors
+    (Berar & Lelann 1991 correct Rietveld standard uncertainties for the same serial correlation).
+    The noise is inflated by the residual's correlation length in resolution elements too, and the
+    BIC's sample size divided by it (:func:`correlation_length`). Without the scan, the plain
+    chi^2 tempered by the best fit's reduced chi^2."""
     chi = np.array([f.chi2 for f in fits])
     prior_cost = np.array([f.prior for f in fits])
     allowed = np.array([all(lattice_allowed(st) for st in f.phases) for f in fits])
@@ -193,12 +202,19 @@ def rank(fits: Sequence[FitResult], probs: Sequence[float], y: np.ndarray | None
     dof = max(n - k[best] - 8.0, 1.0)
     temp = max(1.0, fits[best].chi2 / dof)
     tau = 1.0
-    if y is not None:
+    logdet = np.zeros(len(fits))
+    if marginal is not None:
+        y = marginal.obs.y
         tau = max(1.0, correlation_length(y - fits[best].linear.model) * n / y.size)
+    if marginal is None or plain:
+        misfit = chi / (temp * tau)
+    else:
+        scale = marginal.noise_scale(fits[best], dof, temp) * tau
+        misfit, logdet = np.array([marginal.misfit(f, scale) for f in fits]).T
     prior = 0.5 * np.asarray(probs, float) + 0.5 / len(fits)
     # the strain prior is a prior: it is not tempered with the data's misfit
-    logw = (-(chi - chi[best]) / (2 * temp * tau) - prior_cost / 2 - k * np.log(max(n / tau, 2.0)) / 2
-            + np.log(prior))
+    logw = (-(misfit - misfit[best]) / 2 - (logdet - logdet[best]) / 2 - prior_cost / 2
+            - k * np.log(max(n / tau, 2.0)) / 2 + np.log(prior))
     w = np.exp(logw - logw.max())
     return w / w.sum()
 
@@ -276,10 +292,10 @@ class Checker:
 
     def check(self, obs: Observed, probs: np.ndarray | None = None, engine_order: Sequence[int] = ()
               ) -> Verification:
-        # The check's linear algebra is many small problems (NNLS, QR, least-squares steps):
-        # OpenBLAS's threads mostly wait for each other on them, and on a machine whose cores are
-        # busy (a second check or evaluation beside it) for the other processes too
-        # (bench_verify.py, docs/model.md "Speed"). One thread, only while the check runs.
+        # The check's linear algebra is many small dense and banded problems (NNLS, QR, a banded
+        # Cholesky per candidate): OpenBLAS's threads mostly wait for each other on them, and on
+        # a machine whose cores are busy (an evaluation beside it, the network) they waited for
+        # the other processes too, a tenfold slower rank. One thread, only while the check runs.
         with threadpool_limits(limits=1, user_api="blas"):
             return self._check(obs, probs, engine_order)
 
@@ -313,12 +329,13 @@ class Checker:
             fits.append(fitter.result(list(own[i].phases), own[i].shape) if i in own else
                         fitter.fit(ref, shape=best_own.shape, hold_shape=True, texture=False, located=located[i]))
         # texture (March-Dollase) only for the leading fits: it refines, it rarely reorders far
-        first = rank(fits, [probs[j] for j in chosen], obs.y)
+        marginal = Marginal(obs, fitter.ppe)
+        first = rank(fits, [probs[j] for j in chosen], marginal)
         for i in np.argsort(-first)[: pol.texture_candidates]:
             st = fits[i].phases[-1]
             # from where its first fit left it: the cell is found, texture and its own profile are refined
             fits[i] = fitter.fit(st.ref, shape=fits[i].shape, located=Located(fits[i].phases, fits[i].shape, 0.0))
-        post = rank(fits, [probs[j] for j in chosen], obs.y)
+        post = rank(fits, [probs[j] for j in chosen], marginal)
         order = np.argsort(-post)
         cands = tuple(_candidate(fits[i], self.refs[chosen[i]], probs[chosen[i]], pre.scores[chosen[i]], post[i])
                       for i in order)
@@ -353,7 +370,8 @@ class Checker:
             phases, comp = (), None
         # the answer is a material: its determinations' posteriors count together
         top_material = self.materials[cands[0].index]
-        same = sum(c.posterior for c in cands if self.materials[c.index] == top_material)
+        calibrated = rank(fits, [probs[j] for j in chosen], marginal, plain=True)
+        same = sum(float(calibrated[i]) for i, j in enumerate(chosen) if self.materials[j] == top_material)
         quality = float(np.clip((explained - pol.min_explained) / (pol.full_explained - pol.min_explained), 0, 1))
         if not significant:
             quality = 0.0

@@ -197,6 +197,7 @@ class Lines:
     dfwhm_dlnw: np.ndarray  # (M,)
     dfwhm_dlnu: np.ndarray  # (M,)
     dlnmd_dlnr: np.ndarray  # (M,) d ln(March-Dollase factor)/d ln r
+    reflection: np.ndarray  # (M,) the K-alpha1 line (index) whose reflection each line draws
 
     def rendered(self, ka2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions, widths and amplitudes of the lines as drawn at K-alpha2 ratio ``ka2``."""
@@ -272,16 +273,18 @@ def phase_lines(obs: Observed, state: PhaseState, shape: Shape) -> Lines:
     dlnmd = _march_dollase_dlnr(ref, state.axis, state.ln_r)[sel]
     dw, du = shape.w * half, shape.u * tan2 * half
     alpha2 = np.zeros(pos.size, bool)
+    reflection = np.arange(pos.size)
     if obs.alpha2 is not None and pos.size:
         ok2, _, pos2, slope2 = _positions(obs.alpha2, d, shape.zero)
         alpha2 = np.concatenate([alpha2, np.ones(int(ok2.sum()), bool)])
+        reflection = np.concatenate([reflection, np.flatnonzero(ok2)])
         pos = np.concatenate([pos, pos2])
         fwhm = np.concatenate([fwhm, fwhm[ok2]])
         amps = np.concatenate([amps, amps[ok2]])
         dpos = np.concatenate([dpos, slope2[:, None] * ref.basis[sel][ok2] * p[None, :]])
         dlnmd = np.concatenate([dlnmd, dlnmd[ok2]])
         dw, du = np.concatenate([dw, dw[ok2]]), np.concatenate([du, du[ok2]])
-    return Lines(pos, fwhm, amps, alpha2, dpos, dw, du, dlnmd)
+    return Lines(pos, fwhm, amps, alpha2, dpos, dw, du, dlnmd, reflection)
 
 
 def _scatter(start: np.ndarray, off: np.ndarray, windows: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
