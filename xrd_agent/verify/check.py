@@ -4,8 +4,8 @@ network, and decompose the scan into up to four phases with weight fractions.
 Ranking (one rule, no per-file thresholds). For candidate i with prior cost P_i (its cell change
 and texture, :func:`~xrd_agent.verify.fit.prior_residuals`), k_i nonlinear cell parameters and
 network probability q_i, and its fit's marginal misfit X_i and log-determinant D_i with every
-reflection's intensity uncertain by ``marginal.INTENSITY_SPREAD`` (:mod:`~xrd_agent.verify.marginal`,
-resolution elements, at the noise variance T tau):
+reflection's intensity uncertain (:mod:`~xrd_agent.verify.marginal`, resolution elements, at the
+noise variance T tau):
 
     log w_i = -(X_i - X_best) / 2 - (D_i - D_best) / 2 - P_i / 2 - k_i ln(n / tau) / 2
               + ln(q_i / 2 + 1 / (2 K))
@@ -19,7 +19,8 @@ but that fits clearly better still wins, and near-equal fits are settled by the 
 candidate whose lattice moved beyond the allowed change (+-12 % along some principal direction,
 which an oblique cell's independently bounded metric groups can reach) gets no weight
 (:func:`~xrd_agent.verify.fit.lattice_allowed`).
-The posterior w_i (normalised) of the top material, times the fit quality (share of the
+The posterior of the top material (by the plain rule, -(chi2_i - chi2_best) / (2 T tau) in place of
+the marginal terms: :func:`rank`), times the fit quality (share of the
 diffraction signal the best candidate explains, 0 at ``min_explained``, 1 at ``full_explained``),
 times the prior probability of the cell change and texture it needed relative to none
 (exp(-P/2): 4 % on one axis of a framework costs a factor 0.61, 9 % on three axes 0.001; a dense
@@ -189,8 +190,10 @@ def rank(fits: Sequence[FitResult], probs: Sequence[float], marginal: Marginal |
     independent evidence would let a slightly smaller misfit outweigh the network and the priors
     (Berar & Lelann 1991 correct Rietveld standard uncertainties for the same serial correlation).
     The noise is inflated by the residual's correlation length in resolution elements too, and the
-    BIC's sample size divided by it (:func:`correlation_length`). Without the scan, the plain
-    chi^2 tempered by the best fit's reduced chi^2."""
+    BIC's sample size divided by it (:func:`correlation_length`). Without the scan, or with
+    ``plain``, the plain chi^2 tempered by the best fit's reduced chi^2 (and the correlation
+    length): the rule the confidence's share keeps, on which its threshold was set (the marginal
+    posterior is sharper, and named a real scan the library lacks confidently)."""
     chi = np.array([f.chi2 for f in fits])
     prior_cost = np.array([f.prior for f in fits])
     allowed = np.array([all(lattice_allowed(st) for st in f.phases) for f in fits])
@@ -293,9 +296,9 @@ class Checker:
     def check(self, obs: Observed, probs: np.ndarray | None = None, engine_order: Sequence[int] = ()
               ) -> Verification:
         # The check's linear algebra is many small dense and banded problems (NNLS, QR, a banded
-        # Cholesky per candidate): OpenBLAS's threads mostly wait for each other on them, and on
-        # a machine whose cores are busy (an evaluation beside it, the network) they waited for
-        # the other processes too, a tenfold slower rank. One thread, only while the check runs.
+        # Cholesky per candidate): OpenBLAS's threads mostly wait for each other on them, and on a
+        # machine whose cores are busy (a second check or evaluation beside it) for the other
+        # processes too (bench_verify.py, docs/model.md "Speed"). One thread, only while the check runs.
         with threadpool_limits(limits=1, user_api="blas"):
             return self._check(obs, probs, engine_order)
 
