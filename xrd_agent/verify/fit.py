@@ -506,11 +506,16 @@ def rwp(y: np.ndarray, model: np.ndarray) -> float:
     return float(np.sqrt(np.sum((y - model) ** 2) / den)) if den > 0 else 1.0
 
 
-def strain_sigma(ref: Reference) -> float:
-    """The width of the prior on the principal log-stretches: narrow for dense solids, wide for frameworks
-    (and for references without an absolute scale, whose density is unknown)."""
+def dense(ref: Reference) -> bool:
+    """A dense solid (crystal density at least ``DENSE_FROM``), not a framework; False for a
+    reference without an absolute scale, whose density is unknown."""
     density = ref.cell_mass * AMU_G / ref.volume if ref.volume > 0 else float("nan")
-    return DENSE_STRAIN_PRIOR if np.isfinite(density) and density >= DENSE_FROM else STRAIN_PRIOR
+    return bool(np.isfinite(density) and density >= DENSE_FROM)
+
+
+def strain_sigma(ref: Reference) -> float:
+    """The width of the prior on the principal log-stretches: narrow for dense solids, wide for frameworks."""
+    return DENSE_STRAIN_PRIOR if dense(ref) else STRAIN_PRIOR
 
 
 def principal_stretches(ref: Reference, lnp: np.ndarray) -> np.ndarray:

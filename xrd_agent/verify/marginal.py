@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg, sparse
 
-from xrd_agent.verify.fit import AMU_G, C_GAUSS, DENSE_FROM, FitResult, _windows, phase_lines
+from xrd_agent.verify.fit import C_GAUSS, FitResult, _windows, dense, phase_lines
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.references import Reference
 
@@ -45,8 +45,7 @@ DENSE_INTENSITY_SPREAD = 0.1
 def intensity_spread(ref: Reference) -> float:
     """sigma of the reference's reflections' relative intensity errors: frameworks wide, dense
     solids narrow."""
-    density = ref.cell_mass * AMU_G / ref.volume if ref.volume > 0 else float("nan")
-    return DENSE_INTENSITY_SPREAD if np.isfinite(density) and density >= DENSE_FROM else INTENSITY_SPREAD
+    return DENSE_INTENSITY_SPREAD if dense(ref) else INTENSITY_SPREAD
 #: A reflection's profile counts over +-this many FWHM (its Lorentzian tail beyond is the fit's).
 PROFILE_CORE = 3.0
 
