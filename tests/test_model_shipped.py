@@ -70,3 +70,22 @@ def test_clean_library_patterns_are_named_back(engine):
     rows = np.random.default_rng(0).choice(len(library), 60, replace=False)
     probs = engine.predict_proba(library.patterns[rows])
     assert np.mean(np.argmax(probs, axis=1) == rows) >= 0.8
+
+
+def test_a_zn_tbapy_scan_the_library_lacks_is_not_named_with_confidence():
+    """The measured activated Zn2(TBAPy) scan (tests/data/real-scans/mof; not in the library): the
+    physics check's best fit, BEPREV (Ni), explains 77 % of it. Ranked by the marginal misfit its
+    posterior is sharp (0.97); taken as the confidence's share it named the scan at 0.38 without a
+    flag. The confidence keeps the plain posterior's share, and the scan is an unknown phase."""
+    from pathlib import Path
+
+    from xrd_agent.model.engine import Engine
+    from xrd_agent.readers import read_scan
+    from xrd_agent.scan import Wavelength
+
+    path = Path(__file__).parent / "data" / "real-scans" / "mof" / "Zn2-(TBAPy)_Activated.xy"
+    engine = Engine(device="cpu", verify=True).load()
+    result = engine.identify(read_scan(path, wavelength=Wavelength.for_anode("Cu")))
+    assert result.physics is not None and result.physics["fits"]
+    assert Flag.UNKNOWN_PHASE in result.flags
+    assert result.confidence < engine.policy.unknown_threshold
