@@ -40,14 +40,14 @@ INTENSITY_SPREAD = 0.3
 #: ... a dense solid's (no pores to fill, well-determined structures) to about a tenth, as the
 #: strain prior is narrower for them (xrd_agent/verify/fit.py, ``DENSE_FROM``)
 DENSE_INTENSITY_SPREAD = 0.1
+#: A reflection's profile counts over +-this many FWHM (its Lorentzian tail beyond is the fit's).
+PROFILE_CORE = 3.0
 
 
 def intensity_spread(ref: Reference) -> float:
     """sigma of the reference's reflections' relative intensity errors: frameworks wide, dense
     solids narrow."""
     return DENSE_INTENSITY_SPREAD if dense(ref) else INTENSITY_SPREAD
-#: A reflection's profile counts over +-this many FWHM (its Lorentzian tail beyond is the fit's).
-PROFILE_CORE = 3.0
 
 
 def reflection_profiles(obs: Observed, fit: FitResult) -> tuple[sparse.csc_matrix, np.ndarray]:
