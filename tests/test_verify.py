@@ -495,3 +495,20 @@ def test_a_failing_check_costs_only_itself(caplog):
         assert check_scan(Broken(), scan, None) is None
     assert "physics check failed" in caplog.text and "residuals are not finite" in caplog.text
     assert check_scan(Broken(), replace(scan, wavelength=None), None) is None
+
+
+def test_a_framework_moved_four_per_cent_has_not_kept_its_cell(shipped):
+    """A composition answers a scan it explains under 90 % only when every phase kept its cell,
+    judged by a dense solid's prior whatever the phase: a framework moved 4 % on every axis is
+    within two sigma of its own (breathing) prior, and a stack of such frameworks must not pass."""
+    from xrd_agent.verify.check import VerifyPolicy, cells_kept
+    from xrd_agent.verify.fit import PhaseState, dense, strain_cost
+
+    _, checker = shipped
+    ref = next(r for r in checker.refs if r is not None and not dense(r) and r.n_groups == 1)
+    moved = PhaseState(ref, np.full(ref.n_groups, -2.0 * np.log(1.04)))
+    limit = VerifyPolicy().composed_max_strain
+    assert float(np.sum(strain_cost(moved) ** 2)) <= limit  # its own prior would call it kept
+    assert not cells_kept([moved], limit)
+    near = PhaseState(ref, np.full(ref.n_groups, -2.0 * np.log(1.01)))
+    assert cells_kept([near], limit)

@@ -53,8 +53,8 @@ import numpy as np
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from xrd_agent.verify.fit import (FitResult, Fitter, Located, lattice_allowed, points_per_element,
-                                  prior_residuals, strain_cost)
+from xrd_agent.verify.fit import (DENSE_STRAIN_PRIOR, FitResult, Fitter, Located, PhaseState, lattice_allowed,
+                                  points_per_element, prior_residuals, strain_cost)
 from xrd_agent.verify.marginal import Marginal
 from xrd_agent.verify.observed import Observed
 from xrd_agent.verify.prefilter import Hit, LnDIndex, PrefilterResult
@@ -83,8 +83,9 @@ class VerifyPolicy:
     # beside a light one is plain to see)
     min_share: float = 0.02
     mixture_max_strain: float = 9.0  # strain prior cost (3 sigma) a further phase's cell may need
-    # strain prior cost (2 sigma) within which every phase of a composition keeps its cell for the
-    # composition to answer without explaining the scan nearly whole (``full_explained``)
+    # strain prior cost (two sigma of a dense solid's prior, whichever the phase: :func:`cells_kept`)
+    # within which every phase of a composition keeps its cell for the composition to answer
+    # without explaining the scan nearly whole (``full_explained``)
     composed_max_strain: float = 4.0
     second_candidates: int = 4  # residual prefilter hits located for a further phase
     second_refined: int = 2  # of the located further-phase candidates, refined at full resolution
@@ -169,6 +170,14 @@ def _put_first(cands: tuple[CandidateFit, ...], indices: Sequence[int], fits: Se
                  for i in indices)
     first = set(indices)
     return (*head, *[c for c in cands if c.index not in first])
+
+
+def cells_kept(phases: Sequence[PhaseState], max_cost: float) -> bool:
+    """Whether every phase's cell change costs at most ``max_cost`` under a dense solid's strain
+    prior, whatever the phase: the cell kept where a solid that does not breathe keeps it (two
+    sigma: 1.7 % on every axis, 3 % on one). A framework's own, wider prior would let a stack of
+    wrong frameworks, each moved by 4-5 %, pass as kept."""
+    return all(float(np.sum(strain_cost(st, DENSE_STRAIN_PRIOR) ** 2)) <= max_cost for st in phases)
 
 
 def signal_explained(fit: FitResult) -> float:
@@ -365,8 +374,7 @@ class Checker:
             # and profiles miss the rest), and no composition was reported; a stack of the wrong
             # structures fits only by moving theirs. A best phase that explains enough alone
             # keeps its own share as before.
-            kept = all(float(np.sum(strain_cost(st) ** 2)) <= pol.composed_max_strain for st in comp.phases)
-            if kept or signal_explained(comp) >= pol.full_explained:
+            if cells_kept(comp.phases, pol.composed_max_strain) or signal_explained(comp) >= pol.full_explained:
                 explained, judged = comp.improvement, comp
         # Explaining a share is not enough where the scan holds little to explain: lines a few
         # degrees wide leave a 60-deg scan a dozen resolution elements, which a background and any
