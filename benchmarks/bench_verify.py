@@ -162,7 +162,8 @@ def measured_mixtures(n: int, seed: int = 3) -> None:
             found = [(p.refcode, None if p.weight_fraction is None else round(p.weight_fraction, 2))
                      for p in v.phases]
             print(f"  {' + '.join(f'{m} {x:.2f}' for m, x in zip(names, shares))} "
-                  f"({obs.two_theta[0]:.0f}-{obs.two_theta[-1]:.0f} deg): composition {found} top {top5}",
+                  f"({obs.two_theta[0]:.0f}-{obs.two_theta[-1]:.0f} deg): composition {found} top {top5} "
+                  f"explained {v.explained:.3f}{'' if v.fits else ' (nothing fits)'}",
                   flush=True)
         print(f"{k} phases, signal shares {'/'.join(f'{x:.2f}' for x in shares)}: in the composition "
               f"{in_comp}/{k * n}, in the Top-5 {in_top5}/{k * n}, scans with every phase {whole}/{n}, "
