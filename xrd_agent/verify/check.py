@@ -374,7 +374,8 @@ class Checker:
             # and profiles miss the rest), and no composition was reported; a stack of the wrong
             # structures fits only by moving theirs. A best phase that explains enough alone
             # keeps its own share as before.
-            if cells_kept(comp.phases, pol.composed_max_strain) or signal_explained(comp) >= pol.full_explained:
+            kept = cells_kept(comp.phases, pol.composed_max_strain)
+            if kept or signal_explained(comp) >= pol.full_explained:
                 explained, judged = comp.improvement, comp
         # Explaining a share is not enough where the scan holds little to explain: lines a few
         # degrees wide leave a 60-deg scan a dozen resolution elements, which a background and any
