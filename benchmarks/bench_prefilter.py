@@ -20,6 +20,10 @@ of the search's time per scan with and without the anisotropic stage, and the lo
 Each condition's header also gives the line width the check measures on its spectra
 (``Observed.line_fwhm``) and how many are broader than the fit's laboratory bound.
 
+With --ablation the as-synthesized preset is run again with each of its effects beyond the
+realistic preset off in turn (per-axis cell changes, pore solvent, capillary, beam stop, larger
+displacement, its own texture range): which of them costs the prefilter its candidates.
+
 With --network the shipped network reads the same spectra (they are already on its grid), and
 two more rows say what reaches the fit: the network's own order, and whether the material is
 among the classes the check fits (Checker.candidates: the network's five, then the prefilter's).
@@ -58,6 +62,18 @@ CONDITIONS = {
 }
 
 
+def ablations() -> dict[str, AugmentOptions]:
+    """The as-synthesized preset with each effect it adds to the realistic one off in turn."""
+    real, inst = AugmentOptions.realistic(), AugmentOptions.instrument()
+    return {"instrument": inst,
+            "without cell axes": replace(inst, cell_axes=real.cell_axes),
+            "without solvent": replace(inst, solvent=real.solvent),
+            "without capillary": replace(inst, capillary=real.capillary),
+            "without beam stop": replace(inst, beam_stop=real.beam_stop),
+            "without displacement": replace(inst, displacement_mm=real.displacement_mm),
+            "with the realistic texture range": replace(inst, march_r=real.march_r)}
+
+
 def _rank(indices, materials, truth: int) -> int:
     """Place of material ``truth`` among the distinct materials of ``indices`` (999: absent)."""
     seen: list[int] = []
@@ -81,6 +97,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--anisotropic", type=int, default=None,
                     help="screened references searched anisotropically (default: the check's VerifyPolicy.anisotropic)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="the as-synthesized preset with each of its effects off in turn, instead of the four conditions")
     ap.add_argument("--network", action="store_true",
                     help="also the shipped network's order and the union the check fits (loads TensorFlow)")
     args = ap.parse_args()
@@ -99,7 +117,7 @@ def main() -> int:
           f"references and the {prefilter.ISO_KEPT} best isotropic hits searched")
     t_iso: list[float] = []
     t_both: list[float] = []
-    for name, options in CONDITIONS.items():
+    for name, options in (ablations() if args.ablation else CONDITIONS).items():
         iso, both, net, fitted, widths, broad = [], [], [], [], [], []
         for c in classes:
             spectra = synthesize_class(lib, int(c), 1, seed=[99], options=options, bank=bank, gate=GateConfig())
