@@ -15,7 +15,7 @@ generator (xrd_agent/model/augment.py) under four conditions:
 
 For each, the share of spectra whose material (xrd_agent/materials.py) is among the first k
 distinct materials of the isotropic order alone and of the order the check takes its prefilter
-candidates from (each class by its better isotropic or anisotropic score; the check fits 6 of them); then p50/p99
+candidates from (isotropic and anisotropic in turn; the check fits 6 of them); then p50/p99
 of the search's time per scan with and without the anisotropic stage, and the load average.
 Each condition's header also gives the line width the check measures on its spectra
 (``Observed.line_fwhm``) and how many are broader than the fit's laboratory bound.
@@ -133,7 +133,7 @@ def main() -> int:
             t_both.append(t2 - t1)
             truth = int(materials[c])
             iso.append(_rank((h.index for h in res.ranked()), materials, truth))
-            both.append(_rank((h.index for h in res.merged()), materials, truth))
+            both.append(_rank((h.index for h in res.interleaved()), materials, truth))
             if engine is not None:
                 probs = engine.predict_proba(spectra)[0]
                 net.append(_rank(np.argsort(-probs, kind="stable"), materials, truth))

@@ -71,7 +71,7 @@ class VerifyPolicy:
     network_candidates: int = 5  # the network's most probable classes fitted ...
     per_material: int = 3  # ... at most this many determinations of one material among them
     prefilter_candidates: int = 6  # the prefilter's best fitted (beyond the network's), ...
-    anisotropic: int = 60  # ... by their better score; the screen's best searched anisotropically
+    anisotropic: int = 60  # ... its isotropic and anisotropic orders in turn; the screen's best searched anisotropically
     min_explained: float = 0.6  # share of the background-only misfit the answer (its phases together) must remove
     min_seed: float = 0.2  # ... the best single phase must remove for a composition to be sought from it
     full_explained: float = 0.9  # ... at which the fit quality no longer lowers the confidence
@@ -277,9 +277,8 @@ class Checker:
         them beat), then the engine's own answers (``engine_order``, the network's order after the
         peak match: a material it lifted from a few per cent is not among the network's best
         classes) of materials not among them, then the prefilter's best ``prefilter_candidates``
-        materials not among them, by the better of each class's isotropic and anisotropic scores (a
-        breathing framework scores low isotropically, and its anisotropic score is charged for the
-        freedom its cell took, so a clean scan's answer keeps its place)."""
+        materials not among them, from its isotropic and its anisotropic order in turn (a
+        breathing framework ranks low in the first, a clean scan's answer may not lead the second)."""
         pol = self.policy
         chosen: list[int] = []
         count: dict[int, int] = {}
@@ -296,7 +295,7 @@ class Checker:
                 chosen.append(int(j))
                 count[m] = 1
         added = 0
-        for hit in pre.merged(exclude=set(chosen)):
+        for hit in pre.interleaved(exclude=set(chosen)):
             if added == pol.prefilter_candidates:
                 break
             m = int(self.materials[hit.index])

@@ -20,10 +20,8 @@ the cell is still far off (a sampled correlation that ignores overlaps between r
 enough for every reference). Every reference is screened with its 24 strongest reflections and
 two coarse passes; the best screened ones and the best isotropic ones are searched with 80
 reflections and all passes, and the 30 best found cells are scored as the isotropic stage scores
-(every reflection, overlaps included), so the two scores are comparable, less ``ANISO_PENALTY``
-per unit of the per-axis freedom taken (every class moved apart gains some cosine, as a fit with a
-free cell gains misfit: the fit's strain prior charges it, and so does this). The check takes its
-prefilter candidates in the order of each class's better score (:meth:`PrefilterResult.merged`),
+(every reflection, overlaps included), so the two orders are comparable. The check takes its
+prefilter candidates from both orders in turn, so a clean scan's isotropic answer keeps its place,
 and starts its fit of a candidate from the cell found here too. How far an axis may move follows
 the fit's strain prior (three sigma: 12 % for a framework, 4.5 % for a dense solid).
 """
@@ -51,12 +49,6 @@ SCREEN_STRONGEST = 24  # reflections per reference in the whole-library screen .
 SCREEN_PASSES = ((0.04, 0, 0.025), (0.03, 0, 0.015))  # ... and its passes (as ANISO_PASSES)
 ISO_KEPT = 30  # the isotropic stage's best, searched beside the screen's best
 RESCORED = 30  # found cells scored with every reflection
-#: Cosine an anisotropic cell gives up per unit RMS change of ln d over its metric groups away from
-#: the class's isotropic cell (one axis of two moved 5 %: 0.021). Without it, ordering by the better
-#: of the two scores put wrong classes moved apart ahead of clean scans' answers; taking the two
-#: orders in turn (before) gave the anisotropic order half the places whether its cells moved or
-#: not (``benchmarks/bench_prefilter.py`` and ``--ablation``: docs/model.md).
-ANISO_PENALTY = 0.6
 #: (step in ln p, steps either side or 0 for the whole range, smoothing sigma in ln d) of the
 #: anisotropic stage's passes, coarse to fine: while the other axes are still several per cent
 #: off, a group's reflections only line up with a profile smoothed that wide, and a step must be
@@ -79,7 +71,7 @@ class PrefilterResult:
     scales: np.ndarray  # (classes,) best k
     # the anisotropic stage: classes re-scored, their scores (own scale) and group scales (K, 6)
     aniso_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    aniso_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # less ``ANISO_PENALTY``'s charge
+    aniso_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     aniso_lnp: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
 
     def cell(self, j: int) -> np.ndarray | None:
@@ -99,13 +91,17 @@ class PrefilterResult:
     def best(self, n: int, exclude: set[int] = frozenset()) -> list[Hit]:  # type: ignore[assignment]
         return list(itertools.islice(self.ranked(exclude), n))
 
-    def merged(self, exclude: set[int] = frozenset()) -> Iterator[Hit]:  # type: ignore[assignment]
-        """Classes by the better of their isotropic and (penalised) anisotropic scores, each once."""
-        key = self.scores.astype(float).copy()
-        np.maximum.at(key, self.aniso_index, self.aniso_scores)
-        for j in np.argsort(-key, kind="stable"):
-            if int(j) not in exclude and key[j] > 0:
-                yield self._hit(int(j))
+    def interleaved(self, exclude: set[int] = frozenset()) -> Iterator[Hit]:  # type: ignore[assignment]
+        """The isotropic and the anisotropic order in turn, each class once."""
+        iso = self.ranked(exclude)
+        aniso = (self._hit(int(self.aniso_index[k])) for k in np.argsort(-self.aniso_scores, kind="stable")
+                 if int(self.aniso_index[k]) not in exclude and self.aniso_scores[k] > 0)
+        seen: set[int] = set()
+        for pair in itertools.zip_longest(iso, aniso):
+            for hit in pair:
+                if hit is not None and hit.index not in seen:
+                    seen.add(hit.index)
+                    yield hit
 
 
 def _heights(r: Reference) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,11 +257,6 @@ class LnDIndex:
         energy = (moved * moved) @ mask
         a_scores = np.zeros(idx.size)
         a_scores[judged] = np.where(energy > 1e-6, num / np.sqrt(np.maximum(energy, 1e-12)), 0.0)
-        # the freedom taken: RMS over the class's own groups of its ln d change from the isotropic cell
-        groups = np.maximum(self.n_groups[idx[judged]], 1)
-        own = np.arange(6)[None, :] < groups[:, None]
-        change = np.where(own, (lnp[judged] - lnp_iso[idx[judged], None]) / 2.0, 0.0)
-        a_scores[judged] -= ANISO_PENALTY * np.sqrt(np.sum(change**2, axis=1) / groups)
         return PrefilterResult(result.scores, result.scales, idx, a_scores, lnp)
 
     def _matched(self, obs: Observed) -> tuple[np.ndarray, np.ndarray]:
