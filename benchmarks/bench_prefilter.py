@@ -70,7 +70,7 @@ def ablations() -> dict[str, AugmentOptions]:
             "without solvent": replace(inst, solvent=real.solvent),
             "without capillary": replace(inst, capillary=real.capillary),
             "without beam stop": replace(inst, beam_stop=real.beam_stop),
-            "without displacement": replace(inst, displacement_mm=real.displacement_mm),
+            "with the realistic displacement": replace(inst, displacement_mm=real.displacement_mm),
             "with the realistic texture range": replace(inst, march_r=real.march_r)}
 
 
