@@ -92,40 +92,46 @@ def reflection_profiles(obs: Observed, fit: FitResult) -> tuple[sparse.csc_matri
 
 
 class Marginal:
-    """The marginal misfit of fits of one scan (module docstring), each fit's reflection profiles
-    built once: the check ranks most of its fits twice."""
+    """The marginal misfit of fits of one scan (module docstring). What does not depend on the noise
+    variance (each fit's reflection profiles, their Gram matrix in banded form, U^T r and r.r) is
+    built once per fit: the check ranks most of its fits twice, and :meth:`noise_scale` evaluates
+    the best one several times."""
 
     def __init__(self, obs: Observed, points_per_element: float) -> None:
         self.obs = obs
         self.variance = obs.sigma**2 * points_per_element
-        self._profiles: dict[int, tuple[FitResult, sparse.csc_matrix, np.ndarray]] = {}
+        self._parts: dict[int, tuple[FitResult, float, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _u(self, fit: FitResult) -> tuple[sparse.csc_matrix, np.ndarray]:
-        hit = self._profiles.get(id(fit))
+    def _of(self, fit: FitResult) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(r.r, U^T r, U^T U in upper banded storage, the reflections' spreads) of ``fit``."""
+        hit = self._parts.get(id(fit))
         if hit is None or hit[0] is not fit:
+            r = self.obs.y - fit.linear.model
             u, spread = reflection_profiles(self.obs, fit)
             drawn = np.asarray(u.multiply(u).sum(axis=0)).ravel() > 0
-            hit = (fit, u[:, drawn], spread[drawn])
-            self._profiles[id(fit)] = hit
-        return hit[1], hit[2]
+            u, spread = u[:, drawn], spread[drawn]
+            gram = (u.T @ u).tocoo()
+            band = int(np.max(np.abs(gram.row - gram.col))) if gram.nnz else 0
+            upper = gram.col >= gram.row
+            ab = np.zeros((band + 1, u.shape[1]))
+            ab[band + gram.row[upper] - gram.col[upper], gram.col[upper]] = gram.data[upper]
+            hit = (fit, float(r @ r), u.T @ r, ab, spread)
+            self._parts[id(fit)] = hit
+        return hit[1], hit[2], hit[3], hit[4]
 
     def misfit(self, fit: FitResult, scale: float = 1.0) -> tuple[float, float]:
         """(r^T C^-1 r, ln det(I + S M)) at noise variance ``scale`` x the scan's (resolution
         elements), S the diagonal of the reflections' squared spreads."""
         v = self.variance * scale
-        r = self.obs.y - fit.linear.model
-        chi2 = float(r @ r) / v
-        u, spread = self._u(fit)
-        if u.shape[1] == 0:
+        rr, utr, gram, spread = self._of(fit)
+        chi2 = rr / v
+        if spread.size == 0:
             return chi2, 0.0
-        gram = (u.T @ u).tocoo()
-        band = int(np.max(np.abs(gram.row - gram.col)))
-        upper = gram.col >= gram.row
-        ab = np.zeros((band + 1, u.shape[1]))  # upper banded storage of S^-1 + M
-        ab[band + gram.row[upper] - gram.col[upper], gram.col[upper]] = gram.data[upper] / v
+        ab = gram / v  # upper banded storage of S^-1 + M
+        band = ab.shape[0] - 1
         ab[band] += 1.0 / spread**2
         chol = linalg.cholesky_banded(ab)
-        b = (u.T @ r) / v
+        b = utr / v
         chi2 -= float(b @ linalg.cho_solve_banded((chol, False), b))
         logdet = 2.0 * float(np.sum(np.log(chol[band]))) + float(np.sum(np.log(spread**2)))
         return chi2, logdet
