@@ -264,6 +264,23 @@ def test_a_composition_whose_phases_keep_their_cells_answers_the_scan(byo_librar
     assert v.explained < 0.9
 
 
+def test_a_cell_stretched_over_other_phases_lines_is_refitted_from_its_own(byo_library):
+    """Measured WO3, Ni(OH)2, Zr and Al2O3 scans added together (0.4 / 0.3 / 0.2 / 0.1 of the
+    signal): WO3 fitted alone, first, stretched its cell by 2 % over the others' lines, and the
+    composition refined locally kept it there: a moved cell in a composition that explains under
+    90 %, so nothing was reported. Refined again from its CIF's cell with the others in, WO3 is
+    at its own cell and the three phases answer the scan."""
+    from xrd_agent.testing.mixture_eval import measured_sum
+    from xrd_agent.verify.stage import checker_for
+
+    shares = (("WO3", 0.4), ("Ni(OH)2", 0.3), ("Zr", 0.2), ("Al2O3", 0.1))
+    checker = checker_for(byo_library)
+    parts = [(BYO / name / "data.csv", share) for name, share in shares]
+    v = checker.check(measured_sum(parts))
+    assert v.fits and {p.refcode for p in v.phases} >= {"1528915", "1548811", "1512554"}
+    assert v.explained < 0.9
+
+
 def test_phases_found_are_listed_when_together_they_do_not_explain_the_scan(byo_library):
     """The same sum where no cell change is allowed a composition that explains under 90 % of the
     signal (``composed_max_strain`` 0, the rule for phases with moved cells): no composition is
