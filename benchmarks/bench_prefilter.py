@@ -1,7 +1,7 @@
 """The physics check's whole-library prefilter (xrd_agent/verify/prefilter.py): does the right
 material reach the candidates it hands to the fit, and at what cost per scan.
 
-    python benchmarks/bench_prefilter.py [--n 100] [--seed 11] [--anisotropic 60]
+    python benchmarks/bench_prefilter.py [--n 100] [--seed 11] [--anisotropic 60] [--ablation] [--heldout N] [--network]
 
 Spectra of N classes of the shipped library (drawn with --seed), simulated by the training
 generator (xrd_agent/model/augment.py) under four conditions:
@@ -23,6 +23,12 @@ Each condition's header also gives the line width the check measures on its spec
 With --ablation the as-synthesized preset is run again with each of its effects beyond the
 realistic preset off in turn (per-axis cell changes, pore solvent, capillary, beam stop, larger
 displacement, its own texture range): which of them costs the prefilter its candidates.
+
+With --heldout N the spectra are instead N held-out determinations per preset (realistic and
+as-synthesized; xrd_agent/model/evaluate.py's preset_set, the rows `evaluate --materials` draws
+from): another determination of a library material, whose intensities and cell differ from the
+library's own as another lab's sample would, so a prefilter that only matches the library's own
+intensities shows here.
 
 With --network the shipped network reads the same spectra (they are already on its grid), and
 two more rows say what reaches the fit: the network's own order, and whether the material is
@@ -91,6 +97,32 @@ def _row(label: str, ranks: list[int]) -> str:
     return f"  {label:26s} " + "  ".join(f"top-{k} {100 * np.mean(r < k):5.1f} %" for k in KS)
 
 
+def heldout(lib: Library, checker, k_aniso: int, materials: np.ndarray, n: int, seed: int) -> int:
+    """The prefilter's orders on ``n`` held-out rows per preset, drawn as ``evaluate`` draws them."""
+    from xrd_agent.model.evaluate import preset_set
+
+    times: list[float] = []
+    for preset in ("realistic", "instrument"):
+        ts = preset_set(lib, lib.heldout(), preset, 1, seed)
+        rows = np.sort(np.random.default_rng(seed).choice(len(ts.y), min(n, len(ts.y)), replace=False))
+        iso, both = [], []
+        for scan, c in zip(as_scans(ts.X[rows]), ts.y[rows]):
+            t0 = time.perf_counter()
+            res = checker.index.search(observe_scan(scan), k_aniso)
+            times.append(time.perf_counter() - t0)
+            truth = int(materials[c])
+            iso.append(_rank((h.index for h in res.ranked()), materials, truth))
+            both.append(_rank((h.index for h in res.interleaved()), materials, truth))
+        print(f"held-out {preset} ({rows.size} rows of {len(ts.y)}, seed {seed})")
+        print(_row("isotropic", iso))
+        print(_row("isotropic + anisotropic", both), flush=True)
+    s = 1000 * np.array(times)
+    print(f"search time, with anisotropic stage: p50 {np.percentile(s, 50):.0f} ms, p99 {np.percentile(s, 99):.0f} ms "
+          f"({s.size} scans)")
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="classes drawn (default 100)")
@@ -99,6 +131,8 @@ def main() -> int:
                     help="screened references searched anisotropically (default: the check's VerifyPolicy.anisotropic)")
     ap.add_argument("--ablation", action="store_true",
                     help="the as-synthesized preset with each of its effects off in turn, instead of the four conditions")
+    ap.add_argument("--heldout", type=int, default=0, metavar="N",
+                    help="N held-out determinations per preset (realistic, instrument) instead of library classes")
     ap.add_argument("--network", action="store_true",
                     help="also the shipped network's order and the union the check fits (loads TensorFlow)")
     args = ap.parse_args()
@@ -117,6 +151,8 @@ def main() -> int:
           f"references and the {prefilter.ISO_KEPT} best isotropic hits searched")
     t_iso: list[float] = []
     t_both: list[float] = []
+    if args.heldout:
+        return heldout(lib, checker, k_aniso, materials, args.heldout, args.seed)
     for name, options in (ablations() if args.ablation else CONDITIONS).items():
         iso, both, net, fitted, widths, broad = [], [], [], [], [], []
         for c in classes:
