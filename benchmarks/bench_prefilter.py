@@ -113,7 +113,8 @@ def heldout(lib: Library, checker, k_aniso: int, materials: np.ndarray, n: int, 
             truth = int(materials[c])
             iso.append(_rank((h.index for h in res.ranked()), materials, truth))
             both.append(_rank((h.index for h in res.interleaved()), materials, truth))
-        print(f"held-out {preset} ({rows.size} rows of {len(ts.y)}, seed {seed})")
+        print(f"held-out {preset} ({rows.size} rows of {len(ts.y)}, seed {seed}; anisotropic stage: the {k_aniso} "
+              f"best screened references and the {prefilter.ISO_KEPT} best isotropic hits searched)")
         print(_row("isotropic", iso))
         print(_row("isotropic + anisotropic", both), flush=True)
     s = 1000 * np.array(times)
@@ -146,13 +147,13 @@ def main() -> int:
     k_aniso = checker.policy.anisotropic if args.anisotropic is None else args.anisotropic
     materials = np.asarray(lib.materials.of_class)
     bank = NoiseBank.load(default_bank_path())
+    if args.heldout:
+        return heldout(lib, checker, k_aniso, materials, args.heldout, args.seed)
     classes = np.random.default_rng(args.seed).choice(len(lib), min(args.n, len(lib)), replace=False)
     print(f"{len(classes)} classes of {len(lib)} (seed {args.seed}); anisotropic stage: the {k_aniso} best screened "
           f"references and the {prefilter.ISO_KEPT} best isotropic hits searched")
     t_iso: list[float] = []
     t_both: list[float] = []
-    if args.heldout:
-        return heldout(lib, checker, k_aniso, materials, args.heldout, args.seed)
     for name, options in (ablations() if args.ablation else CONDITIONS).items():
         iso, both, net, fitted, widths, broad = [], [], [], [], [], []
         for c in classes:
