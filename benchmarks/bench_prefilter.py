@@ -56,6 +56,7 @@ from xrd_agent.model.dataset import synthesize_class  # noqa: E402
 from xrd_agent.model.evaluate import as_scans  # noqa: E402
 from xrd_agent.model.noise import NoiseBank, default_bank_path  # noqa: E402
 from xrd_agent.verify import prefilter  # noqa: E402
+from xrd_agent.verify.check import Checker  # noqa: E402
 from xrd_agent.verify.fit import broad_fwhm  # noqa: E402
 from xrd_agent.verify.stage import checker_for, observe_scan  # noqa: E402
 
@@ -97,7 +98,7 @@ def _row(label: str, ranks: list[int]) -> str:
     return f"  {label:26s} " + "  ".join(f"top-{k} {100 * np.mean(r < k):5.1f} %" for k in KS)
 
 
-def heldout(lib: Library, checker, k_aniso: int, materials: np.ndarray, n: int, seed: int) -> int:
+def heldout(lib: Library, checker: Checker, k_aniso: int, materials: np.ndarray, n: int, seed: int) -> int:
     """The prefilter's orders on ``n`` held-out rows per preset, drawn as ``evaluate`` draws them."""
     from xrd_agent.model.evaluate import preset_set
 

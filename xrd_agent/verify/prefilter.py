@@ -150,9 +150,9 @@ class LnDIndex:
         self.lnp_bounds = ln_p_range(MAX_STRAIN)  # the full-range grid
 
     def _render(self, refs: list[Reference | None], lnp: np.ndarray | None = None) -> np.ndarray:
-        """sqrt-compressed profiles of ``refs`` on the ln-d grid (the root of the sum of Gaussian
-        lines with the reflections' intensities as heights), at the
-        reference cells or with each symmetry group's 1/d^2 scaled by exp(``lnp``) (len(refs), 6).
+        """sqrt-compressed profiles of ``refs`` on the ln-d grid: the root of the sum of Gaussian
+        lines with the reflections' intensities as heights, at the reference cells or with each
+        symmetry group's 1/d^2 scaled by exp(``lnp``) (len(refs), 6).
         A moved cell keeps its reflections' heights and widths from the reference angle: within
         +-12 % they change slowly next to the positions."""
         rows, centres, amps, sigmas = [], [], [], []
