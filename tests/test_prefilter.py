@@ -32,7 +32,11 @@ def _library(n: int = 8) -> list[fit.Reference]:
 
 def _scan(ref: fit.Reference, axes: tuple[float, float, float]) -> Observed:
     """``ref`` with its a, b, c changed by ``axes`` (fractions), counting noise on a background."""
-    lnp = -2.0 * np.log1p(np.array(axes))
+    return _scan_at(ref, -2.0 * np.log1p(np.array(axes)))
+
+
+def _scan_at(ref: fit.Reference, lnp: np.ndarray) -> Observed:
+    """``ref`` with its metric groups scaled by exp(``lnp``), counting noise on a background."""
     clean = fit.Fitter(Observed(TT, np.zeros(TT.size), 0.02, CU[0], CU[1], 1.0))
     cols, _ = clean.columns([fit.PhaseState(ref, lnp)], fit.Shape(zero=0.0, w=0.01, u=0.01, eta=0.5, ka2=0.5))
     y = cols[:, 0] / cols[:, 0].max() * 3000.0 + 200.0
@@ -134,3 +138,31 @@ def test_a_crowded_framework_pattern_correlates_with_its_own_reference():
     res = LnDIndex(refs).search(_scan(big, (0.0, 0.0, 0.0)))
     assert res.best(1)[0].index == 8
     assert res.scores[8] > 0.9
+
+
+def test_a_monoclinic_cell_whose_axes_moved_apart_keeps_its_angle():
+    """Stretching a and c of a monoclinic cell scales the hl term of 1/d^2 by the mean of their
+    two changes in ln p. The search moves that cross term with its axes, so the cell found for a
+    breathing framework whose angle stayed is that framework, not a sheared one."""
+    from xrd_agent.verify.references import axis_moves
+
+    rng = np.random.default_rng(6)
+    r = np.arange(-6, 7)
+    hkl = np.array([(h, k, l) for h in r for k in range(0, 7) for l in range(0, 7)
+                    if (h, k, l) != (0, 0, 0) and (k > 0 or l > 0 or h > 0)], float)
+    cell = np.array([12.0, 14.5, 10.5, 90.0, 104.0, 90.0])
+    f2 = rng.lognormal(0.0, 1.5, len(hkl)) * 100.0
+    mono = build_reference(8, "mono", "mono", cell, hkl, f2, 500.0, 1700.0, True)
+    assert mono is not None and mono.n_groups == 4
+    np.testing.assert_allclose(axis_moves(mono.groups), [[1, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, 0.5], [0, 0, 0, 1]])
+    axes = np.array([0.06, -0.03, -0.05])
+    lnp = -2.0 * np.log1p(axes)
+    lnp = np.append(lnp, (lnp[0] + lnp[2]) / 2.0)  # the hl term: beta held
+    np.testing.assert_allclose(mono.cell_for(np.exp(lnp))[3:], cell[3:], atol=1e-9)
+    refs = [*_library(), mono]
+    res = LnDIndex(refs).search(_scan_at(mono, lnp), anisotropic=len(refs))
+    found = res.cell(8)
+    assert found is not None
+    got = mono.cell_for(np.exp(found[:4]))
+    np.testing.assert_allclose(got[:3] / cell[:3] - 1.0, axes, atol=0.004)
+    assert abs(got[4] - cell[4]) < 0.3

@@ -44,7 +44,7 @@ from scipy import ndimage
 from xrd_agent.library.simulate import CU_KA1
 from xrd_agent.verify.fit import MAX_STRAIN, broad_fwhm, ln_p_range, strain_sigma
 from xrd_agent.verify.observed import Observed, rough_background
-from xrd_agent.verify.references import Reference, lorentz_polarisation
+from xrd_agent.verify.references import Reference, axis_moves, lorentz_polarisation
 
 LN_STEP = 2e-3  # grid step in ln d (0.2 % in d)
 TOLERANCE = 3e-3  # extra Gaussian sigma in ln d on both sides
@@ -194,6 +194,7 @@ class LnDIndex:
         self.top_amp = np.zeros((n, STRONGEST))
         self.top_basis = np.zeros((n, STRONGEST, 6))
         self.n_groups = np.array([0 if r is None else r.n_groups for r in refs])
+        self.moves = np.zeros((n, 6, 6))  # :func:`~xrd_agent.verify.references.axis_moves`, padded
         # how far an axis may move from the reference cell: three sigma of the fit's strain prior
         # (12 % for a framework, 4.5 % for a dense solid, whose stretched lattice would otherwise
         # soak up a second phase's lines: alpha-Ti at +6 % beside beta-Ti)
@@ -206,6 +207,7 @@ class LnDIndex:
             order = np.argsort(-height, kind="stable")[:STRONGEST]
             self.top_amp[i, : order.size] = height[order]
             self.top_basis[i, : order.size, : r.n_groups] = r.basis[ok[order]]
+            self.moves[i, : r.n_groups, : r.n_groups] = axis_moves(r.groups)
 
     def scan_profile(self, obs: Observed) -> tuple[np.ndarray, np.ndarray]:
         """The scan on the ln-d grid (background removed, sqrt-compressed, smoothed) and its mask."""
@@ -302,6 +304,7 @@ class LnDIndex:
         a = self.top_amp[idx, :strongest].astype(np.float32)  # (K, M)
         basis = self.top_basis[idx, :strongest].astype(np.float32)  # (K, M, 6)
         groups = self.n_groups[idx]
+        moves = self.moves[idx]
         glo, ghi = self.lnp_bounds
         lo, hi = self.lnp_lo[idx, None], self.lnp_hi[idx, None]  # (K, 1)
         lnp = np.repeat(np.clip(lnp0[:, None], lo, hi), 6, axis=1)
@@ -323,17 +326,21 @@ class LnDIndex:
                     grid = lnp[rows, g, None] + step * np.arange(-span, span + 1)[None, :]
                 else:
                     grid = np.broadcast_to(np.arange(glo, ghi + 1e-9, step), (rows.size, int((ghi - glo) / step) + 1))
-                grid = np.clip(grid, lo[rows], hi[rows])
-                # only group g moves: 1/d^2 = the others' share + g's share scaled
-                b_g = basis[rows, :, g]
-                rest = inv_d2[rows] - b_g * np.exp(lnp[rows, g, None]).astype(np.float32)
-                trial = rest[:, :, None] + b_g[:, :, None] * np.exp(grid).astype(np.float32)[:, None, :]
+                shift = np.clip(grid, lo[rows], hi[rows]) - lnp[rows, g, None]  # (R, T)
+                # group g moves and the cross terms of its axes follow (angles held):
+                # 1/d^2 = the unmoved groups' share + the moved groups' shares scaled
+                follow = moves[rows, g, :]  # (R, 6)
+                hs = np.flatnonzero(np.any(follow != 0, axis=0))
+                part = basis[rows][:, :, hs] * np.exp(lnp[rows][:, hs]).astype(np.float32)[:, None, :]
+                rest = inv_d2[rows] - part.sum(axis=2)
+                factor = np.exp(follow[:, hs, None] * shift[:, None, :]).astype(np.float32)  # (R, H, T)
+                trial = rest[:, :, None] + np.einsum("rmh,rht->rmt", part, factor)
                 sc = self._score(profile, span_m, a[rows], trial)
                 j = np.argmax(sc, axis=1)
                 top = sc[np.arange(rows.size), j]
                 better = top > best[rows]
                 moved = rows[better]
-                lnp[moved, g] = grid[better, j[better]]
+                lnp[moved] += follow[better] * shift[better, j[better], None]
                 best[moved] = top[better]
                 inv_d2[moved] = trial[better, :, j[better]]
         return best, lnp

@@ -97,6 +97,33 @@ def symmetry_groups(gstar: np.ndarray) -> np.ndarray:
     return groups
 
 
+#: The two axes each cross term of 1/d^2 couples: kl, hl, hk.
+CROSS_AXES = ((1, 2), (0, 2), (0, 1))
+
+
+def axis_moves(groups: np.ndarray) -> np.ndarray:
+    """(G, G): how each group's ln p moves when one group moves by 1 with the cell's angles held.
+
+    Stretching axes i and j by e_i and e_j scales the reciprocal metric's term ij by
+    1 / ((1 + e_i)(1 + e_j)): in ln p a cross term follows the mean of its two axes' diagonal
+    terms. Searched one group at a time with the cross terms held, an oblique cell whose axes
+    moved apart (a breathing monoclinic framework) is reached only by also shearing it, and a
+    coordinate search stopped at a wrong cell. Row g: a move of group g, with the cross-only
+    groups following; a cross-only group's own row moves the angle alone."""
+    n = int(groups.max()) + 1 if groups.size and groups.max() >= 0 else 0
+    out = np.eye(n)
+    for g in range(n):
+        axes = {i for i in range(3) if groups[i] == g}
+        if not axes:
+            continue
+        for h in range(n):
+            terms = [j for j in range(3, 6) if groups[j] == h]
+            if h == g or not terms or any(groups[i] == h for i in range(3)):
+                continue
+            out[g, h] = float(np.mean([len(axes & set(CROSS_AXES[j - 3])) / 2.0 for j in terms]))
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Reference:
     """One class, ready to fit."""
