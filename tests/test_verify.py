@@ -54,9 +54,8 @@ def test_metric_symmetry_groups_follow_the_cell():
     assert groups([5, 6, 7, 80, 100, 110]) == 6
 
 
-# dense solids: within the 4.5 % (three sigma of their strain prior) the check allows them
-@pytest.mark.parametrize("key, strain, axis", [("1528837", (1.0, 1.04, 1.0), 2),   # PbSO4, orthorhombic, b +4 %
-                                               ("1538150", (1.0, 1.0, 1.04), 0)])  # RuO2, tetragonal, c +4 %
+@pytest.mark.parametrize("key, strain, axis", [("1528837", (1.0, 1.06, 1.0), 2),   # PbSO4, orthorhombic, b +6 %
+                                               ("1538150", (1.0, 1.0, 1.06), 0)])  # RuO2, tetragonal, c +6 %
 def test_strained_textured_scan_gives_the_phase_and_its_cell(phases, checker, key, strain, axis):
     y = powder_scan([component(phases, key, strain=strain, texture_axis=axis, texture_r=0.7)], TT, zero=0.08, seed=1)
     v = checker.check(observe(TT, y, *CU))

@@ -534,24 +534,15 @@ def principal_stretches(ref: Reference, lnp: np.ndarray) -> np.ndarray:
         return 0.5 * np.log(mu)
 
 
-def max_change(ref: Reference) -> float:
-    """The largest change of a principal direction the check allows ``ref``'s lattice: three
-    sigma of its strain prior, at most ``MAX_STRAIN`` (12 % for a framework, 4.5 % for a dense
-    solid). The prefilter searched dense solids within it already; a fit free to 12 % moved a
-    Tb2BaCoO5 cell by -5.6 / -4.4 / -1.8 % from that start onto the lines of graphite and MnS in
-    a simulated three-phase product and led the composition with it."""
-    return min(MAX_STRAIN, 3.0 * strain_sigma(ref))
-
-
 def lattice_allowed(state: PhaseState, tol: float = 1e-3) -> bool:
-    """Whether the phase's lattice stayed within the allowed change, :func:`max_change` along every
+    """Whether the phase's lattice stayed within the allowed change, +-``MAX_STRAIN`` along every
     principal direction. The fit bounds each metric group, which keeps every axis of a cell whose
     angles are fixed by its metric within it; an oblique cell's groups scaled independently can
     still stretch a direction by 17-32 % (triclinic MOFs fitted to simulated scans of other
     materials), a lattice the check does not allow."""
     s = principal_stretches(state.ref, state.lnp)
-    limit = max_change(state.ref)
-    return bool(np.all(np.isfinite(s)) and s.min() >= np.log1p(-limit) - tol and s.max() <= np.log1p(limit) + tol)
+    return bool(np.all(np.isfinite(s)) and s.min() >= np.log1p(-MAX_STRAIN) - tol
+                and s.max() <= np.log1p(MAX_STRAIN) + tol)
 
 
 def strain_cost(state: PhaseState, prior: float | None = None) -> np.ndarray:
@@ -588,10 +579,9 @@ def ln_p_range(max_strain: float | np.ndarray) -> tuple[Any, Any]:
     return -2.0 * np.log1p(max_strain), -2.0 * np.log1p(-np.asarray(max_strain))
 
 
-def lnp_bounds(ref: Reference, max_strain: float | None = None) -> tuple[float, float]:
-    """Bounds on ln p of ``ref``'s groups: every axis within +-``max_strain`` (default
-    :func:`max_change`)."""
-    lo, hi = ln_p_range(max_change(ref) if max_strain is None else max_strain)
+def lnp_bounds(ref: Reference, max_strain: float = MAX_STRAIN) -> tuple[float, float]:
+    """Bounds on ln p of ``ref``'s groups: every axis within +-``max_strain``."""
+    lo, hi = ln_p_range(max_strain)
     return float(lo), float(hi)
 
 

@@ -42,7 +42,7 @@ from scipy import fft as _fft
 from scipy import ndimage
 
 from xrd_agent.library.simulate import CU_KA1
-from xrd_agent.verify.fit import MAX_STRAIN, broad_fwhm, ln_p_range, max_change
+from xrd_agent.verify.fit import MAX_STRAIN, broad_fwhm, ln_p_range, strain_sigma
 from xrd_agent.verify.observed import Observed, rough_background
 from xrd_agent.verify.references import Reference, lorentz_polarisation
 
@@ -197,8 +197,8 @@ class LnDIndex:
         # how far an axis may move from the reference cell: three sigma of the fit's strain prior
         # (12 % for a framework, 4.5 % for a dense solid, whose stretched lattice would otherwise
         # soak up a second phase's lines: alpha-Ti at +6 % beside beta-Ti)
-        change = np.array([MAX_STRAIN if r is None else max_change(r) for r in refs])
-        self.lnp_lo, self.lnp_hi = ln_p_range(change)
+        max_change = np.array([MAX_STRAIN if r is None else min(MAX_STRAIN, 3.0 * strain_sigma(r)) for r in refs])
+        self.lnp_lo, self.lnp_hi = ln_p_range(max_change)
         for i, r in enumerate(refs):
             if r is None or r.d.size == 0:
                 continue
