@@ -30,9 +30,10 @@ from): another determination of a library material, whose intensities and cell d
 library's own as another lab's sample would, so a prefilter that only matches the library's own
 intensities shows here.
 
-With --network the shipped network reads the same spectra (they are already on its grid), and
-two more rows say what reaches the fit: the network's own order, and whether the material is
-among the classes the check fits (Checker.candidates: the network's five, then the prefilter's).
+With --network the shipped network reads the same spectra (they are already on its grid; with
+--heldout too), and two more rows say what reaches the fit: the network's own order, and whether
+the material is among the classes the check fits (Checker.candidates: the network's five, then
+the prefilter's).
 """
 
 from __future__ import annotations
@@ -98,26 +99,37 @@ def _row(label: str, ranks: list[int]) -> str:
     return f"  {label:26s} " + "  ".join(f"top-{k} {100 * np.mean(r < k):5.1f} %" for k in KS)
 
 
-def heldout(lib: Library, checker: Checker, k_aniso: int, materials: np.ndarray, n: int, seed: int) -> int:
-    """The prefilter's orders on ``n`` held-out rows per preset, drawn as ``evaluate`` draws them."""
+def heldout(lib: Library, checker: Checker, k_aniso: int, materials: np.ndarray, n: int, seed: int,
+            engine=None) -> int:
+    """The prefilter's orders on ``n`` held-out rows per preset, drawn as ``evaluate`` draws them;
+    with ``engine``, also the network's order and whether the check fits the material."""
     from xrd_agent.model.evaluate import preset_set
 
     times: list[float] = []
     for preset in ("realistic", "instrument"):
         ts = preset_set(lib, lib.heldout(), preset, 1, seed)
         rows = np.sort(np.random.default_rng(seed).choice(len(ts.y), min(n, len(ts.y)), replace=False))
-        iso, both = [], []
-        for scan, c in zip(as_scans(ts.X[rows]), ts.y[rows]):
+        probs = engine.predict_proba(ts.X[rows]) if engine is not None else None
+        iso, both, net, fitted = [], [], [], []
+        for k, (scan, c) in enumerate(zip(as_scans(ts.X[rows]), ts.y[rows])):
             t0 = time.perf_counter()
             res = checker.index.search(observe_scan(scan), k_aniso)
             times.append(time.perf_counter() - t0)
             truth = int(materials[c])
             iso.append(_rank((h.index for h in res.ranked()), materials, truth))
             both.append(_rank((h.index for h in res.interleaved()), materials, truth))
+            if probs is not None:
+                net.append(_rank(np.argsort(-probs[k], kind="stable"), materials, truth))
+                fitted.append(truth in {int(materials[j]) for j in checker.candidates(probs[k], res)})
         print(f"held-out {preset} ({rows.size} rows of {len(ts.y)}, seed {seed}; anisotropic stage: the {k_aniso} "
               f"best screened references and the {prefilter.ISO_KEPT} best isotropic hits searched)")
         print(_row("isotropic", iso))
         print(_row("isotropic + anisotropic", both), flush=True)
+        if probs is not None:
+            print(_row("network", net))
+            print(f"  {'fitted by the check':26s} {100 * np.mean(fitted):5.1f} % (network's "
+                  f"{checker.policy.network_candidates} + prefilter's {checker.policy.prefilter_candidates})",
+                  flush=True)
     s = 1000 * np.array(times)
     print(f"search time, with anisotropic stage: p50 {np.percentile(s, 50):.0f} ms, p99 {np.percentile(s, 99):.0f} ms "
           f"({s.size} scans)")
@@ -149,7 +161,7 @@ def main() -> int:
     materials = np.asarray(lib.materials.of_class)
     bank = NoiseBank.load(default_bank_path())
     if args.heldout:
-        return heldout(lib, checker, k_aniso, materials, args.heldout, args.seed)
+        return heldout(lib, checker, k_aniso, materials, args.heldout, args.seed, engine)
     classes = np.random.default_rng(args.seed).choice(len(lib), min(args.n, len(lib)), replace=False)
     print(f"{len(classes)} classes of {len(lib)} (seed {args.seed}); anisotropic stage: the {k_aniso} best screened "
           f"references and the {prefilter.ISO_KEPT} best isotropic hits searched")
