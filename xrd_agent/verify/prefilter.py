@@ -7,12 +7,7 @@ two inverse FFTs of the whole library (references' transforms cached at load).
 
 Both sides are square-root compressed (texture and pore solvent change intensities by factors,
 not positions) and carry an extra Gaussian tolerance in ln d, so a few tenths of a per cent of
-anisotropic strain still correlate. The reference is compressed as the scan is: the square root
-of its summed intensity profile, not a sum of square-rooted peaks. Where a framework's many
-reflections overlap, the sum of roots made a tall false crowd that the scan does not show, the
-right reference of a clean simulated MOF scan correlated poorly with it, and other references
-with their cells moved passed it (``benchmarks/bench_prefilter.py``, breathing and
-as-synthesized rows). The cosine is normalised over the part of each shifted
+anisotropic strain still correlate. The cosine is normalised over the part of each shifted
 reference that falls inside the measured range (a correlation of the reference's squared
 profile with the scan's coverage mask).
 
@@ -150,9 +145,8 @@ class LnDIndex:
         self.lnp_bounds = ln_p_range(MAX_STRAIN)  # the full-range grid
 
     def _render(self, refs: list[Reference | None], lnp: np.ndarray | None = None) -> np.ndarray:
-        """sqrt-compressed profiles of ``refs`` on the ln-d grid: the root of the sum of Gaussian
-        lines with the reflections' intensities as heights, at the reference cells or with each
-        symmetry group's 1/d^2 scaled by exp(``lnp``) (len(refs), 6).
+        """sqrt-compressed Gaussian profiles (heights) of ``refs`` on the ln-d grid, at the
+        reference cells or with each symmetry group's 1/d^2 scaled by exp(``lnp``) (len(refs), 6).
         A moved cell keeps its reflections' heights and widths from the reference angle: within
         +-12 % they change slowly next to the positions."""
         rows, centres, amps, sigmas = [], [], [], []
@@ -181,11 +175,11 @@ class LnDIndex:
         half = int(np.ceil(4 * sg.max()))
         off = np.arange(-half, half + 1)
         idx = np.rint(c).astype(np.int64)[:, None] + off[None, :]
-        val = (a * a)[:, None] * np.exp(-0.5 * ((idx - c[:, None]) / sg[:, None]) ** 2)
+        val = a[:, None] * np.exp(-0.5 * ((idx - c[:, None]) / sg[:, None]) ** 2)
         ok = (idx >= 0) & (idx < self.length)
         flat = row[:, None] * self.length + idx
         out += np.bincount(flat[ok], weights=val[ok], minlength=len(refs) * self.length).reshape(len(refs), -1)
-        return np.sqrt(out)
+        return out
 
     def _strongest(self, refs: list[Reference | None]) -> None:
         """Each reference's STRONGEST reflections (sqrt heights, as rendered) and their share of
@@ -283,10 +277,9 @@ class LnDIndex:
         if cached is None or cached[0] != sigma:
             freq = np.fft.rfftfreq(self.nfft)
             gauss = np.exp(-2.0 * (np.pi * sigma * freq) ** 2).astype(np.float32)
-            # the intensity profile (the square of the compressed one) is what the lines broaden
-            wide = _fft.irfft(self.ref2_fft * gauss[None, :], n=self.nfft, axis=1)
-            cached = (sigma, _fft.rfft(np.sqrt(np.maximum(wide, 0.0)), n=self.nfft, axis=1).astype(np.complex64),
-                      self.ref2_fft * gauss[None, :])
+            wide = _fft.irfft(self.ref_fft * gauss[None, :], n=self.nfft, axis=1)
+            cached = (sigma, self.ref_fft * gauss[None, :],
+                      _fft.rfft(wide * wide, n=self.nfft, axis=1).astype(np.complex64))
             self._broadened = cached
         return cached[1], cached[2]
 
