@@ -116,4 +116,3 @@ def test_a_scan_of_broad_lines_is_matched_with_references_as_broad():
     obs = observe(tt, y, *CU)
     assert fit.broad_fwhm(obs) == pytest.approx(3.5, rel=0.15)
     assert LnDIndex(refs).search(obs).best(1)[0].index == 8
-
