@@ -99,6 +99,29 @@ def _row(label: str, ranks: list[int]) -> str:
     return f"  {label:26s} " + "  ".join(f"top-{k} {100 * np.mean(r < k):5.1f} %" for k in KS)
 
 
+def _places(res: prefilter.PrefilterResult, probs: np.ndarray | None, checker: Checker, materials: np.ndarray,
+            truth: int) -> tuple[int, int, int | None, bool | None]:
+    """The material's place in the isotropic and in the interleaved order; with the network's
+    ``probs``, its place in the network's order and whether the check fits it."""
+    iso = _rank((h.index for h in res.ranked()), materials, truth)
+    both = _rank((h.index for h in res.interleaved()), materials, truth)
+    if probs is None:
+        return iso, both, None, None
+    return (iso, both, _rank(np.argsort(-probs, kind="stable"), materials, truth),
+            truth in {int(materials[j]) for j in checker.candidates(probs, res)})
+
+
+def _report(places: list[tuple[int, int, int | None, bool | None]], checker: Checker) -> None:
+    iso, both, net, fitted = zip(*places)
+    print(_row("isotropic", list(iso)))
+    print(_row("isotropic + anisotropic", list(both)), flush=True)
+    if net[0] is not None:
+        print(_row("network", list(net)))
+        print(f"  {'fitted by the check':26s} {100 * np.mean(fitted):5.1f} % (network's "
+              f"{checker.policy.network_candidates} + prefilter's {checker.policy.prefilter_candidates})",
+              flush=True)
+
+
 def heldout(lib: Library, checker: Checker, k_aniso: int, materials: np.ndarray, n: int, seed: int,
             engine=None) -> int:
     """The prefilter's orders on ``n`` held-out rows per preset, drawn as ``evaluate`` draws them;
@@ -110,26 +133,15 @@ def heldout(lib: Library, checker: Checker, k_aniso: int, materials: np.ndarray,
         ts = preset_set(lib, lib.heldout(), preset, 1, seed)
         rows = np.sort(np.random.default_rng(seed).choice(len(ts.y), min(n, len(ts.y)), replace=False))
         probs = engine.predict_proba(ts.X[rows]) if engine is not None else None
-        iso, both, net, fitted = [], [], [], []
+        places = []
         for k, (scan, c) in enumerate(zip(as_scans(ts.X[rows]), ts.y[rows])):
             t0 = time.perf_counter()
             res = checker.index.search(observe_scan(scan), k_aniso)
             times.append(time.perf_counter() - t0)
-            truth = int(materials[c])
-            iso.append(_rank((h.index for h in res.ranked()), materials, truth))
-            both.append(_rank((h.index for h in res.interleaved()), materials, truth))
-            if probs is not None:
-                net.append(_rank(np.argsort(-probs[k], kind="stable"), materials, truth))
-                fitted.append(truth in {int(materials[j]) for j in checker.candidates(probs[k], res)})
+            places.append(_places(res, None if probs is None else probs[k], checker, materials, int(materials[c])))
         print(f"held-out {preset} ({rows.size} rows of {len(ts.y)}, seed {seed}; anisotropic stage: the {k_aniso} "
               f"best screened references and the {prefilter.ISO_KEPT} best isotropic hits searched)")
-        print(_row("isotropic", iso))
-        print(_row("isotropic + anisotropic", both), flush=True)
-        if probs is not None:
-            print(_row("network", net))
-            print(f"  {'fitted by the check':26s} {100 * np.mean(fitted):5.1f} % (network's "
-                  f"{checker.policy.network_candidates} + prefilter's {checker.policy.prefilter_candidates})",
-                  flush=True)
+        _report(places, checker)
     s = 1000 * np.array(times)
     print(f"search time, with anisotropic stage: p50 {np.percentile(s, 50):.0f} ms, p99 {np.percentile(s, 99):.0f} ms "
           f"({s.size} scans)")
@@ -168,7 +180,7 @@ def main() -> int:
     t_iso: list[float] = []
     t_both: list[float] = []
     for name, options in (ablations() if args.ablation else CONDITIONS).items():
-        iso, both, net, fitted, widths, broad = [], [], [], [], [], []
+        places, widths, broad = [], [], []
         for c in classes:
             spectra = synthesize_class(lib, int(c), 1, seed=[99], options=options, bank=bank, gate=GateConfig())
             obs = observe_scan(as_scans(spectra)[0])
@@ -181,23 +193,12 @@ def main() -> int:
             t2 = time.perf_counter()
             t_iso.append(t1 - t0)
             t_both.append(t2 - t1)
-            truth = int(materials[c])
-            iso.append(_rank((h.index for h in res.ranked()), materials, truth))
-            both.append(_rank((h.index for h in res.interleaved()), materials, truth))
-            if engine is not None:
-                probs = engine.predict_proba(spectra)[0]
-                net.append(_rank(np.argsort(-probs, kind="stable"), materials, truth))
-                fitted.append(truth in {int(materials[j]) for j in checker.candidates(probs, res)})
+            probs = engine.predict_proba(spectra)[0] if engine is not None else None
+            places.append(_places(res, probs, checker, materials, int(materials[c])))
         w = np.array(widths)
         print(f"{name} (line width the check measures: median {np.median(w):.2f} deg, max {w.max():.2f} deg, "
               f"{sum(broad)} of {w.size} broader than the laboratory bound)")
-        print(_row("isotropic", iso))
-        print(_row("isotropic + anisotropic", both), flush=True)
-        if engine is not None:
-            print(_row("network", net))
-            print(f"  {'fitted by the check':26s} {100 * np.mean(fitted):5.1f} % (network's "
-                  f"{checker.policy.network_candidates} + prefilter's {checker.policy.prefilter_candidates})",
-                  flush=True)
+        _report(places, checker)
     for label, t in (("isotropic", t_iso), ("with anisotropic stage", t_both)):
         s = 1000 * np.array(t)
         print(f"search time, {label}: p50 {np.percentile(s, 50):.0f} ms, p99 {np.percentile(s, 99):.0f} ms "
