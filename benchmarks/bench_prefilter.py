@@ -43,6 +43,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,9 @@ from xrd_agent.verify import prefilter  # noqa: E402
 from xrd_agent.verify.check import Checker  # noqa: E402
 from xrd_agent.verify.fit import broad_fwhm  # noqa: E402
 from xrd_agent.verify.stage import checker_for, observe_scan  # noqa: E402
+
+if TYPE_CHECKING:
+    from xrd_agent.model.engine import Engine
 
 KS = (1, 3, 6, 10, 20)
 CONDITIONS = {
@@ -123,7 +127,7 @@ def _report(places: list[tuple[int, int, int | None, bool | None]], checker: Che
 
 
 def heldout(lib: Library, checker: Checker, k_aniso: int, materials: np.ndarray, n: int, seed: int,
-            engine=None) -> int:
+            engine: Engine | None = None) -> int:
     """The prefilter's orders on ``n`` held-out rows per preset, drawn as ``evaluate`` draws them;
     with ``engine``, also the network's order and whether the check fits the material."""
     from xrd_agent.model.evaluate import preset_set
@@ -171,9 +175,9 @@ def main() -> int:
     checker = checker_for(lib)
     k_aniso = checker.policy.anisotropic if args.anisotropic is None else args.anisotropic
     materials = np.asarray(lib.materials.of_class)
-    bank = NoiseBank.load(default_bank_path())
-    if args.heldout:
+    if args.heldout:  # the held-out rows carry their own noise: no bank to load
         return heldout(lib, checker, k_aniso, materials, args.heldout, args.seed, engine)
+    bank = NoiseBank.load(default_bank_path())
     classes = np.random.default_rng(args.seed).choice(len(lib), min(args.n, len(lib)), replace=False)
     print(f"{len(classes)} classes of {len(lib)} (seed {args.seed}); anisotropic stage: the {k_aniso} best screened "
           f"references and the {prefilter.ISO_KEPT} best isotropic hits searched")

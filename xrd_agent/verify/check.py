@@ -515,16 +515,17 @@ def _cells_restarted(fitter: Fitter, fit: FitResult, max_cost: float) -> FitResu
     where that fits better. A phase fitted alone, or before the others were in, stretches its
     cell over their lines; a local refinement with the others in keeps it there (a measured WO3
     at +2.3 / -2.2 % beside Ni(OH)2, Zr and Al2O3, which fits better at its own cell)."""
+    better = fit
     for i, st in enumerate(fit.phases):
         if cells_kept([st], max_cost):
             continue
-        start = list(fit.phases)
+        start = list(better.phases)
         start[i] = PhaseState(st.ref, np.zeros_like(st.lnp), st.axis, st.ln_r)
-        ph, sh = fitter.refine(start, fit.shape, list(range(len(start))))
-        trial = fitter.result(ph, sh, with_covariance=True)
-        if trial.chi2 + trial.prior < fit.chi2 + fit.prior:
-            fit = trial
-    return fit
+        ph, sh = fitter.refine(start, better.shape, list(range(len(start))))
+        trial = fitter.result(ph, sh)  # the covariance only for the fit kept
+        if trial.chi2 + trial.prior < better.chi2 + better.prior:
+            better = trial
+    return fit if better is fit else fitter.result(list(better.phases), better.shape, with_covariance=True)
 
 
 def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | None]], policy: VerifyPolicy
