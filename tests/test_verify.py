@@ -396,6 +396,30 @@ def test_two_broad_humps_are_not_a_mof_however_much_of_them_it_explains(shipped)
     assert not v.fits and v.confidence == 0.0 and v.phases == ()
 
 
+def test_a_fit_refines_every_located_start_not_only_the_coarse_best(phases, checker):
+    """The coarse stage (broad peaks, scan averaged down) ranks its starts, and can rank a wrong
+    minimum first. A PbSO4 scan with b +6 %: refined from a start at b -7 % alone, the fit stays
+    on the wrong side; with a start near +5 % among the located ones, the full-resolution fit
+    finds the cell and fits better."""
+    from xrd_agent.verify.fit import Fitter, Located, PhaseState
+
+    y = powder_scan([component(phases, "1528837", strain=(1.0, 1.06, 1.0))], TT, seed=1)
+    fitter = Fitter(observe(TT, y, *CU))
+    ref = next(r for r in checker.refs if r is not None and r.refcode == "1528837")
+    assert list(ref.groups[:3]) == [0, 1, 2]
+
+    def start(b: float) -> tuple[PhaseState, ...]:
+        return (PhaseState(ref, -2.0 * np.log(np.array([1.0, b, 1.0]))),)
+
+    wrong = Located(start(0.93), fitter.start, 0.0)
+    trapped = fitter.fit(ref, texture=False, located=wrong)
+    both = fitter.fit(ref, texture=False, located=Located(wrong.phases, wrong.shape, 0.0,
+                                                          (Located(start(1.05), fitter.start, 1.0),)))
+    assert trapped.cell_change(0)[1] < 0
+    assert both.cell_change(0)[1] == pytest.approx(6.0, abs=0.3)
+    assert both.chi2 + both.prior < trapped.chi2 + trapped.prior
+
+
 def test_a_dense_solid_pays_more_for_a_cell_change_than_a_framework(checker):
     """Rutile (4.2 g/cm^3) has the narrow strain prior, a MOF of the shipped library the wide
     one: the same 3 % stretch costs a dense phase (3 / 1.5)^2 per axis and a framework under one."""

@@ -113,11 +113,14 @@ class PhaseState:
 
 @dataclass(frozen=True, eq=False)
 class Located:
-    """A candidate after the coarse stage: its phases, the coarse shape, its coarse misfit."""
+    """A candidate after the coarse stage: its phases, the coarse shape, its coarse misfit, and
+    the other starts' cells the coarse stage ranked lower (each refined at full resolution too:
+    broad trial peaks on a scan averaged down do not always rank two nearby minima right)."""
 
     phases: tuple[PhaseState, ...]
     shape: Shape
     cost: float
+    others: tuple[Located, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -838,7 +841,10 @@ class Fitter:
         """The cheap first stage of a fit: the cell found with broad peaks on the scan averaged
         down (per-axis grid, then positions refined), the shape held except for zero shift.
         Its misfit ranks candidates before any is refined at full resolution. ``lnp``, the
-        prefilter's anisotropic cell (group scales), is refined as a further start."""
+        prefilter's anisotropic cell (group scales), is refined as a further start. The starts
+        ranked below the best whose cells ended elsewhere travel with it (``others``) for
+        :meth:`fit` to polish too; not beside phases already fitted, whose further-phase
+        candidates are many and refined two at a time."""
         lnp0 = np.full(ref.n_groups, -2.0 * np.log(scale))
         a, b = lnp_bounds(ref)
         lnp0 = np.clip(lnp0, a + 1e-6, b - 1e-6)
@@ -858,15 +864,16 @@ class Fitter:
         coarse = Shape(start.zero, max(start.w, 0.09), max(start.u, 0.05), start.eta, start.ka2)
         # beside phases already fitted, the instrument profile is theirs: only the new cell moves
         lowres = self.coarse(float(np.sqrt(coarse.w)))
-        best: Located | None = None
+        done: list[Located] = []
         for trial in starts:
             ph, sh = lowres.refine(trial, coarse, [k], fix_width=True, max_nfev=self.max_nfev // 2,
                                    hold_shape=bool(fixed))
             res = lowres.result(ph, sh)
-            if best is None or res.chi2 + res.prior < best.cost:
-                best = Located(tuple(ph), sh, res.chi2 + res.prior)
-        assert best is not None
-        return best
+            done.append(Located(tuple(ph), sh, res.chi2 + res.prior))
+        done.sort(key=lambda loc: loc.cost)
+        best = done[0]
+        others = tuple(loc for loc in done[1:] if not fixed and _distinct(loc.phases[-1], best.phases[-1]))
+        return Located(best.phases, best.shape, best.cost, others)
 
     def fit(self, ref: Reference, scale: float = 1.0, fixed: tuple[PhaseState, ...] = (),
             shape: Shape | None = None, texture: bool = True, hold_shape: bool = False,
@@ -885,9 +892,16 @@ class Fitter:
         fine = start if held else Shape(sh.zero, start.w, start.u, start.eta, sh.ka2)
         # with the profile held, only the located cell is polished: half the evaluations do
         phases, sh = self.refine(phases, fine, [k], hold_shape=held, max_nfev=self.max_nfev // 2 if held else None)
-        if not texture:
-            return self.result(phases, sh)
         best = self.result(phases, sh)
+        for alt in located.others:
+            alt_fine = start if held else Shape(alt.shape.zero, start.w, start.u, start.eta, alt.shape.ka2)
+            ph2, sh2 = self.refine(list(alt.phases), alt_fine, [k], hold_shape=held,
+                                   max_nfev=self.max_nfev // 2 if held else None)
+            res = self.result(ph2, sh2)
+            if res.chi2 + res.prior < best.chi2 + best.prior:
+                best, phases, sh = res, ph2, sh2
+        if not texture:
+            return best
         best_phases, best_sh = phases, sh
         for axis in ref.texture_axes:
             trial = list(phases)
@@ -903,6 +917,11 @@ class Fitter:
             if polished.chi2 + polished.prior <= best.chi2 + best.prior:
                 best = polished
         return best
+
+
+def _distinct(a: PhaseState, b: PhaseState) -> bool:
+    """Cells more than 0.5 % apart in d along some group: another minimum, worth refining."""
+    return bool(np.max(np.abs(a.lnp - b.lnp)) > 0.01)
 
 
 def _grid_best(fitter: Fitter, phases: list[PhaseState], k: int, g: int, values: np.ndarray, shape: Shape
