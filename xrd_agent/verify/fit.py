@@ -893,12 +893,16 @@ class Fitter:
         # with the profile held, only the located cell is polished: half the evaluations do
         phases, sh = self.refine(phases, fine, [k], hold_shape=held, max_nfev=self.max_nfev // 2 if held else None)
         best = self.result(phases, sh)
+        # the starts compared in the units their refinements minimised: chi^2 per resolution
+        # element of the starting profile (a fit's own refined widths would set its divisor, and
+        # broader lines stretched over other phases' reflections would win by it alone)
+        ppe = self.elements(fine)
         for alt in located.others:
             alt_fine = start if held else Shape(alt.shape.zero, start.w, start.u, start.eta, alt.shape.ka2)
             ph2, sh2 = self.refine(list(alt.phases), alt_fine, [k], hold_shape=held,
                                    max_nfev=self.max_nfev // 2 if held else None)
             res = self.result(ph2, sh2)
-            if res.chi2 + res.prior < best.chi2 + best.prior:
+            if res.linear.chi2 / ppe + res.prior < best.linear.chi2 / ppe + best.prior:
                 best, phases, sh = res, ph2, sh2
         if not texture:
             return best
