@@ -420,6 +420,26 @@ def test_a_fit_refines_every_located_start_not_only_the_coarse_best(phases, chec
     assert both.chi2 + both.prior < trapped.chi2 + trapped.prior
 
 
+def test_a_located_candidate_re_examines_only_starts_nearer_its_cifs_cell(phases, checker):
+    """The same PbSO4 scan (b +6 %), located with a prefilter cell 10 % off on every axis as one of
+    its starts: the coarse best is the right cell; of the other starts, the one the prior favours
+    (nearer the CIF's cell) goes on to the full-resolution fit, the one left 10 % off does not
+    (refined too, it would let wrong materials reach far minima as well)."""
+    from xrd_agent.verify.fit import Fitter, prior_residuals
+
+    y = powder_scan([component(phases, "1528837", strain=(1.0, 1.06, 1.0))], TT, seed=1)
+    fitter = Fitter(observe(TT, y, *CU))
+    ref = next(r for r in checker.refs if r is not None and r.refcode == "1528837")
+    located = fitter.locate(ref, 1.0, lnp=-2.0 * np.log(np.array([0.9, 1.1, 0.9])))
+
+    def prior(st) -> float:
+        return float(np.sum(prior_residuals(st) ** 2))
+
+    assert np.exp(-located.phases[-1].lnp / 2.0) == pytest.approx([1.0, 1.06, 1.0], abs=0.01)
+    assert located.others
+    assert all(prior(o.phases[-1]) < prior(located.phases[-1]) for o in located.others)
+
+
 def test_a_dense_solid_pays_more_for_a_cell_change_than_a_framework(checker):
     """Rutile (4.2 g/cm^3) has the narrow strain prior, a MOF of the shipped library the wide
     one: the same 3 % stretch costs a dense phase (3 / 1.5)^2 per axis and a framework under one."""
