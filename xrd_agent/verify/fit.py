@@ -114,8 +114,9 @@ class PhaseState:
 @dataclass(frozen=True, eq=False)
 class Located:
     """A candidate after the coarse stage: its phases, the coarse shape, its coarse misfit, and
-    the other starts' cells the coarse stage ranked lower (each refined at full resolution too:
-    broad trial peaks on a scan averaged down do not always rank two nearby minima right)."""
+    the other starts the coarse stage ranked lower but the strain prior favours (each refined at
+    full resolution too: broad trial peaks on a scan averaged down do not always rank two nearby
+    minima right)."""
 
     phases: tuple[PhaseState, ...]
     shape: Shape
@@ -842,9 +843,10 @@ class Fitter:
         down (per-axis grid, then positions refined), the shape held except for zero shift.
         Its misfit ranks candidates before any is refined at full resolution. ``lnp``, the
         prefilter's anisotropic cell (group scales), is refined as a further start. The starts
-        ranked below the best whose cells ended elsewhere travel with it (``others``) for
-        :meth:`fit` to polish too; not beside phases already fitted, whose further-phase
-        candidates are many and refined two at a time."""
+        ranked below the best whose cells ended elsewhere and nearer the CIF's travel with it
+        (``others``) for :meth:`fit` to polish too (every start polished let wrong materials reach
+        far minima as well); not beside phases already fitted, whose further-phase candidates
+        are many and refined two at a time."""
         lnp0 = np.full(ref.n_groups, -2.0 * np.log(scale))
         a, b = lnp_bounds(ref)
         lnp0 = np.clip(lnp0, a + 1e-6, b - 1e-6)
