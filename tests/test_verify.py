@@ -420,6 +420,24 @@ def test_a_fit_refines_every_located_start_not_only_the_coarse_best(phases, chec
     assert both.chi2 + both.prior < trapped.chi2 + trapped.prior
 
 
+def test_the_scans_profile_comes_from_the_better_fit_in_the_units_both_minimised(phases, checker):
+    """The leading candidates' fits each refine their own profile; the scan keeps the better one's
+    for every other candidate. On a noisy PbSO4 scan the same cell drawn with lines twice as broad
+    misfits more, yet divided by its own, larger points per resolution element it would win."""
+    from xrd_agent.verify.check import profile_fit
+    from xrd_agent.verify.fit import Fitter, PhaseState, Shape
+
+    y = powder_scan([component(phases, "1528837")], TT, counts=200, seed=1)
+    fitter = Fitter(observe(TT, y, *CU))
+    ref = next(r for r in checker.refs if r is not None and r.refcode == "1528837")
+    cell = [PhaseState(ref, np.zeros(ref.n_groups))]
+    s0 = fitter.start
+    laboratory = fitter.result(cell, s0)
+    broad = fitter.result(cell, Shape(s0.zero, 2.0 * s0.w, 2.0 * s0.u, s0.eta, s0.ka2))
+    assert broad.linear.chi2 > laboratory.linear.chi2 and broad.chi2 < laboratory.chi2
+    assert profile_fit([broad, laboratory], fitter.elements(s0)) is laboratory
+
+
 def test_a_dense_solid_pays_more_for_a_cell_change_than_a_framework(checker):
     """Rutile (4.2 g/cm^3) has the narrow strain prior, a MOF of the shipped library the wide
     one: the same 3 % stretch costs a dense phase (3 / 1.5)^2 per axis and a framework under one."""

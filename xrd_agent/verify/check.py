@@ -189,6 +189,14 @@ def signal_explained(fit: FitResult) -> float:
     return float((fit.chi2_background - fit.chi2) / signal)
 
 
+def profile_fit(fits: Sequence[FitResult], ppe: float) -> FitResult:
+    """The fit whose profile (zero shift, widths) the scan keeps for every candidate: the best by
+    chi^2 in the units the fits' refinements minimised, resolution elements of the starting
+    profile ``ppe`` (:meth:`Fitter.refine`), plus the prior. At its own refined widths a fit with
+    broader lines divides its chi^2 by more points per element and could win by that alone."""
+    return min(fits, key=lambda f: f.linear.chi2 / ppe + f.prior)
+
+
 def rank(fits: Sequence[FitResult], probs: Sequence[float], marginal: Marginal | None = None,
          plain: bool = False) -> np.ndarray:
     """Posterior weights of the fitted candidates (the rule in the module docstring).
@@ -335,7 +343,7 @@ class Checker:
             located.append(fitter.locate(ref, float(pre.scales[j]) if pre.scores[j] > 0 else 1.0, lnp=pre.cell(j)))
         leads = [int(i) for i in np.argsort([loc.cost for loc in located])[: pol.shape_candidates]]
         own = {i: fitter.fit(self.refs[chosen[i]], texture=False, located=located[i]) for i in leads}
-        best_own = min(own.values(), key=lambda f: f.chi2 + f.prior)
+        best_own = profile_fit(list(own.values()), fitter.elements(fitter.start))
         fitter.ppe = points_per_element(obs, best_own.shape)
         fits: list[FitResult] = []
         for i, j in enumerate(chosen):
