@@ -396,7 +396,7 @@ def test_two_broad_humps_are_not_a_mof_however_much_of_them_it_explains(shipped)
     assert not v.fits and v.confidence == 0.0 and v.phases == ()
 
 
-def test_a_fit_refines_every_located_start_not_only_the_coarse_best(phases, checker):
+def test_a_fit_refines_the_other_located_starts_not_only_the_coarse_best(phases, checker):
     """The coarse stage (broad peaks, scan averaged down) ranks its starts, and can rank a wrong
     minimum first. A PbSO4 scan with b +6 %: refined from a start at b -7 % alone, the fit stays
     on the wrong side; with a start near +5 % among the located ones, the full-resolution fit
