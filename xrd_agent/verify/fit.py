@@ -872,7 +872,11 @@ class Fitter:
             done.append(Located(tuple(ph), sh, res.chi2 + res.prior))
         done.sort(key=lambda loc: loc.cost)
         best = done[0]
-        others = tuple(loc for loc in done[1:] if not fixed and _distinct(loc.phases[-1], best.phases[-1]))
+        # re-examined: the starts nearer the CIF's cell than the coarse best (a smaller strain
+        # prior), which the prior favours and broad peaks can misrank
+        others = tuple(loc for loc in done[1:] if not fixed and _distinct(loc.phases[-1], best.phases[-1])
+                       and float(np.sum(prior_residuals(loc.phases[-1]) ** 2))
+                       < float(np.sum(prior_residuals(best.phases[-1]) ** 2)))
         return Located(best.phases, best.shape, best.cost, others)
 
     def fit(self, ref: Reference, scale: float = 1.0, fixed: tuple[PhaseState, ...] = (),
