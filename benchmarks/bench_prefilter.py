@@ -43,8 +43,8 @@ import os
 import sys
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 

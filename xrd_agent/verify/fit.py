@@ -897,24 +897,22 @@ class Fitter:
         start = shape or self.start
         if located is None:
             located = self.locate(ref, scale, fixed, start if held else shape)
-        phases = list(located.phases)
-        k = len(phases) - 1
-        sh = located.shape
-        fine = start if held else Shape(sh.zero, start.w, start.u, start.eta, sh.ka2)
-        # with the profile held, only the located cell is polished: half the evaluations do
-        phases, sh = self.refine(phases, fine, [k], hold_shape=held, max_nfev=self.max_nfev // 2 if held else None)
-        best = self.result(phases, sh)
+        k = len(located.phases) - 1
         # the starts compared in the units their refinements minimised: chi^2 per resolution
-        # element of the starting profile (a fit's own refined widths would set its divisor, and
-        # broader lines stretched over other phases' reflections would win by it alone)
-        ppe = self.elements(fine)
-        for alt in located.others:
-            alt_fine = start if held else Shape(alt.shape.zero, start.w, start.u, start.eta, alt.shape.ka2)
-            ph2, sh2 = self.refine(list(alt.phases), alt_fine, [k], hold_shape=held,
-                                   max_nfev=self.max_nfev // 2 if held else None)
-            res = self.result(ph2, sh2)
-            if res.linear.chi2 / ppe + res.prior < best.linear.chi2 / ppe + best.prior:
-                best, phases, sh = res, ph2, sh2
+        # element of the starting profile, whose widths every start shares (a fit's own refined
+        # widths would set its divisor, and broader lines stretched over other phases'
+        # reflections would win by it alone)
+        ppe = self.elements(start)
+        best: FitResult | None = None
+        for loc in (located, *located.others):
+            fine = start if held else Shape(loc.shape.zero, start.w, start.u, start.eta, loc.shape.ka2)
+            # with the profile held, only the located cell is polished: half the evaluations do
+            ph, shp = self.refine(list(loc.phases), fine, [k], hold_shape=held,
+                                  max_nfev=self.max_nfev // 2 if held else None)
+            res = self.result(ph, shp)
+            if best is None or res.linear.chi2 / ppe + res.prior < best.linear.chi2 / ppe + best.prior:
+                best, phases, sh = res, ph, shp
+        assert best is not None
         if not texture:
             return best
         best_phases, best_sh = phases, sh
