@@ -148,6 +148,26 @@ def test_alerts_compare_materials_and_name_them(materials):
     assert a.evidence["found_names"] == ["UiO-66", "ZIF-8"]
 
 
+def test_critical_alerts_on_a_right_first_answer_are_counted(materials):
+    """Issue 12's target "no correct Top-1 answer raises a critical alert" is scored by what the
+    service would raise for a robot expecting the right material: nothing for a confident right
+    answer, the amorphous verdict when the right answer carries it, nothing counted when the first
+    answer is another material (its critical alert is wanted)."""
+    from xrd_agent.model.evaluate import _critical_when_right
+    from xrd_agent.model.evaluate_real import critical_when_right
+
+    hk, uio = (materials.resolve(n).material for n in ("HKUST-1", "UiO-66"))
+    right = _identification([(hk.id, hk.name, 0.95)])
+    amorphous = _identification([(hk.id, hk.name, 0.95)], frozenset({Flag.AMORPHOUS}))
+    wrong = _identification([(uio.id, uio.name, 0.9), (hk.id, hk.name, 0.05)])
+    assert critical_when_right(right, hk, materials) == []
+    assert set(critical_when_right(amorphous, hk, materials)) == {alerts.AMORPHOUS, alerts.EXPECTED_PHASE_MISSING}
+    assert critical_when_right(wrong, hk, materials) == []
+    at = materials.index(hk)
+    assert _critical_when_right(materials, [right, amorphous, wrong, ValueError("refused")],
+                                np.full(4, at)) == {"right": 2, "critical": 1}
+
+
 def test_alert_reasons_are_in_the_message_contract():
     from typing import get_args
 
@@ -246,8 +266,10 @@ def test_evaluate_real_scores_the_repository_scans(engine, tmp_path):
     for row in results["rows"]:
         if row["label"] == "none":  # with the elements no Zn-TBAPy scan is named as a Cu (Zn-free) MOF
             assert row["told"]["right"] or not row["told"]["foreign_metal_top1"]
+    # ZIF-67 right first raises no critical alert for a robot that expected it
+    assert zif67["told"]["critical_when_right"] == [] and results["summary"]["told"]["critical_when_right"] == 0
     text = markdown_real(results)
-    assert "ZIF-67" in text and "confident wrong names" in text
+    assert "ZIF-67" in text and "confident wrong names" in text and "a critical alert with it expected" in text
 
 
 def test_evaluate_real_command(tmp_path):
@@ -337,6 +359,7 @@ def test_checked_subsample_scores_the_physics_check_against_the_engine_on_the_sa
     assert out["n"] == 1 and not hasattr(engine, "checker_")  # the check is not left on the engine
     for method in ("engine (materials)", "engine + physics check (materials)"):
         assert out["rows"][f"{method}|all"]["top1"] == 1.0 and out["rows"][f"{method}|all"]["n"] == 1
+        assert out["rows"][f"{method}|all"]["critical_when_right"] == {"right": 1, "critical": 0}
 
 
 def test_checked_rows_can_be_drawn_from_as_synthesized_simulations(library):

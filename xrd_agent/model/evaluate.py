@@ -686,7 +686,8 @@ def checked_subsample(engine: Any, ts: TestSet, n: int, seed: int, emit: Emit = 
     for method, ids in (("engine (materials)", plain), ("engine + physics check (materials)", checked)):
         # a row the engine refused (ScanError) names nothing: a miss
         scores = _material_scores(mats, [SimpleNamespace(top=()) if isinstance(r, Exception) else r for r in ids])
-        out["rows"][f"{method}|all"] = {**topk_accuracy(scores, ym), "n": int(len(ym))}
+        out["rows"][f"{method}|all"] = {**topk_accuracy(scores, ym), "n": int(len(ym)),
+                                         "critical_when_right": _critical_when_right(mats, ids, ym)}
         out["rows"][f"{method}|same_phase"] = {**topk_accuracy(scores[same], ym[same]), "n": int(same.sum())}
     return out
 
@@ -740,6 +741,8 @@ def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(
                 out["rows"][f"{method}|{ts.name}/all"] = {**topk_accuracy(scores, truth), "n": int(len(truth))}
                 out["rows"][f"{method}|{ts.name}/same_phase"] = {
                     **topk_accuracy(scores[ts.same_phase], truth[ts.same_phase]), "n": int(ts.same_phase.sum())}
+            for method, ids in (("engine (materials)", plain), ("engine + elements (materials)", told)):
+                out["rows"][f"{method}|{ts.name}/all"]["critical_when_right"] = _critical_when_right(mats, ids, ym)
             emit(f"materials: {ts.name} done ({len(ts.y)} scans)")
             if ts.name == "realistic" and verify_sample > 0 and verify_preset == "realistic":
                 out["checked"] = checked_subsample(engine, ts, verify_sample, config.seed, emit)
@@ -764,6 +767,20 @@ def _material_scores(mats: Any, ids: list[Any]) -> np.ndarray:
     return scores
 
 
+def _critical_when_right(mats: Any, ids: list[Any], truth: np.ndarray) -> dict[str, int]:
+    """Rows whose first material is right, and how many of them would still raise a critical
+    alert for a robot that expected that material (issue 12's target: none)."""
+    from xrd_agent.model.evaluate_real import critical_when_right
+
+    right = critical = 0
+    for r, m in zip(ids, truth):
+        top = getattr(r, "top", ())
+        if top and top[0].material == mats[int(m)].id:
+            right += 1
+            critical += bool(critical_when_right(r, mats[int(m)], mats))
+    return {"right": right, "critical": critical}
+
+
 def markdown_materials(results: dict[str, Any], command: str = "") -> str:
     lines = [f"Command: `{command}`", ""] if command else []
     lines += [f"{results['classes']} classes = {results['materials']} materials ({results['rule']}).", "",
@@ -776,6 +793,11 @@ def markdown_materials(results: dict[str, Any], command: str = "") -> str:
             row = results["rows"].get(f"{m}|{key}")
             cells.append(f"{_pct(row['top1'])} / {_pct(row['top5'])}" if row else "-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    crit = [(k.split("|")[0], k.split("|")[1].split("/")[0], v["critical_when_right"])
+            for k, v in results["rows"].items() if "critical_when_right" in v]
+    if crit:
+        lines += ["", "Critical alerts with the right material first, had the robot expected it (all rows): "
+                  + "; ".join(f"{m}, {kind}: {c['critical']} of {c['right']}" for m, kind, c in crit) + "."]
     checked = results.get("checked")
     if checked:
         kind = checked.get("preset", "realistic")
@@ -789,4 +811,9 @@ def markdown_materials(results: dict[str, Any], command: str = "") -> str:
                 row = checked["rows"][f"{m}|{key}"]
                 cells.append(f"{_pct(row['top1'])} / {_pct(row['top5'])} (n={row['n']})")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        crit = [(m.split("|")[0], v["critical_when_right"]) for m, v in checked["rows"].items()
+                if "critical_when_right" in v]
+        if crit:
+            lines += ["", "Critical alerts with the right material first, had the robot expected it: "
+                      + "; ".join(f"{m}: {c['critical']} of {c['right']}" for m, c in crit) + "."]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,8 @@ Every scan is identified twice, without and with its labelled elements (``expect
 names** (no unknown_phase/amorphous flag, confidence at or above the unknown threshold, and
 the Top-1 is not the labelled material: what a robot would act on wrongly). For "none"
 scans, the Top-1's metals are also checked against the elements (a Zn synthesis named as a
-Cu MOF).
+Cu MOF); for scans whose Top-1 is right, whether a robot that expected that material would
+still get a critical alert (it must not).
 """
 
 from __future__ import annotations
@@ -116,7 +117,22 @@ def _score(result: Any, want: Any, elements: Sequence[str], materials: Any, thre
         "right": top1_right and not unsure if want is not None else unsure,
         "confident_wrong": (not unsure and float(result.confidence) >= threshold and not top1_right),
         "foreign_metal_top1": foreign_metals,
+        "critical_when_right": critical_when_right(result, want, materials) if want is not None else [],
     }
+
+
+def critical_when_right(result: Any, material: Any, materials: Any) -> list[str]:
+    """Issue 12's target "no correct Top-1 answer raises a critical alert": the critical alerts
+    the service raises for ``result`` (:func:`xrd_agent.decide.alerts`, as the pipeline calls it)
+    when the robot expected ``material`` and the first answer is that material. Empty when the
+    first answer is another material: a critical alert is then what the robot should get."""
+    from xrd_agent import decide
+
+    top = getattr(result, "top", ())
+    if not top or (top[0].material or _material_id(materials, top[0].refcode)) != material.id:
+        return []
+    expected = decide.Expectation("evaluate", (material.id,), source="evaluate")
+    return [a.reason for a in decide.alerts(result, expected, materials=materials) if a.severity == "critical"]
 
 
 def _material_id(materials: Any, refcode: str) -> str:
@@ -136,6 +152,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "in_library": len(known),
             "top1": sum(r[mode]["top1"] for r in known),
             "top5": sum(r[mode]["top5"] for r in known),
+            "critical_when_right": sum(bool(r[mode].get("critical_when_right")) for r in known),
             "not_in_library": len(none),
             "unknown_flagged": sum(r[mode]["right"] for r in none),
             "confident_wrong": sum(r[mode]["confident_wrong"] for r in scored),
@@ -176,12 +193,14 @@ def markdown_real(results: dict[str, Any], command: str = "") -> str:
     lines += ["", "| summary | without elements | with the labelled elements |", "| --- | ---: | ---: |"]
     p, e = results["summary"]["plain"], results["summary"]["told"]
     for key, what in (("top1", "in-library scans: material Top-1"), ("top5", "in-library scans: material Top-5"),
+                      ("critical_when_right", "... right first and a critical alert with it expected"),
                       ("unknown_flagged", "not-in-library scans flagged unknown_phase/amorphous"),
                       ("confident_wrong", "confident wrong names (all scans)"),
                       ("foreign_metal_top1", "not-in-library scans whose Top-1 has a metal outside the "
                                              "labelled elements"),
                       ("foreign_metal_top1_unflagged", "... of them unflagged (named as that material)")):
-        of = {"top1": "in_library", "top5": "in_library", "unknown_flagged": "not_in_library",
+        of = {"top1": "in_library", "top5": "in_library", "critical_when_right": "top1",
+              "unknown_flagged": "not_in_library",
               "foreign_metal_top1_unflagged": "not_in_library", "foreign_metal_top1": "not_in_library",
               "confident_wrong": "scans"}[key]
         lines.append(f"| {what} | {p[key]} / {p[of]} | {e[key]} / {e[of]} |")
