@@ -741,8 +741,6 @@ def material_heldout(engine: Any, library: Any, config: EvalConfig = EvalConfig(
                 out["rows"][f"{method}|{ts.name}/all"] = {**topk_accuracy(scores, truth), "n": int(len(truth))}
                 out["rows"][f"{method}|{ts.name}/same_phase"] = {
                     **topk_accuracy(scores[ts.same_phase], truth[ts.same_phase]), "n": int(ts.same_phase.sum())}
-            for method, ids in (("engine (materials)", plain), ("engine + elements (materials)", told)):
-                out["rows"][f"{method}|{ts.name}/all"]["critical_when_right"] = _critical_when_right(mats, ids, ym)
             emit(f"materials: {ts.name} done ({len(ts.y)} scans)")
             if ts.name == "realistic" and verify_sample > 0 and verify_preset == "realistic":
                 out["checked"] = checked_subsample(engine, ts, verify_sample, config.seed, emit)
@@ -769,7 +767,9 @@ def _material_scores(mats: Any, ids: list[Any]) -> np.ndarray:
 
 def _critical_when_right(mats: Any, ids: list[Any], truth: np.ndarray) -> dict[str, int]:
     """Rows whose first material is right, and how many of them would still raise a critical
-    alert for a robot that expected that material (issue 12's target: none)."""
+    alert for a robot that expected that material (issue 12's target: none). Scored where rows
+    go through the whole identify path as scans (the checked subsample): prepared rows alone
+    carry no raw values, so no crystallinity verdict, and could not raise one."""
     from xrd_agent.model.evaluate_real import critical_when_right
 
     right = critical = 0
@@ -793,11 +793,6 @@ def markdown_materials(results: dict[str, Any], command: str = "") -> str:
             row = results["rows"].get(f"{m}|{key}")
             cells.append(f"{_pct(row['top1'])} / {_pct(row['top5'])}" if row else "-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    crit = [(k.split("|")[0], k.split("|")[1].split("/")[0], v["critical_when_right"])
-            for k, v in results["rows"].items() if "critical_when_right" in v]
-    if crit:
-        lines += ["", "Critical alerts with the right material first, had the robot expected it (all rows): "
-                  + "; ".join(f"{m}, {kind}: {c['critical']} of {c['right']}" for m, kind, c in crit) + "."]
     checked = results.get("checked")
     if checked:
         kind = checked.get("preset", "realistic")
