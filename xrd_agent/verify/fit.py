@@ -13,6 +13,12 @@ refined reciprocal metric):
   :func:`strain_sigma`: 4 % for frameworks, 1.5 % for dense solids) added to chi^2: large cell
   changes, shears included, must pay for themselves;
 * zero shift (deg), pseudo-Voigt width FWHM^2 = W + U tan^2(theta) and Lorentz fraction eta;
+* peak asymmetry (axial divergence): each line is a split pseudo-Voigt whose low-angle half is
+  wider and high-angle half narrower by a fraction a_j = A cot(2theta_j) (clipped to +-SKEW_MAX):
+  the low-angle tail of a laboratory scan's first lines, which a MOF's strongest reflections are,
+  and which no symmetric profile, zero shift or cell change draws (the measured ZIF-67 scan's
+  10 and 12.7 deg lines left +-10-20 sigma of such misfit). The mean half width is the symmetric
+  one, so the area and the normalisation stay; A >= 0 is shared by the scan's phases;
 * March-Dollase preferred orientation MD_j = (r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2) about
   one of the reciprocal axes a*, b*, c* that the metric does not tie to another (the best is
   chosen; see ``Reference.texture_axes``), with a Gaussian prior on ln r (:func:`prior_residuals`);
@@ -88,6 +94,11 @@ POINTS_PER_FWHM = 4.0
 #: on a grid this many times finer than the scan's.
 CONVOLVE_FROM = 300
 OVERSAMPLE = 8
+#: Largest asymmetry A of the profile (fraction of the half width per unit cot 2theta): 0.1 makes
+#: a 5-deg line's low-angle half 2.1 times as wide as its high-angle half. A line's fraction is
+#: clipped to SKEW_MAX.
+MAX_ASYM = 0.1
+SKEW_MAX = 0.6
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class Shape:
     u: float = 0.01  # deg^2
     eta: float = 0.5
     ka2: float = 0.5  # I(K-alpha2)/I(K-alpha1); refined (0 for stripped or monochromated data)
+    asym: float = 0.0  # A: low-angle half wider by A cot(2theta) of the half width (axial divergence)
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,6 +222,25 @@ class Lines:
             return self.pos[keep], self.fwhm[keep], self.amps[keep]
         return self.pos, self.fwhm, np.where(self.alpha2[:, None], ka2 * self.amps, self.amps)
 
+    def skew(self, shape: Shape) -> np.ndarray | None:
+        """Each line's asymmetry fraction at ``shape`` (all lines, or the K-alpha1 ones when
+        ``shape.ka2`` is 0, as :meth:`rendered`); None for a symmetric profile."""
+        if shape.asym == 0.0:
+            return None
+        a = line_skew(self.pos, shape.asym)
+        return a if shape.ka2 > 0 else a[~self.alpha2]
+
+
+def line_skew(pos: np.ndarray, asym: float) -> np.ndarray:
+    """Asymmetry fraction of lines at ``pos`` (deg 2theta): A cot(2theta), clipped."""
+    return np.clip(asym / np.tan(np.radians(np.clip(pos, 0.5, 179.5))), -SKEW_MAX, SKEW_MAX)
+
+
+def _skew_slope(pos: np.ndarray, asym: float) -> np.ndarray:
+    """d(line_skew)/dA: cot(2theta) where the fraction is not clipped."""
+    g = 1.0 / np.tan(np.radians(np.clip(pos, 0.5, 179.5)))
+    return np.where(np.abs(asym * g) < SKEW_MAX, g, 0.0)
+
 
 def _march_dollase_dlnr(ref: Reference, axis: int, ln_r: float) -> np.ndarray:
     """d ln MD / d ln r of :func:`_march_dollase`."""
@@ -304,16 +335,20 @@ def _scatter(start: np.ndarray, off: np.ndarray, windows: np.ndarray, weights: n
 C_GAUSS = np.sqrt(np.log(2) / np.pi)  # peak height of an area-normalised Gaussian in z = x / HWHM
 
 
-def _windows(obs: Observed, pos: np.ndarray, fwhm: np.ndarray
+def _windows(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, skew: np.ndarray | None = None
              ) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, np.ndarray]]]:
     """Where :func:`render` and :func:`render_derivatives` evaluate each reflection: over
     +-``WINDOW_FWHM`` of its own width, reflections bucketed by width (factors of two) so the
     sharp low-angle peaks of a wide scan do not pay for the window of its broadest high-angle
     ones, in a buffer with a margin wide enough that no window leaves it (no masking).
     Returns (buffer size, margin, per bucket: selection, window starts in the buffer, offsets,
-    z = (2theta - pos) / HWHM over the window, the slice of the Gaussian core (3 FWHM), HWHM)."""
+    z = (2theta - pos) / HWHM over the window, the slice of the Gaussian core (3 FWHM), HWHM).
+    With ``skew`` (each line's asymmetry fraction a), z is the split profile's argument
+    (2theta - pos) / (HWHM (1 + a)) below the line and / (HWHM (1 - a)) above it (:func:`split`)
+    and the windows are wider by (1 + |a|)."""
     n = obs.n
-    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm / obs.step), 1.0)
+    widen = 1.0 if skew is None else 1.0 + np.abs(skew)
+    half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm * widen / obs.step), 1.0)
     centre = np.rint((pos - obs.two_theta[0]) / obs.step).astype(np.int64)
     margin = int(half_each.max()) + max(0, int(-centre.min()), int(centre.max() - n + 1)) + 1
     bucket = np.floor(np.log2(half_each)).astype(np.int64)
@@ -324,12 +359,22 @@ def _windows(obs: Observed, pos: np.ndarray, fwhm: np.ndarray
         off = np.arange(-half, half + 1)
         hw = fwhm[sel, None] / 2.0
         z = (obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)
+        if skew is not None:
+            z = z / split(z, skew[sel])
         core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
         out.append((sel, centre[sel] + margin, off, z, slice(half - core, half + core + 1), hw))
     return n + 2 * margin, margin, out
 
 
-def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray) -> np.ndarray:
+def split(z: np.ndarray, skew: np.ndarray) -> np.ndarray:
+    """(K, T) the factor s by which each half of a split profile is wider: 1 + a below the line
+    (z < 0), 1 - a above it. The half widths average to the symmetric one, so the area under
+    (step / HWHM) phi(z / s) stays one."""
+    return 1.0 + np.where(z < 0, 1.0, -1.0) * skew[:, None]
+
+
+def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: np.ndarray,
+           skew: np.ndarray | None = None) -> np.ndarray:
     """Columns (n, C) of area-normalised pseudo-Voigt peaks at ``pos`` with amplitudes ``amps`` (M, C),
     each over its own window (:func:`_windows`). (A Fourier-domain render as in
     :mod:`xrd_agent.model.augment` was tried: with the width nodes a 5-165 deg scan needs and
@@ -337,9 +382,9 @@ def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: n
     n, ncol = obs.n, amps.shape[1]
     if pos.size == 0:
         return np.zeros((n, ncol))
-    if pos.size > CONVOLVE_FROM and np.all(fwhm == fwhm[0]):
+    if skew is None and pos.size > CONVOLVE_FROM and np.all(fwhm == fwhm[0]):
         return _render_convolved(obs, pos, float(fwhm[0]), eta, amps)
-    size, margin, buckets = _windows(obs, pos, fwhm)
+    size, margin, buckets = _windows(obs, pos, fwhm, skew)
     out = np.zeros((ncol, size))
     for sel, start, off, z, mid, hw in buckets:
         z2 = z * z
@@ -385,18 +430,21 @@ def _render_convolved(obs: Observed, pos: np.ndarray, fwhm: float, eta: float, a
 
 
 def render_derivatives(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float,
-                       terms: list[tuple[str, np.ndarray]]) -> np.ndarray:
+                       terms: list[tuple[str, np.ndarray]], skew: np.ndarray | None = None) -> np.ndarray:
     """Columns (n, T): for each term (kind, w), sum_j w_j x one derivative of reflection j's
     profile as :func:`render` draws it (same windows and Gaussian core): ``"pos"`` d/d(position),
-    ``"fwhm"`` d/d(FWHM), ``"eta"`` d/d(Lorentz fraction), ``"prof"`` the profile itself.
+    ``"fwhm"`` d/d(FWHM), ``"eta"`` d/d(Lorentz fraction), ``"skew"`` d/d(asymmetry fraction),
+    ``"prof"`` the profile itself (with ``skew``, of the split profile).
     The analytic Jacobian of a fit is a handful of these instead of one render per parameter."""
     n = obs.n
     if pos.size == 0 or not terms:
         return np.zeros((n, len(terms)))
-    size, margin, buckets = _windows(obs, pos, fwhm)
+    size, margin, buckets = _windows(obs, pos, fwhm, skew)
     full = np.zeros((len(terms), size))
     kinds = {k for k, _ in terms}
     for sel, start, off, z, mid, hw in buckets:
+        # z is the split profile's argument; s its half's widening (1 without asymmetry)
+        s = 1.0 if skew is None else split(z, skew[sel])
         lor = 1.0 / (1.0 + z * z)
         zc = z[:, mid]
         gauss = C_GAUSS * np.exp(-np.log(2) * zc * zc)  # over the core only, as render draws it
@@ -406,12 +454,14 @@ def render_derivatives(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: fl
         base: dict[str, np.ndarray] = {}
         if "prof" in kinds:
             base["prof"] = phi * scale
-        if kinds & {"pos", "fwhm"}:
+        if kinds & {"pos", "fwhm", "skew"}:
             # phi'(z): Lorentzian part everywhere, Gaussian part over the core
             dphi = (-2.0 * eta / np.pi) * z * lor * lor
             dphi[:, mid] -= (2.0 * np.log(2) * (1 - eta)) * zc * gauss
-            if "pos" in kinds:  # z = (x - pos) / hw
-                base["pos"] = dphi * (-scale / hw)
+            if "pos" in kinds:  # z = (x - pos) / (hw s)
+                base["pos"] = dphi * (-scale / (hw * s))
+            if "skew" in kinds:  # dz/da = -z (+-1) / s: the half below the line widens
+                base["skew"] = dphi * (-z * np.where(z < 0, 1.0, -1.0) / s) * scale
             if "fwhm" in kinds:  # d/dFWHM = d/dhw / 2 of (step / hw) phi((x - pos) / hw)
                 base["fwhm"] = (phi + z * dphi) * (-scale / (2.0 * hw))
         if "eta" in kinds:
@@ -431,7 +481,7 @@ def phase_columns(obs: Observed, lines: Lines, shape: Shape) -> np.ndarray:
     inorganic phase with nothing beyond d0 gets no third column). K-alpha2 lines ride on each
     column at the shared ratio ``shape.ka2``."""
     pos, fwhm, amps = lines.rendered(shape.ka2)
-    return render(obs, pos, fwhm, shape.eta, amps)
+    return render(obs, pos, fwhm, shape.eta, amps, lines.skew(shape))
 
 
 @dataclass(frozen=True, eq=False)
@@ -630,9 +680,9 @@ class Fitter:
                 lo.append(np.log(0.4))
                 hi.append(np.log(2.5))
         if not hold_shape:
-            x += [shape.zero, np.log(shape.w), np.log(max(shape.u, 1e-5)), shape.eta, shape.ka2]
-            lo += [-ZERO_LIMIT, np.log(1e-4), np.log(1e-5), 0.0, 0.0]
-            hi += [ZERO_LIMIT, np.log(self.max_w), np.log(MAX_U), 1.0, 0.6]
+            x += [shape.zero, np.log(shape.w), np.log(max(shape.u, 1e-5)), shape.eta, shape.ka2, shape.asym]
+            lo += [-ZERO_LIMIT, np.log(1e-4), np.log(1e-5), 0.0, 0.0, 0.0]
+            hi += [ZERO_LIMIT, np.log(self.max_w), np.log(MAX_U), 1.0, 0.6, MAX_ASYM]
         return np.array(x, float), np.array(lo), np.array(hi)
 
     def _unpack(self, x: np.ndarray, phases: list[PhaseState], free_phases: list[int], texture: bool,
@@ -651,7 +701,8 @@ class Fitter:
             out[k] = PhaseState(st.ref, np.array(lnp), st.axis, ln_r)
         if hold is not None:
             return out, hold
-        shape = Shape(float(x[i]), float(np.exp(x[i + 1])), float(np.exp(x[i + 2])), float(x[i + 3]), float(x[i + 4]))
+        shape = Shape(float(x[i]), float(np.exp(x[i + 1])), float(np.exp(x[i + 2])), float(x[i + 3]), float(x[i + 4]),
+                      float(x[i + 5]))
         return out, shape
 
     def _phase(self, st: PhaseState, shape: Shape) -> tuple[Lines, np.ndarray]:
@@ -692,12 +743,12 @@ class Fitter:
     def derivatives(self, phases: list[PhaseState], shape: Shape, free: list[int], texture: bool,
                     hold_shape: bool, coef: np.ndarray, fixed_width: bool = False) -> np.ndarray:
         """(n, parameters in :meth:`_pack`'s order): d(phase columns @ ``coef``)/d parameter.
-        Peak positions, widths, Lorentz fraction, texture and K-alpha2 ratio enter analytically;
+        Peak positions, widths, asymmetry, Lorentz fraction, texture and K-alpha2 ratio enter analytically;
         the slow dependence of intensities (Lorentz-polarisation, solvent split) and widths on
         the cell is left out (a few per cent of a cell derivative)."""
         n = self.obs.n
         cell_cols: list[np.ndarray] = []
-        shape_cols = np.zeros((n, 5))
+        shape_cols = np.zeros((n, 6))
         start = 0
         for k, st in enumerate(phases):
             lines, cols = self._phase(st, shape)
@@ -714,15 +765,17 @@ class Fitter:
                     terms.append(("prof", a * lines.dlnmd_dlnr))
             n_own = len(terms)
             if not hold_shape:
-                # zero shift, widths (not while held by their bounds, the coarse stage: those
-                # columns stay zero), Lorentz fraction, K-alpha2 ratio
+                # zero shift, widths and asymmetry (not while held by their bounds, the coarse
+                # stage: those columns stay zero), Lorentz fraction, K-alpha2 ratio
                 widths = [] if fixed_width else [("fwhm", a * lines.dfwhm_dlnw), ("fwhm", a * lines.dfwhm_dlnu)]
-                terms += [("pos", a), *widths, ("eta", a), ("prof", np.where(lines.alpha2, per_unit, 0.0))]
+                asym = [] if fixed_width else [("skew", a * _skew_slope(lines.pos, shape.asym))]
+                terms += [("pos", a), *widths, ("eta", a), ("prof", np.where(lines.alpha2, per_unit, 0.0)), *asym]
             if not terms or not np.any(c > 0):
                 if mine:
                     cell_cols.append(np.zeros((n, n_own)))
                 continue
-            d = render_derivatives(self.obs, lines.pos, lines.fwhm, shape.eta, terms)
+            skew = line_skew(lines.pos, shape.asym) if shape.asym else None
+            d = render_derivatives(self.obs, lines.pos, lines.fwhm, shape.eta, terms, skew)
             if mine:
                 cell_cols.append(d[:, :n_own])
             if not hold_shape:
@@ -774,8 +827,9 @@ class Fitter:
         ppe = self.elements(shape)
         if hold_shape:
             fix_width = False
-        if fix_width:  # coarse stage: widths held (broad), only positions move
-            lo[-4:-2], hi[-4:-2] = x0[-4:-2] - 1e-9, x0[-4:-2] + 1e-9
+        if fix_width:  # coarse stage: widths and asymmetry held (broad, symmetric), only positions move
+            for k in (-5, -4, -1):
+                lo[k], hi[k] = x0[k] - 1e-9, x0[k] + 1e-9
         x0 = np.clip(x0, lo + 1e-12, hi - 1e-12)
         last: list[tuple[np.ndarray, list[PhaseState], Shape, LinearSolution]] = []
 

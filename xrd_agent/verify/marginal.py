@@ -67,7 +67,7 @@ def reflection_profiles(obs: Observed, fit: FitResult) -> tuple[sparse.csc_matri
             continue
         reflection = lines.reflection if fit.shape.ka2 > 0 else lines.reflection[~lines.alpha2]
         amplitude = amps @ coef
-        _, margin, buckets = _windows(obs, pos, fwhm)
+        _, margin, buckets = _windows(obs, pos, fwhm, lines.skew(fit.shape))
         for sel, start, off, z, _, hw in buckets:
             inside = np.abs(off) <= np.ceil(PROFILE_CORE * float(fwhm[sel].max()) / obs.step)
             zc = z[:, inside]
