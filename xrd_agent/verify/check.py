@@ -480,7 +480,7 @@ class Checker:
                 gain, p = _significance(current, trial, obs.y)
                 if best is None or trial.chi2 + trial.prior < best[0].chi2 + best[0].prior:
                     best = (trial, gain, p)
-            if best is None or not (best[2] < pol.mixture_p and best[1] >= pol.mixture_min_gain):
+            if best is None or not best[1] >= pol.mixture_min_gain:
                 lead = [] if best is None else [best[0]]
                 others = sorted((t for t in tried if t not in lead), key=lambda t: t.chi2 + t.prior)
                 further = (*lead, *others)
@@ -546,9 +546,11 @@ def _eliminate(fitter: Fitter, fit: FitResult, gains: list[tuple[float, float | 
         if trace:  # below what a laboratory scan can tell from nothing: not reported as a phase
             weakest = (min(trace, key=lambda i: share[i]), -1.0)
         for i in range(len(fit.phases)) if weakest is None else ():
-            reduced = fitter.result([st for k, st in enumerate(fit.phases) if k != i], fit.shape)
+            others = [st for k, st in enumerate(fit.phases) if k != i]
+            reduced = fitter.result(others, fit.shape)
             gain, p = _significance(reduced, fit, fitter.obs.y, fit.phases[i].ref.n_groups + fit.columns[i])
-            if p < policy.mixture_p and gain >= policy.mixture_min_gain:
+            last = fitter.result([*others, fit.phases[i]], fit.shape)
+            if _own_reflections_p(fitter, reduced, last, fitter.obs.y) < policy.mixture_p and gain >= policy.mixture_min_gain:
                 continue
             if weakest is None or gain < weakest[1]:
                 weakest = (i, gain)
