@@ -17,8 +17,9 @@ refined reciprocal metric):
   wider and high-angle half narrower by a fraction a_j = A cot(2theta_j) (clipped to +-SKEW_MAX):
   the low-angle tail of a laboratory scan's first lines, which a MOF's strongest reflections are,
   and which no symmetric profile, zero shift or cell change draws (the measured ZIF-67 scan's
-  10 and 12.7 deg lines left +-10-20 sigma of such misfit). The mean half width is the symmetric
-  one, so the area and the normalisation stay; A >= 0 is shared by the scan's phases;
+  10 and 12.7 deg lines left a misfit of one sign below each line and the other above it:
+  tests/test_verify.py). The mean half width is the symmetric one, so the area and the
+  normalisation stay; A >= 0 is shared by the scan's phases;
 * March-Dollase preferred orientation MD_j = (r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2) about
   one of the reciprocal axes a*, b*, c* that the metric does not tie to another (the best is
   chosen; see ``Reference.texture_axes``), with a Gaussian prior on ln r (:func:`prior_residuals`);
