@@ -226,23 +226,27 @@ class Lines:
             return self.pos[keep], self.fwhm[keep], self.amps[keep]
         return self.pos, self.fwhm, np.where(self.alpha2[:, None], ka2 * self.amps, self.amps)
 
-    def skew(self, shape: Shape) -> np.ndarray | None:
-        """Each line's asymmetry fraction at ``shape`` (all lines, or the K-alpha1 ones when
-        ``shape.ka2`` is 0, as :meth:`rendered`); None for a symmetric profile."""
+    def skew(self, shape: Shape, every: bool = False) -> np.ndarray | None:
+        """Each line's asymmetry fraction at ``shape`` (the lines :meth:`rendered` draws, or
+        ``every`` line, as the derivatives take them); None for a symmetric profile."""
         if abs(shape.asym) < SKEW_FROM:
             return None
         a = line_skew(self.pos, shape.asym)
-        return a if shape.ka2 > 0 else a[~self.alpha2]
+        return a if every or shape.ka2 > 0 else a[~self.alpha2]
+
+
+def _cot_2theta(pos: np.ndarray) -> np.ndarray:
+    return 1.0 / np.tan(np.radians(np.clip(pos, 0.5, 179.5)))
 
 
 def line_skew(pos: np.ndarray, asym: float) -> np.ndarray:
     """Asymmetry fraction of lines at ``pos`` (deg 2theta): A cot(2theta), clipped."""
-    return np.clip(asym / np.tan(np.radians(np.clip(pos, 0.5, 179.5))), -SKEW_MAX, SKEW_MAX)
+    return np.clip(asym * _cot_2theta(pos), -SKEW_MAX, SKEW_MAX)
 
 
 def _skew_slope(pos: np.ndarray, asym: float) -> np.ndarray:
     """d(line_skew)/dA: cot(2theta) where the fraction is not clipped."""
-    g = 1.0 / np.tan(np.radians(np.clip(pos, 0.5, 179.5)))
+    g = _cot_2theta(pos)
     return np.where(np.abs(asym * g) < SKEW_MAX, g, 0.0)
 
 
@@ -340,16 +344,17 @@ C_GAUSS = np.sqrt(np.log(2) / np.pi)  # peak height of an area-normalised Gaussi
 
 
 def _windows(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, skew: np.ndarray | None = None
-             ) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, np.ndarray]]]:
+             ) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, slice, np.ndarray,
+                                             Any]]]:
     """Where :func:`render` and :func:`render_derivatives` evaluate each reflection: over
     +-``WINDOW_FWHM`` of its own width, reflections bucketed by width (factors of two) so the
     sharp low-angle peaks of a wide scan do not pay for the window of its broadest high-angle
     ones, in a buffer with a margin wide enough that no window leaves it (no masking).
     Returns (buffer size, margin, per bucket: selection, window starts in the buffer, offsets,
-    z = (2theta - pos) / HWHM over the window, the slice of the Gaussian core (3 FWHM), HWHM).
-    With ``skew`` (each line's asymmetry fraction a), z is the split profile's argument
-    (2theta - pos) / (HWHM (1 + a)) below the line and / (HWHM (1 - a)) above it (:func:`split`)
-    and the windows are wider by (1 + |a|)."""
+    z = (2theta - pos) / HWHM over the window, the slice of the Gaussian core (3 FWHM), HWHM,
+    and s, 1 for a symmetric profile). With ``skew`` (each line's asymmetry fraction a), z is the
+    split profile's argument (2theta - pos) / (HWHM s), s = 1 + a below the line and 1 - a above
+    it (:func:`split`, (K, T)), and the windows are wider by (1 + |a|)."""
     n = obs.n
     widen = 1.0 if skew is None else 1.0 + np.abs(skew)
     half_each = np.maximum(np.ceil(WINDOW_FWHM * fwhm * widen / obs.step), 1.0)
@@ -363,10 +368,12 @@ def _windows(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, skew: np.ndarray 
         off = np.arange(-half, half + 1)
         hw = fwhm[sel, None] / 2.0
         z = (obs.two_theta[0] - pos[sel, None]) / hw + (centre[sel, None] + off[None, :]) * (obs.step / hw)
+        s: Any = 1.0
         if skew is not None:
-            z = z / split(z, skew[sel])
+            s = split(z, skew[sel])
+            z = z / s
         core = int(min(half, np.ceil(3.0 * float(fwhm[sel].max()) / obs.step)))
-        out.append((sel, centre[sel] + margin, off, z, slice(half - core, half + core + 1), hw))
+        out.append((sel, centre[sel] + margin, off, z, slice(half - core, half + core + 1), hw, s))
     return n + 2 * margin, margin, out
 
 
@@ -390,7 +397,7 @@ def render(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: float, amps: n
         return _render_convolved(obs, pos, float(fwhm[0]), eta, amps)
     size, margin, buckets = _windows(obs, pos, fwhm, skew)
     out = np.zeros((ncol, size))
-    for sel, start, off, z, mid, hw in buckets:
+    for sel, start, off, z, mid, hw, _ in buckets:
         z2 = z * z
         prof = (eta / np.pi) / (1.0 + z2)
         # the Gaussian part is nothing beyond 3 FWHM (z = 6): exp only over the core
@@ -446,9 +453,7 @@ def render_derivatives(obs: Observed, pos: np.ndarray, fwhm: np.ndarray, eta: fl
     size, margin, buckets = _windows(obs, pos, fwhm, skew)
     full = np.zeros((len(terms), size))
     kinds = {k for k, _ in terms}
-    for sel, start, off, z, mid, hw in buckets:
-        # z is the split profile's argument; s its half's widening (1 without asymmetry)
-        s = 1.0 if skew is None else split(z, skew[sel])
+    for sel, start, off, z, mid, hw, s in buckets:  # z the split profile's argument, s its widening
         lor = 1.0 / (1.0 + z * z)
         zc = z[:, mid]
         gauss = C_GAUSS * np.exp(-np.log(2) * zc * zc)  # over the core only, as render draws it
@@ -705,8 +710,8 @@ class Fitter:
             out[k] = PhaseState(st.ref, np.array(lnp), st.axis, ln_r)
         if hold is not None:
             return out, hold
-        shape = Shape(float(x[i]), float(np.exp(x[i + 1])), float(np.exp(x[i + 2])), float(x[i + 3]), float(x[i + 4]),
-                      float(x[i + 5]))
+        shape = Shape(float(x[i]), float(np.exp(x[i + 1])), float(np.exp(x[i + 2])), float(x[i + 3]),
+                      float(x[i + 4]), float(x[i + 5]))
         return out, shape
 
     def _phase(self, st: PhaseState, shape: Shape) -> tuple[Lines, np.ndarray]:
@@ -773,13 +778,14 @@ class Fitter:
                 # stage: those columns stay zero), Lorentz fraction, K-alpha2 ratio
                 widths = [] if fixed_width else [("fwhm", a * lines.dfwhm_dlnw), ("fwhm", a * lines.dfwhm_dlnu)]
                 asym = [] if fixed_width else [("skew", a * _skew_slope(lines.pos, shape.asym))]
-                terms += [("pos", a), *widths, ("eta", a), ("prof", np.where(lines.alpha2, per_unit, 0.0)), *asym]
+                ka2 = ("prof", np.where(lines.alpha2, per_unit, 0.0))
+                terms += [("pos", a), *widths, ("eta", a), ka2, *asym]
             if not terms or not np.any(c > 0):
                 if mine:
                     cell_cols.append(np.zeros((n, n_own)))
                 continue
-            skew = line_skew(lines.pos, shape.asym) if abs(shape.asym) >= SKEW_FROM else None
-            d = render_derivatives(self.obs, lines.pos, lines.fwhm, shape.eta, terms, skew)
+            d = render_derivatives(self.obs, lines.pos, lines.fwhm, shape.eta, terms,
+                                   lines.skew(shape, every=True))
             if mine:
                 cell_cols.append(d[:, :n_own])
             if not hold_shape:

@@ -68,7 +68,7 @@ def reflection_profiles(obs: Observed, fit: FitResult) -> tuple[sparse.csc_matri
         reflection = lines.reflection if fit.shape.ka2 > 0 else lines.reflection[~lines.alpha2]
         amplitude = amps @ coef
         _, margin, buckets = _windows(obs, pos, fwhm, lines.skew(fit.shape))
-        for sel, start, off, z, _, hw in buckets:
+        for sel, start, off, z, _, hw, _ in buckets:
             inside = np.abs(off) <= np.ceil(PROFILE_CORE * float(fwhm[sel].max()) / obs.step)
             zc = z[:, inside]
             z2 = zc * zc
